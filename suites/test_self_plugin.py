@@ -1,0 +1,180 @@
+"""Self-tests of the suite's plugin: the suite is run on small test files with pytester and its
+output matched (devices, --require-gpu, data skips and errors, claim ids, --claims, reports)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision  # noqa: F401  imported here, not first inside an in-process run: pytester unloads
+
+# what a run imported, and torchvision cannot be imported twice in one process
+
+ROOT = Path(__file__).resolve().parents[1]
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks behaviour on a machine without CUDA")
+
+DEVICE_TEST = """
+def test_runs(device):
+    assert device
+"""
+
+DATA_TEST = """
+import pytest
+
+@pytest.mark.parametrize("tier", [{tier!r}])
+def test_loads(data):
+    assert data.x_train.max() <= 1
+"""
+
+
+@pytest.fixture
+def suite(pytester, monkeypatch, tmp_path):
+    """A pytester dir whose conftest loads the suite's plugin, with no data reachable by default."""
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
+    return pytester
+
+
+@no_cuda
+def test_gpu_instances_are_skipped_with_the_reason_when_cuda_is_absent(suite):
+    suite.makepyfile(DEVICE_TEST)
+    result = suite.runpytest_inprocess("-m", "gpu", "-rs", "-v")
+    result.assert_outcomes(skipped=1, deselected=1)
+    result.stdout.fnmatch_lines(["*::test_runs?cuda? SKIPPED*", "SKIPPED [[]1[]] *: CUDA not available"])
+    assert result.ret == 0
+
+
+def test_every_device_instance_has_the_device_as_its_id_and_only_non_cpu_ones_are_gpu(suite):
+    suite.makepyfile(DEVICE_TEST)
+    result = suite.runpytest_inprocess("--device", "cpu,cuda:1", "--collect-only", "-q", "-m", "not gpu")
+    result.stdout.fnmatch_lines(["*test_runs?cpu?", "*1/2 tests collected (1 deselected)*"])
+
+
+@no_cuda
+def test_require_gpu_without_cuda_exits_non_zero_with_one_line(suite):
+    suite.makepyfile(DEVICE_TEST)
+    result = suite.runpytest_subprocess("-m", "gpu", "--require-gpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.strip()]
+    assert errors == [errors[0]], result.errlines
+    assert errors[0].startswith("ERROR: --require-gpu: CUDA not available for cuda")
+
+
+@pytest.mark.parametrize("value", ["tpu", "cuda:x", "gpu", ""])
+def test_an_unknown_device_is_a_usage_error_naming_the_accepted_values(suite, value):
+    suite.makepyfile(DEVICE_TEST)
+    result = suite.runpytest_inprocess(f"--device={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --device: *accepted: auto, cpu, cuda, cuda:N, mps*"])
+
+
+@pytest.mark.parametrize(
+    ("tier", "fix"),
+    [
+        ("cifar10", "CIFAR-10 not found under */no-data/cifar-10-batches-py (pass --download*"),
+        ("fashion-mnist", "Fashion-MNIST not found under */no-data/FashionMNIST/raw (install Debian's*"),
+    ],
+)
+def test_a_missing_dataset_skips_with_the_fix_in_the_reason(suite, tier, fix):
+    suite.makepyfile(DATA_TEST.format(tier=tier))
+    result = suite.runpytest_inprocess("--device=cpu", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"SKIPPED*{fix}"])
+
+
+def test_a_truncated_dataset_file_is_an_error_naming_the_file(suite, tmp_path):
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    sizes = {"train-images-idx3-ubyte": (0x803, 60000, 28, 28), "train-labels-idx1-ubyte": (0x801, 60000)}
+    sizes |= {"t10k-images-idx3-ubyte": (0x803, 10000, 28, 28), "t10k-labels-idx1-ubyte": (0x801, 10000)}
+    for name, (magic, *dims) in sizes.items():
+        header = b"".join(v.to_bytes(4, "big") for v in (magic, *dims))
+        (raw / name).write_bytes(header + bytes(100))  # the header promises far more than 100 bytes
+    suite.makepyfile(DATA_TEST.format(tier="fashion-mnist"))
+    result = suite.runpytest_inprocess("--device=cpu", f"--data-root={tmp_path / 'data'}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "DataCorrupt: */FashionMNIST/raw/train-images-idx3-ubyte: "
+            "truncated or padded idx file (116 bytes, expected 47040016)"
+        ]
+    )
+    result.stdout.no_fnmatch_line("*pickle*")
+
+
+def test_a_truncated_gz_is_an_error_naming_the_gz(suite, tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    system.mkdir()
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (system / f"{name}.gz").write_bytes(b"\x1f\x8b\x08\x00")  # a gzip header and nothing else
+    monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", str(system))
+    suite.makepyfile(DATA_TEST.format(tier="fashion-mnist"))
+    result = suite.runpytest_inprocess("--device=cpu")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["DataCorrupt: */system/*-ubyte.gz: cannot be unpacked*"])
+    assert not list((tmp_path / "no-data").rglob("*-ubyte")), "a half-unpacked file was left behind"
+
+
+@pytest.mark.parametrize(
+    ("mark", "message"),
+    [("claim('S999-01')", "unknown claim id 'S999-01'"), ("claim", "claim mark needs exactly one claim id, got ()")],
+)
+def test_an_unknown_or_missing_claim_id_is_a_collection_error(suite, mark, message):
+    suite.makepyfile(f"import pytest\n\n@pytest.mark.{mark}\ndef test_x():\n    pass\n")
+    result = suite.runpytest_inprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*test_x: {message}*"])
+
+
+def test_claims_lists_the_catalogue_and_the_tests_of_each_claim(suite):
+    suite.makepyfile("import pytest\n\n@pytest.mark.claim('S001-02')\ndef test_relu_at_zero():\n    pass\n")
+    result = suite.runpytest_inprocess("--claims")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["S001-02  *at exactly 0*", "    test_*.py::test_relu_at_zero", "S001-03  *"])
+    result.stdout.fnmatch_lines(["29 claims, 1 with tests in this selection"])
+    result.assert_outcomes()
+
+
+def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
+    suite.makepyfile(
+        """
+        import pytest
+        from fixtures.claims import Verdict
+
+        @pytest.mark.claim("S001-01")
+        def test_holds(evidence):
+            evidence.record(x=1.5)
+
+        @pytest.mark.claim("S000-11")
+        def test_refuted(evidence):
+            evidence.conclude(Verdict.REFUTED, "an MLP got 60%")
+
+        @pytest.mark.claim("S002-10")
+        def test_skipped():
+            pytest.skip("needs CUDA")
+
+        @pytest.mark.claim("S001-05")
+        def test_fails():
+            assert False
+        """
+    )
+    result = suite.runpytest_inprocess("--report-dir=out")
+    result.assert_outcomes(passed=2, skipped=1, failed=1)
+    report = json.loads((suite.path / "out" / "claims.json").read_text())
+    verdicts = {c["id"]: (c["verdict"], c["why"]) for c in report["claims"]}
+    assert verdicts["S001-01"] == ("holds", "")
+    assert verdicts["S000-11"] == ("refuted", "an MLP got 60%")
+    assert verdicts["S002-10"] == ("not measured", "needs CUDA")
+    assert verdicts["S001-05"][0] == "fails"
+    assert verdicts["S001-02"] == ("not measured", "no test encodes it yet")
+    assert report["environment"]["torch"] == torch.__version__
+    assert "| S000-11 | **refuted** |" in (suite.path / "out" / "claims.md").read_text()
+    assert not list((suite.path / "out").glob(".*tmp")), "temporary files left behind"
