@@ -1,0 +1,403 @@
+"""S001: backpropagation through ReLU, as properties over ops, dtypes and devices."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from fixtures.claims import Verdict
+from fixtures.xor import X, Y, source_step, source_weights, train_xor
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@dataclass(frozen=True)
+class ReluLike:
+    """A ReLU-like op and its derivative at exactly 0 (+0.0 and -0.0), as measured.
+
+    Measured with torch 2.14.1 on CPU, identical for float16/bfloat16/float32/float64: every op
+    passes 0 at x == 0 except ``maximum(x, zeros)``, which splits the gradient 0.5 / 0.5 between
+    its two (equal) arguments. (``clamp(min=0)`` passed 1 at 0 in older releases.) Positive
+    subnormals get 1: no flush to zero. relu6 also passes 0 at its cap of 6.
+    """
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    at_zero: float
+    cap: float = math.inf  # relu6 clamps at 6; its derivative there and above is 0
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# Ops look their function up at call time, so that a monkeypatched op is what gets tested.
+OPS = [
+    ReluLike("F.relu", lambda x: F.relu(x), 0.0),
+    ReluLike("nn.ReLU", lambda x: nn.ReLU()(x), 0.0),
+    ReluLike("relu_", lambda x: x.clone().relu_(), 0.0),
+    ReluLike("clamp(min=0)", lambda x: x.clamp(min=0), 0.0),
+    ReluLike("maximum(x,zeros)", lambda x: torch.maximum(x, torch.zeros_like(x)), 0.5),
+    ReluLike("where(x>0,x,0)", lambda x: torch.where(x > 0, x, 0), 0.0),
+    ReluLike("threshold(x,0,0)", lambda x: F.threshold(x, 0.0, 0.0), 0.0),
+    ReluLike("relu6", lambda x: F.relu6(x), 0.0, cap=6.0),
+    ReluLike("leaky_relu(x,0)", lambda x: F.leaky_relu(x, 0.0), 0.0),
+    ReluLike("hardtanh(x,0,inf)", lambda x: F.hardtanh(x, 0.0, math.inf), 0.0),
+]
+OP_IDS = [op.name for op in OPS]
+
+
+def values(dtype: torch.dtype) -> st.SearchStrategy[float]:
+    """Floats that stress a ReLU: +-0.0, subnormals of ``dtype``, small and large magnitudes."""
+    tiny = torch.finfo(dtype).smallest_normal
+    big = min(1e4, torch.finfo(dtype).max / 4)
+    return st.one_of(
+        st.sampled_from([0.0, -0.0, 6.0]),
+        st.floats(-tiny, tiny),
+        st.floats(-big, big, allow_nan=False, allow_infinity=False),
+    )
+
+
+@st.composite
+def tensors(draw: st.DrawFn, dtype: torch.dtype) -> torch.Tensor:
+    shape = draw(st.lists(st.integers(1, 5), min_size=0, max_size=3))
+    n = math.prod(shape)
+    return torch.tensor(draw(st.lists(values(dtype), min_size=n, max_size=n)), dtype=dtype).reshape(shape)
+
+
+def grad_of(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().clone().requires_grad_(True)
+    y = fn(x)
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    return y.detach(), g
+
+
+def where_mismatch(op: ReluLike, x: torch.Tensor, got: torch.Tensor, want: torch.Tensor) -> str:
+    bad = (got != want).nonzero()[0].tolist()
+    return (
+        f"{op.name} on {x.device} {x.dtype}: d/dx at x={x[tuple(bad)].item()!r} is {got[tuple(bad)].item()}, "
+        f"expected {want[tuple(bad)].item()}"
+    )
+
+
+@pytest.mark.claim("S001-01")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@given(data=st.data())
+def test_relu_like_ops_are_max_0_x_with_derivative_0_below_and_1_above_zero(device, dtype, op, data):
+    x = data.draw(tensors(dtype)).to(device)
+    y, g = grad_of(op.fn, x)
+    want_y = x.clamp(0, op.cap)
+    assert torch.equal(y, want_y), f"{op.name} on {device} {dtype}: forward differs from max(0, x)"
+    want_g = ((x > 0) & (x < op.cap)).to(dtype)
+    want_g = torch.where(x == 0, op.at_zero, want_g).to(dtype)
+    assert torch.equal(g, want_g), where_mismatch(op, x, g, want_g)
+
+
+@pytest.mark.claim("S001-02")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_relu_like_op_gradient_at_exactly_zero_is_its_pinned_convention(device, dtype, op, evidence):
+    x = torch.tensor([0.0, -0.0], dtype=dtype, device=device)
+    _, g = grad_of(op.fn, x)
+    evidence.record(op=op.name, dtype=str(dtype), device=device, grad_at_plus0=g[0].item(), grad_at_minus0=g[1].item())
+    assert g.tolist() == [op.at_zero, op.at_zero], (
+        f"{op.name} on {device} {dtype}: d/dx at +0.0/-0.0 is {g.tolist()}, pinned convention {op.at_zero} "
+        f"(PyTorch changed its convention?)"
+    )
+
+
+@pytest.mark.claim("S001-02")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_relu_like_ops_do_not_all_agree_at_zero(device, dtype, evidence):
+    x = torch.zeros(1, dtype=dtype, device=device)
+    table = {op.name: grad_of(op.fn, x)[1].item() for op in OPS}
+    evidence.record(dtype=str(dtype), device=device, derivative_at_zero=table)
+    assert table["F.relu"] == 0.0, "the claim: PyTorch's relu passes no gradient at exactly 0"
+    assert len(set(table.values())) > 1, f"every op now agrees at 0: {table}"
+    evidence.conclude(
+        Verdict.HOLDS if len(set(table.values())) > 1 else Verdict.REFUTED,
+        f"relu passes 0 at 0; the ops disagree: {table}",
+    )
+
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def two_layer(activation: type[nn.Module], d_in: int = 5, hidden: int = 7, d_out: int = 3) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(d_in, hidden), activation(), nn.Linear(hidden, d_out))  # the one line
+
+
+def manual_backprop(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """Forward and backward by hand through Linear -> activation -> Linear -> softmax + CE. The
+    activation's derivative comes from the module itself (via autograd on that op alone), so this
+    code is the same whichever activation the model has."""
+    fc1, act, fc2 = model
+    z1 = x @ fc1.weight.T + fc1.bias
+    z1_ = z1.detach().requires_grad_(True)
+    h = act(z1_)
+    logits = h @ fc2.weight.T + fc2.bias
+    p = logits.softmax(1)
+    d_logits = (p - F.one_hot(y, p.shape[1]).to(p.dtype)) / len(x)
+    d_w2, d_b2 = d_logits.T @ h, d_logits.sum(0)
+    d_h = d_logits @ fc2.weight
+    (d_z1,) = torch.autograd.grad(h, z1_, d_h)  # = d_h * act'(z1), elementwise
+    d_w1, d_b1 = d_z1.T @ x, d_z1.sum(0)
+    return [d_w1.detach(), d_b1.detach(), d_w2.detach(), d_b2.detach()]
+
+
+@pytest.mark.claim("S001-03")
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_swapping_the_activation_changes_one_module_and_no_backprop_code(device, name):
+    models = {n: two_layer(a).to(device) for n, a in ACTIVATIONS.items()}
+    differing = [i for i, layers in enumerate(zip(*models.values(), strict=True)) if len({type(m) for m in layers}) > 1]
+    assert differing == [1], "only the activation module differs between the three nets"
+    model = models[name]
+    x, y = torch.randn(8, 5, device=device), torch.randint(3, (8,), device=device)
+    F.cross_entropy(model(x), y).backward()
+    auto = [p.grad for p in model.parameters()]
+    torch.testing.assert_close(manual_backprop(model, x, y), auto)
+
+
+# {dtype: (atol, rtol)}: manual and autograd sum in different orders.
+BACKPROP_TOL = {torch.float64: (1e-12, 1e-10), torch.float32: (1e-5, 1e-4)}
+
+
+@st.composite
+def mlp_problem(draw: st.DrawFn) -> tuple[int, int, int, int, int]:
+    return (
+        draw(st.integers(1, 32)),  # batch
+        draw(st.integers(1, 20)),  # inputs
+        draw(st.integers(1, 40)),  # hidden
+        draw(st.integers(2, 10)),  # classes
+        draw(st.integers(0, 2**31 - 1)),  # seed
+    )
+
+
+@pytest.mark.claim("S001-04")
+@pytest.mark.parametrize("dtype", list(BACKPROP_TOL), ids=str)
+@given(problem=mlp_problem())
+def test_step_by_step_chain_rule_through_relu_and_softmax_equals_autograd(device, dtype, problem):
+    batch, d_in, hidden, classes, seed = problem
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, d_in, generator=g, dtype=dtype).to(device)
+    y = torch.randint(classes, (batch,), generator=g).to(device)
+    w1 = torch.randn(hidden, d_in, generator=g, dtype=dtype).to(device).requires_grad_()
+    w2 = torch.randn(classes, hidden, generator=g, dtype=dtype).to(device).requires_grad_()
+    # By hand, as the source asks ("step by step"): the ReLU derivative is 1 where z > 0, else 0.
+    z = x @ w1.T
+    h = z.clamp(min=0)
+    logits = h @ w2.T
+    d_logits = (logits.softmax(1) - F.one_hot(y, classes).to(dtype)) / batch  # softmax + CE
+    d_w2 = d_logits.T @ h
+    d_h = d_logits @ w2
+    d_z = d_h * (z > 0).to(dtype)
+    d_w1 = d_z.T @ x
+    F.cross_entropy(torch.relu(x @ w1.T) @ w2.T, y).backward()
+    atol, rtol = BACKPROP_TOL[dtype]
+    torch.testing.assert_close(d_w1.detach(), w1.grad, atol=atol, rtol=rtol)
+    torch.testing.assert_close(d_w2.detach(), w2.grad, atol=atol, rtol=rtol)
+
+
+@pytest.mark.claim("S001-04")
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_sources_numpy_xor_gradients_equal_autograd(device, seed):
+    w1, w2 = source_weights(seed)
+    loss, _, g1, g2 = source_step(w1, w2)
+    t1 = torch.tensor(w1, device=device, requires_grad=True)
+    t2 = torch.tensor(w2, device=device, requires_grad=True)
+    x, y = torch.tensor(X, device=device), torch.tensor(Y, device=device)
+    t_loss = (torch.relu(x @ t1) @ t2 - y).square().sum()
+    t_loss.backward()
+    # The source zeroes grad_h only where h < 0 (h == 0 passes), PyTorch where h <= 0: h == 0 only
+    # on the input (0, 0), whose row contributes nothing to grad_w1, so the gradients agree.
+    torch.testing.assert_close(t_loss.item(), loss, atol=0, rtol=1e-12)
+    torch.testing.assert_close(t1.grad.cpu().numpy(), g1, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(t2.grad.cpu().numpy(), g2, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.claim("S001-04")
+@given(seed=st.integers(0, 2**31 - 1))
+def test_relu_net_passes_gradcheck_away_from_zero(device, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64).to(device)
+    w1 = torch.randn(5, 4, generator=g, dtype=torch.float64).to(device)
+    w2 = torch.randn(3, 5, generator=g, dtype=torch.float64).to(device)
+    # Keep every pre-activation at least 0.1 away from the kink, farther than gradcheck's eps:
+    # a fixed offset moves the ones that fall closer.
+    z = x @ w1.T
+    bias = torch.where(z.abs() < 0.1, torch.where(z < 0, -0.2, 0.2), 0.0)
+
+    def net(w1_: torch.Tensor, w2_: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ w1_.T + bias) @ w2_.T
+
+    assert torch.autograd.gradcheck(net, (w1.requires_grad_(), w2.requires_grad_()), eps=1e-6, atol=1e-6)
+
+
+XOR_SEEDS = 1000
+# Measured (CPU, float64, torch 2.14.1): the source's net learns XOR (loss falls, predictions round
+# to the truth table after 200 iterations) for 1999 of seeds 0..1999 (99.95%); the loss falls for
+# all 2000. With that rate, 1000 seeds show more than 5 failures with probability < 1e-5:
+XOR_MIN_RATE = 0.995
+
+
+@pytest.mark.claim("S001-05")
+def test_the_sources_xor_net_learns_xor_for_almost_every_seed(device, evidence):
+    runs = train_xor(list(range(XOR_SEEDS)), device=device)
+    learned = runs.learned
+    rate = learned.float().mean().item()
+    failed = [s for s, ok in zip(runs.seeds, learned.tolist(), strict=True) if not ok]
+    evidence.record(
+        seeds=XOR_SEEDS,
+        success_rate=rate,
+        failed_seeds=failed,
+        loss_fell=(runs.loss[:, -1] < runs.loss[:, 0]).float().mean().item(),
+        median_loss_start_end=[runs.loss[:, 0].median().item(), runs.loss[:, -1].median().item()],
+    )
+    assert rate >= XOR_MIN_RATE, f"learned XOR for {rate:.2%} of {XOR_SEEDS} seeds; failed: {failed[:20]}"
+    assert (runs.loss[:, -1] < runs.loss[:, 0]).all()
+    evidence.conclude(Verdict.HOLDS, f"learns XOR for {rate:.2%} of seeds 0..{XOR_SEEDS - 1}; fails for {failed}")
+
+
+def dead_unit_problem(
+    seed: int, device: str, activation: nn.Module
+) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
+    """Non-negative inputs, a first layer whose unit 0 has negative weights and bias: its
+    pre-activation is < 0 on every input. The target needs every unit."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(64, 4, generator=g).to(device) + 0.5
+    y = 1 + x.sum(1, keepdim=True)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 3), activation, nn.Linear(3, 1)).to(device)
+    with torch.no_grad():
+        model[0].weight[0] = -model[0].weight[0].abs() - 0.1
+        model[0].bias[0] = -1.0
+        model[2].weight.fill_(1.0)
+    return model, x, y
+
+
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.05),
+    "sgd-momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+}
+
+
+@pytest.mark.claim("S001-06")
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 60))
+def test_a_dead_relu_unit_gets_exactly_zero_gradient_and_stays_dead(device, optimizer, seed, steps):
+    model, x, y = dead_unit_problem(seed, device, nn.ReLU())
+    opt = OPTIMIZERS[optimizer](model.parameters())  # no weight decay
+    w0, b0 = model[0].weight[0].clone(), model[0].bias[0].clone()
+    for _ in range(steps):
+        opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        assert model[0].weight.grad[0].eq(0).all()
+        assert model[0].bias.grad[0] == 0
+        opt.step()
+    assert torch.equal(model[0].weight[0], w0), "the dead unit's weights moved"
+    assert torch.equal(model[0].bias[0], b0), "the dead unit's bias moved"
+    assert (model[0](x)[:, 0] <= 0).all(), "the dead unit came back"
+
+
+@pytest.mark.claim("S001-06")
+@given(seed=st.integers(0, 2**31 - 1), slope=st.floats(1e-3, 1.0))
+def test_the_same_unit_gets_slope_times_the_upstream_gradient_with_leaky_relu(device, seed, slope):
+    model, x, y = dead_unit_problem(seed, device, nn.LeakyReLU(slope))
+    z = model[0](x)
+    h = model[1](z)
+    (d_h,) = torch.autograd.grad(F.mse_loss(model[2](h), y), h, retain_graph=True)
+    (d_z,) = torch.autograd.grad(h, z, d_h)
+    assert (z[:, 0] < 0).all()
+    torch.testing.assert_close(d_z[:, 0], slope * d_h[:, 0], atol=0, rtol=1e-6)
+    assert (d_z[:, 0] != 0).any(), "the leaky unit receives a gradient"
+
+
+# Measured (CPU, negative_slope 0.1, seeds 0..9, up to 2000 steps): the dead unit's
+# pre-activation turns positive on some input for SGD+momentum 10/10 seeds (after 6-11 steps),
+# Adam 1/10 (578 steps), plain SGD 0/10: the other units fit the target first and the gradient
+# left for the dead one fades. Leaky ReLU makes recovery possible, not certain.
+RECOVERY_STEPS = 300
+RECOVERY_BANDS = {"sgd": (0, 2), "sgd-momentum": (9, 10), "adam": (0, 3)}  # recovered of 10 seeds
+
+
+@pytest.mark.claim("S001-06")
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_with_leaky_relu_the_unit_recovers_only_where_the_optimizer_pushes_it(device, optimizer, evidence):
+    recovered = {}
+    for seed in range(10):
+        model, x, y = dead_unit_problem(seed, device, nn.LeakyReLU(0.1))
+        opt = OPTIMIZERS[optimizer](model.parameters())
+        for step in range(RECOVERY_STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            opt.step()
+            if (model[0](x)[:, 0] > 0).any():
+                recovered[seed] = step + 1
+                break
+    lo, hi = RECOVERY_BANDS[optimizer]
+    evidence.record(optimizer=optimizer, recovered_of_10=len(recovered), steps_to_recover=recovered)
+    assert lo <= len(recovered) <= hi, f"{optimizer}: recovered for {len(recovered)}/10 seeds: {recovered}"
+    evidence.conclude(
+        Verdict.CONDITIONAL,
+        "a dead ReLU unit never recovers (exactly zero gradient); with leaky ReLU it gets a gradient and "
+        "recovers where the optimizer keeps pushing (SGD+momentum), often not with plain SGD or Adam",
+    )
+
+
+@pytest.mark.claim("S001-07")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@given(slope=st.floats(0, 10, allow_nan=False), data=st.data())
+def test_leaky_relu_scales_negative_inputs_and_their_gradient_by_the_slope(device, dtype, slope, data):
+    x = data.draw(tensors(dtype)).to(device)
+    y, g = grad_of(lambda t: F.leaky_relu(t, slope), x)
+    s = torch.tensor(slope, dtype=dtype)
+    assert torch.equal(y, torch.where(x > 0, x, x * s))
+    # at exactly 0 leaky_relu passes the slope (measured), so slope 0 gives ReLU's 0
+    want = torch.where(x > 0, torch.ones_like(x), s.to(device).expand_as(x))
+    assert torch.equal(g, want)
+
+
+@pytest.mark.claim("S001-07")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@given(data=st.data())
+def test_leaky_relu_with_slope_zero_equals_relu_but_for_the_sign_of_zero(device, dtype, data, evidence):
+    x = data.draw(tensors(dtype)).to(device)
+    y_leaky, g_leaky = grad_of(lambda t: F.leaky_relu(t, 0.0), x)
+    y_relu, g_relu = grad_of(F.relu, x)
+    assert torch.equal(y_leaky, y_relu), "equal as numbers"
+    assert torch.equal(g_leaky, g_relu), "gradients equal too"
+    # Measured: not bit for bit. leaky_relu computes x * 0 = -0.0 for x < 0; relu gives +0.0.
+    # The sign bits differ exactly there.
+    differ = torch.signbit(y_leaky) != torch.signbit(y_relu)
+    assert torch.equal(differ, x < 0), f"sign of zero differs at {x[differ].tolist()}, expected where x < 0"
+    evidence.conclude(
+        Verdict.CONDITIONAL,
+        "negative_slope=0 equals ReLU in value and gradient, but not bit for bit: "
+        "leaky_relu gives -0.0 where relu gives +0.0 for x < 0",
+    )
+
+
+@pytest.mark.claim("S001-08")
+@given(pre=st.lists(st.floats(-1e6, 0, allow_nan=False), min_size=2, max_size=16), seed=st.integers(0, 2**31 - 1))
+def test_a_single_relu_unit_before_softmax_gives_one_output_for_every_negative_input(device, pre, seed):
+    torch.manual_seed(seed)
+    head = nn.Linear(1, 10).to(device)  # the single ReLU unit feeds a 10-way softmax
+    z = torch.tensor(pre, device=device).unsqueeze(1).requires_grad_(True)
+    probs = head(torch.relu(z)).softmax(1)
+    assert (probs == probs[0]).all(), "inputs with different negative pre-activations were told apart"
+    probs[:, 0].sum().backward()
+    assert (z.grad == 0).all(), "no gradient reaches the unit to learn from them either"
+    # a leaky unit keeps the difference (in the logits: large inputs saturate the softmax)
+    leaky_logits = head(F.leaky_relu(z.detach(), 0.01))
+    if max(pre) - min(pre) > 1:
+        assert not (leaky_logits == leaky_logits[0]).all()
