@@ -42,12 +42,13 @@ def relu_convention_changed(monkeypatch):
 
 @pytest.fixture
 def claim_suite(pytester, monkeypatch):
-    """A pytester dir with the suite's conftest; copy claim modules in with ``add``."""
+    """A pytester dir with the suite's conftest; ``add`` copies a claim module in (under another
+    basename: the outer session has imported the original as ``test_s00N_...`` already)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
     def add(module: str, extra_conftest: str = "") -> None:
         pytester.makeconftest((ROOT / "conftest.py").read_text() + extra_conftest)
-        pytester.makepyfile(**{module: (ROOT / "suites" / f"{module}.py").read_text()})
+        pytester.makepyfile(**{f"test_copy_of_{module}": (ROOT / "suites" / f"{module}.py").read_text()})
 
     pytester.add = add
     return pytester
