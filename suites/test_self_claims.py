@@ -9,6 +9,7 @@ import pytest
 import torchvision  # noqa: F401  imported before any in-process run: pytester unloads what a run
 
 # imported, and torchvision cannot be imported twice in one process
+from fixtures.hypothesis_profiles import register_profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,18 @@ def relu_convention_changed(monkeypatch):
 '''
 
 
+# Inner runs only need to see a claim test fail: no shrinking of the failing example (7 s a run).
+NO_SHRINK = """
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    from hypothesis import Phase, settings
+
+    settings.register_profile("no-shrink", settings(), phases=[Phase.explicit, Phase.generate])
+    settings.load_profile("no-shrink")
+"""
+
+
 @pytest.fixture
 def claim_suite(pytester, monkeypatch):
     """A pytester dir with the suite's conftest; ``add`` copies a claim module in (under another
@@ -47,11 +60,13 @@ def claim_suite(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
     def add(module: str, extra_conftest: str = "") -> None:
-        pytester.makeconftest((ROOT / "conftest.py").read_text() + extra_conftest)
+        conftest = (ROOT / "conftest.py").read_text() + "\nimport pytest\n" + NO_SHRINK + extra_conftest
+        pytester.makeconftest(conftest)
         pytester.makepyfile(**{f"test_copy_of_{module}": (ROOT / "suites" / f"{module}.py").read_text()})
 
     pytester.add = add
-    return pytester
+    yield pytester
+    register_profiles()  # hypothesis settings are process-wide: restore the session's profile
 
 
 SELECT_RELU = ["--device=cpu", "--no-report", "-k", "pinned_convention and F.relu and float32"]
@@ -70,3 +85,47 @@ def test_the_relu_convention_test_fails_naming_op_dtype_device_when_relus_backwa
     result.stdout.fnmatch_lines(
         ["*F.relu on cpu torch.float32: d/dx at +0.0/-0.0 is [[]1.0, 1.0[]], pinned convention 0.0*"]
     )
+
+
+BN_BROKEN = """
+import pytest
+import torch
+import torch.nn.functional as F
+
+_batch_norm = F.batch_norm
+
+
+def wrong_momentum(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum * 0.9, eps)
+
+
+def biased_running_var(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                       eps=1e-5):
+    out = _batch_norm(input, running_mean, running_var, weight, bias, training, 0.0 if training else momentum, eps)
+    if training and running_mean is not None:
+        dims = [0, *range(2, input.dim())]
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(momentum * input.mean(dims))
+            running_var.mul_(1 - momentum).add_(momentum * input.var(dims, unbiased=False))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def batch_norm_broken(monkeypatch):
+    monkeypatch.setattr(F, "batch_norm", {broken})
+"""
+SELECT_EMA = ["--device=cpu", "--no-report", "-k", "running_statistics_follow_the_ema and float64"]
+
+
+def test_the_running_statistics_test_passes_on_pytorchs_batchnorm(claim_suite):
+    claim_suite.add("test_s002_batchnorm")
+    result = claim_suite.runpytest_inprocess(*SELECT_EMA)
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("broken", ["wrong_momentum", "biased_running_var"])
+def test_the_running_statistics_test_fails_on_a_wrong_momentum_or_a_biased_running_variance(claim_suite, broken):
+    claim_suite.add("test_s002_batchnorm", BN_BROKEN.replace("{broken}", broken))
+    result = claim_suite.runpytest_inprocess(*SELECT_EMA)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Tensor-likes are not close!*"])
