@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -14,43 +13,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 from fixtures.claims import Verdict
+from fixtures.relu_ops import OPS, ReluLike
 from fixtures.xor import X, Y, source_step, source_weights, train_xor
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 
-@dataclass(frozen=True)
-class ReluLike:
-    """A ReLU-like op and its derivative at exactly 0 (+0.0 and -0.0), as measured.
-
-    Measured with torch 2.14.1 on CPU, identical for float16/bfloat16/float32/float64: every op
-    passes 0 at x == 0 except ``maximum(x, zeros)``, which splits the gradient 0.5 / 0.5 between
-    its two (equal) arguments. (``clamp(min=0)`` passed 1 at 0 in older releases.) Positive
-    subnormals get 1: no flush to zero. relu6 also passes 0 at its cap of 6.
-    """
-
-    name: str
-    fn: Callable[[torch.Tensor], torch.Tensor]
-    at_zero: float
-    cap: float = math.inf  # relu6 clamps at 6; its derivative there and above is 0
-
-    def __str__(self) -> str:
-        return self.name
-
-
-# Ops look their function up at call time, so that a monkeypatched op is what gets tested.
-OPS = [
-    ReluLike("F.relu", lambda x: F.relu(x), 0.0),
-    ReluLike("nn.ReLU", lambda x: nn.ReLU()(x), 0.0),
-    ReluLike("relu_", lambda x: x.clone().relu_(), 0.0),
-    ReluLike("clamp(min=0)", lambda x: x.clamp(min=0), 0.0),
-    ReluLike("maximum(x,zeros)", lambda x: torch.maximum(x, torch.zeros_like(x)), 0.5),
-    ReluLike("where(x>0,x,0)", lambda x: torch.where(x > 0, x, 0), 0.0),
-    ReluLike("threshold(x,0,0)", lambda x: F.threshold(x, 0.0, 0.0), 0.0),
-    ReluLike("relu6", lambda x: F.relu6(x), 0.0, cap=6.0),
-    ReluLike("leaky_relu(x,0)", lambda x: F.leaky_relu(x, 0.0), 0.0),
-    ReluLike("hardtanh(x,0,inf)", lambda x: F.hardtanh(x, 0.0, math.inf), 0.0),
-]
 OP_IDS = [op.name for op in OPS]
 
 

@@ -129,3 +129,41 @@ def test_the_running_statistics_test_fails_on_a_wrong_momentum_or_a_biased_runni
     result = claim_suite.runpytest_inprocess(*SELECT_EMA)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Tensor-likes are not close!*"])
+
+
+SGD_BROKEN = '''
+import pytest
+import torch
+
+_SGD = torch.optim.SGD
+
+
+class SGDIgnoring(_SGD):
+    """SGD that drops one per-group setting: every group falls back to the default."""
+
+    def __init__(self, params, *args, **kwargs):
+        params = list(params)
+        if params and isinstance(params[0], dict):
+            params = [{{k: v for k, v in g.items() if k != "{ignored}"}} for g in params]
+        super().__init__(params, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def sgd_broken(monkeypatch):
+    monkeypatch.setattr(torch.optim, "SGD", SGDIgnoring)
+'''
+SELECT_REPARAM = ["--device=cpu", "--no-report", "-k", "power_of_two and float64"]
+
+
+def test_the_rescaling_property_passes_on_pytorchs_sgd(claim_suite):
+    claim_suite.add("test_s000_input_scaling")
+    result = claim_suite.runpytest_inprocess(*SELECT_REPARAM)
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("ignored", ["lr", "weight_decay"])
+def test_the_rescaling_property_fails_when_sgd_ignores_per_group_lr_or_weight_decay(claim_suite, ignored):
+    claim_suite.add("test_s000_input_scaling", SGD_BROKEN.format(ignored=ignored))
+    result = claim_suite.runpytest_inprocess(*SELECT_REPARAM)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*losses differ*"])

@@ -1,0 +1,161 @@
+"""Throughput benchmarks (pytest-benchmark) of the training behind the claims, per device.
+
+Each records in ``extra_info``: samples/s, achieved FLOP/s from a counted FLOP number (Linear
+layers only: forward, weight gradients, and input gradients but for the first layer), torch/CUDA
+versions, device name and dtype. GPU timings synchronize inside the timed function.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fixtures.devices import device_name, synchronize
+from fixtures.models import bn_fc, seed_fc, xor_net
+
+pytestmark = pytest.mark.benchmark
+
+ROUNDS = {"rounds": 15, "warmup_rounds": 3, "iterations": 1}  # per benchmark; a few seconds on 2 CPU cores
+
+
+def linear_flops(model: nn.Module, batch: int) -> int:
+    """FLOPs of one training step of the model's Linear layers (2 per multiply-add)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    total = 0
+    for i, m in enumerate(linears):
+        mac = batch * m.in_features * m.out_features
+        total += 2 * mac * (3 if i > 0 else 2)  # forward, dW, dX (no dX for the first layer)
+    return total
+
+
+def record(benchmark, device: str, samples: int, flops: int, dtype: torch.dtype = torch.float32, **extra) -> None:
+    """Call after benchmark.pedantic: throughput from the mean time, plus the environment."""
+    mean = benchmark.stats.stats.mean
+    benchmark.extra_info.update(
+        samples_per_s=samples / mean,
+        flops_per_step=flops,
+        flops_per_s=flops / mean,
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        device=device,
+        device_name=device_name(device),
+        dtype=str(dtype).removeprefix("torch."),
+        **extra,
+    )
+
+
+def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, device: str):
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        synchronize(device)
+
+    return step
+
+
+def seed_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+
+
+@pytest.mark.benchmark(group="seed-000 FC training step (3072-300-10, batch 250)")
+def test_seed_fc_training_step_throughput(benchmark, device):
+    torch.manual_seed(0)
+    model = seed_fc(3072).to(device)
+    x, y = torch.rand(250, 3, 32, 32, device=device), torch.randint(10, (250,), device=device)
+    benchmark.pedantic(sgd_step(model, seed_optimizer(model), x, y, device), **ROUNDS)
+    record(benchmark, device, 250, linear_flops(model, 250))
+
+
+@pytest.mark.benchmark(group="S002 BN net, 1000 samples per optimizer step")
+@pytest.mark.parametrize("mode", ["large-batch", "accumulate-k4"])
+def test_bn_net_step_with_and_without_gradient_accumulation(benchmark, device, mode):
+    torch.manual_seed(0)
+    model = bn_fc(3072).to(device)
+    opt = seed_optimizer(model)
+    x, y = torch.rand(1000, 3, 32, 32, device=device), torch.randint(10, (1000,), device=device)
+    k = 4 if mode == "accumulate-k4" else 1
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        for xb, yb in zip(x.chunk(k), y.chunk(k), strict=True):
+            (F.cross_entropy(model(xb), yb) / k).backward()
+        opt.step()
+        synchronize(device)
+
+    benchmark.pedantic(step, **ROUNDS)
+    record(benchmark, device, 1000, linear_flops(model, 1000), micro_batches=k)
+
+
+@pytest.mark.benchmark(group="S001 XOR net, 200 iterations of the source's loop")
+def test_xor_net_training_throughput(benchmark, device):
+    x = torch.tensor([[0.0, 0], [0, 1], [1, 0], [1, 1]], device=device)
+    y = torch.tensor([[0.0], [1], [1], [0]], device=device)
+
+    def train_200() -> None:
+        torch.manual_seed(0)
+        model = xor_net().to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.002)
+        for _ in range(200):
+            opt.zero_grad(set_to_none=True)
+            (model(x) - y).square().sum().backward()
+            opt.step()
+        synchronize(device)
+
+    benchmark.pedantic(train_200, rounds=5, warmup_rounds=1, iterations=1)
+    model = xor_net()
+    record(benchmark, device, 4 * 200, 200 * linear_flops(model, 4))
+
+
+PIPELINE_BATCHES = 40  # 10,000 images of each loop
+
+
+@pytest.mark.benchmark(group="input pipeline: source's DataLoader loop vs resident tensors")
+@pytest.mark.parametrize("tier", ["fashion-mnist"])
+def test_device_resident_tensors_against_the_sources_dataloader_loop(benchmark, device, data, data_store, tier):
+    """Same model, same number of batches, one process: the source's loop (torchvision dataset,
+    ToTensor, DataLoader with 2 workers, shuffle, then .to(device)) against batches indexed from
+    the tensors already on the device. The report states the ratio."""
+    import torchvision
+    from torchvision import transforms
+
+    torch.manual_seed(0)
+    model = seed_fc(data.in_features).to(device)
+    opt = seed_optimizer(model)
+    dataset = torchvision.datasets.FashionMNIST(
+        str(data_store.root), train=True, download=False, transform=transforms.ToTensor()
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=250, shuffle=True, num_workers=2)
+
+    def source_loop() -> None:
+        for i, (xb, yb) in enumerate(loader):
+            if i == PIPELINE_BATCHES:
+                break
+            sgd_step(model, opt, xb.to(device), yb.to(device), device)()
+
+    order = torch.randperm(len(data.x_train), device=data.device)
+
+    def resident_loop() -> None:
+        for i in range(PIPELINE_BATCHES):
+            idx = order[i * 250 : (i + 1) * 250]
+            sgd_step(model, opt, data.x_train[idx], data.y_train[idx], device)()
+
+    source_loop()  # warm-up: worker start-up, first file reads
+    start = time.perf_counter()
+    source_loop()
+    source_s = time.perf_counter() - start
+    benchmark.pedantic(resident_loop, rounds=5, warmup_rounds=1, iterations=1)
+    samples = PIPELINE_BATCHES * 250
+    record(
+        benchmark,
+        device,
+        samples,
+        PIPELINE_BATCHES * linear_flops(model, 250),
+        source_loop_samples_per_s=samples / source_s,
+        resident_speedup=source_s / benchmark.stats.stats.mean,
+    )
+    assert benchmark.stats.stats.mean < source_s, "resident tensors are faster than the DataLoader loop"

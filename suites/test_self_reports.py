@@ -1,0 +1,125 @@
+"""Self-tests of the reports and the CI gates: run small suites with pytester, then rerun them
+against the saved reports unchanged (the gate passes) and with an injected regression (it fails)."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torchvision  # noqa: F401  imported before any in-process run (pytester unloads what a run imports)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CLAIM_WITH_A_BAND = """
+import os
+import pytest
+
+BAND = (0.80, 0.90)  # the claim's measured band
+
+@pytest.mark.claim("S000-01")
+def test_accuracy_in_band(evidence):
+    acc = float(os.environ.get("FAKE_ACCURACY", "0.85"))
+    evidence.record(accuracy=acc)
+    assert BAND[0] <= acc <= BAND[1]
+"""
+
+BENCHMARK = """
+import os
+import time
+import pytest
+
+@pytest.mark.benchmark
+def test_step(benchmark):
+    benchmark.pedantic(time.sleep, args=(float(os.environ.get("FAKE_STEP_S", "0.01")),), rounds=3, iterations=1)
+    benchmark.extra_info.update(samples_per_s=250 / benchmark.stats.stats.mean, device="cpu")
+"""
+
+
+@pytest.fixture
+def suite(pytester, monkeypatch):
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return pytester
+
+
+def keep_baseline(suite, name: str) -> Path:
+    baseline = suite.path / f"baseline-{name}"
+    shutil.copy(suite.path / "reports" / name, baseline)
+    return baseline
+
+
+def test_the_claims_gate_passes_an_unchanged_rerun_and_fails_a_number_out_of_its_band(suite, monkeypatch):
+    suite.makepyfile(CLAIM_WITH_A_BAND)
+    assert suite.runpytest_inprocess("--device=cpu").ret == 0
+    baseline = keep_baseline(suite, "claims.json")
+
+    rerun = suite.runpytest_inprocess("--device=cpu", f"--claims-baseline={baseline}")
+    assert rerun.ret == 0
+    rerun.stdout.no_fnmatch_line("*GATE*")
+
+    monkeypatch.setenv("FAKE_ACCURACY", "0.50")
+    moved = suite.runpytest_inprocess("--device=cpu", f"--claims-baseline={baseline}")
+    assert moved.ret == pytest.ExitCode.TESTS_FAILED
+    moved.stdout.fnmatch_lines(["*trainclaims gate failed*", "GATE: S000-01: verdict changed from 'holds' to 'fails'*"])
+
+
+def test_the_benchmark_gate_passes_an_unchanged_rerun_and_fails_a_slowed_benchmark(suite, monkeypatch):
+    suite.makepyfile(BENCHMARK)
+    assert suite.runpytest_inprocess("--device=cpu").ret == 0
+    baseline = keep_baseline(suite, "benchmarks.json")
+    assert json.loads(baseline.read_text())["benchmarks"][0]["samples_per_s"] > 0
+
+    rerun = suite.runpytest_inprocess("--device=cpu", f"--bench-baseline={baseline}")
+    assert rerun.ret == 0
+
+    monkeypatch.setenv("FAKE_STEP_S", "0.03")  # three times slower
+    slowed = suite.runpytest_inprocess("--device=cpu", f"--bench-baseline={baseline}")
+    assert slowed.ret == pytest.ExitCode.TESTS_FAILED
+    slowed.stdout.fnmatch_lines(["GATE: *test_step* [[]cpu[]]: * samples/s, 6?% below the baseline's * (limit 25%)"])
+
+
+def test_a_missing_or_broken_baseline_fails_the_gate_with_a_clear_line(suite, tmp_path):
+    suite.makepyfile(CLAIM_WITH_A_BAND)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for path, message in ((tmp_path / "absent.json", "does not exist"), (broken, "is not valid JSON")):
+        result = suite.runpytest_inprocess("--device=cpu", f"--claims-baseline={path}")
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        result.stdout.fnmatch_lines([f"GATE: cannot gate: claims baseline {path} {message}*"])
+
+
+def test_reports_and_plots_are_written_whole_and_name_device_and_versions(suite):
+    suite.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.claim("S001-01")
+        def test_relu(device):
+            pass
+
+        @pytest.mark.claim("S002-04")
+        def test_bn(device):
+            pass
+        """
+    )
+    result = suite.runpytest_inprocess("--device=cpu")
+    assert result.ret == 0
+    reports = suite.path / "reports"
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "claims.json",
+        "claims.md",
+        "s001_relu_derivatives.png",
+        "s002_running_stats.png",
+    ]
+    for png in reports.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (reports / "claims.md").read_text()
+    assert "**torch**" in text
+    assert "**devices**: {cpu:" in text
+
+
+def test_no_report_writes_nothing(suite):
+    suite.makepyfile(CLAIM_WITH_A_BAND)
+    assert suite.runpytest_inprocess("--device=cpu", "--no-report").ret == 0
+    assert not (suite.path / "reports").exists()
