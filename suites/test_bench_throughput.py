@@ -17,7 +17,8 @@ from torch import nn
 from fixtures.devices import device_name, synchronize
 from fixtures.models import bn_fc, seed_fc, xor_net
 
-pytestmark = pytest.mark.benchmark
+# Throughput runs belong to the full run and `tox -e bench`, not to the fast tier.
+pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
 
 ROUNDS = {"rounds": 15, "warmup_rounds": 3, "iterations": 1}  # per benchmark; a few seconds on 2 CPU cores
 

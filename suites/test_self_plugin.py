@@ -56,7 +56,7 @@ def test_every_device_instance_has_the_device_as_its_id_and_only_non_cpu_ones_ar
 @no_cuda
 def test_require_gpu_without_cuda_exits_non_zero_with_one_line(suite):
     suite.makepyfile(DEVICE_TEST)
-    result = suite.runpytest_subprocess("-m", "gpu", "--require-gpu")
+    result = suite.runpytest_inprocess("-m", "gpu", "--require-gpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.errlines if line.strip()]
     assert errors == [errors[0]], result.errlines
@@ -149,7 +149,7 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
         import pytest
         from fixtures.claims import Verdict
 
-        @pytest.mark.claim("S001-01")
+        @pytest.mark.claim("S000-04")
         def test_holds(evidence):
             evidence.record(x=1.5)
 
@@ -161,7 +161,7 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
         def test_skipped():
             pytest.skip("needs CUDA")
 
-        @pytest.mark.claim("S001-05")
+        @pytest.mark.claim("S000-05")
         def test_fails():
             assert False
         """
@@ -170,10 +170,10 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
     result.assert_outcomes(passed=2, skipped=1, failed=1)
     report = json.loads((suite.path / "out" / "claims.json").read_text())
     verdicts = {c["id"]: (c["verdict"], c["why"]) for c in report["claims"]}
-    assert verdicts["S001-01"] == ("holds", "")
+    assert verdicts["S000-04"] == ("holds", "")
     assert verdicts["S000-11"] == ("refuted", "an MLP got 60%")
     assert verdicts["S002-10"] == ("not measured", "needs CUDA")
-    assert verdicts["S001-05"][0] == "fails"
+    assert verdicts["S000-05"][0] == "fails"
     assert verdicts["S001-02"] == ("not measured", "no test encodes it yet")
     assert report["environment"]["torch"] == torch.__version__
     assert "| S000-11 | **refuted** |" in (suite.path / "out" / "claims.md").read_text()

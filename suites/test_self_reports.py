@@ -54,12 +54,12 @@ def test_the_claims_gate_passes_an_unchanged_rerun_and_fails_a_number_out_of_its
     assert suite.runpytest_inprocess("--device=cpu").ret == 0
     baseline = keep_baseline(suite, "claims.json")
 
-    rerun = suite.runpytest_inprocess("--device=cpu", f"--claims-baseline={baseline}")
+    rerun = suite.runpytest_inprocess("--device=cpu", "--no-report", f"--claims-baseline={baseline}")
     assert rerun.ret == 0
     rerun.stdout.no_fnmatch_line("*GATE*")
 
     monkeypatch.setenv("FAKE_ACCURACY", "0.50")
-    moved = suite.runpytest_inprocess("--device=cpu", f"--claims-baseline={baseline}")
+    moved = suite.runpytest_inprocess("--device=cpu", "--no-report", f"--claims-baseline={baseline}")
     assert moved.ret == pytest.ExitCode.TESTS_FAILED
     moved.stdout.fnmatch_lines(["*trainclaims gate failed*", "GATE: S000-01: verdict changed from 'holds' to 'fails'*"])
 
@@ -70,11 +70,11 @@ def test_the_benchmark_gate_passes_an_unchanged_rerun_and_fails_a_slowed_benchma
     baseline = keep_baseline(suite, "benchmarks.json")
     assert json.loads(baseline.read_text())["benchmarks"][0]["samples_per_s"] > 0
 
-    rerun = suite.runpytest_inprocess("--device=cpu", f"--bench-baseline={baseline}")
+    rerun = suite.runpytest_inprocess("--device=cpu", "--no-report", f"--bench-baseline={baseline}")
     assert rerun.ret == 0
 
     monkeypatch.setenv("FAKE_STEP_S", "0.03")  # three times slower
-    slowed = suite.runpytest_inprocess("--device=cpu", f"--bench-baseline={baseline}")
+    slowed = suite.runpytest_inprocess("--device=cpu", "--no-report", f"--bench-baseline={baseline}")
     assert slowed.ret == pytest.ExitCode.TESTS_FAILED
     slowed.stdout.fnmatch_lines(["GATE: *test_step* [[]cpu[]]: * samples/s, 6?% below the baseline's * (limit 25%)"])
 
