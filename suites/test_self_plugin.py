@@ -164,17 +164,28 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
         @pytest.mark.claim("S000-05")
         def test_fails():
             assert False
+
+        @pytest.mark.claim("S000-06")
+        def test_smoke(evidence):
+            evidence.conclude(Verdict.NOT_MEASURED, "smoke run only")
+
+        @pytest.mark.slow
+        @pytest.mark.claim("S000-07")
+        def test_slow():
+            pass
         """
     )
-    result = suite.runpytest_inprocess("--report-dir=out")
-    result.assert_outcomes(passed=2, skipped=1, failed=1)
+    result = suite.runpytest_inprocess("--report-dir=out", "-m", "not slow")
+    result.assert_outcomes(passed=3, skipped=1, failed=1, deselected=1)
     report = json.loads((suite.path / "out" / "claims.json").read_text())
     verdicts = {c["id"]: (c["verdict"], c["why"]) for c in report["claims"]}
     assert verdicts["S000-04"] == ("holds", "")
     assert verdicts["S000-11"] == ("refuted", "an MLP got 60%")
     assert verdicts["S002-10"] == ("not measured", "needs CUDA")
     assert verdicts["S000-05"][0] == "fails"
-    assert verdicts["S001-02"] == ("not measured", "no test encodes it yet")
+    assert verdicts["S000-06"] == ("not measured", "smoke run only")
+    assert verdicts["S000-07"] == ("not measured", "not selected in this run")
+    assert verdicts["S001-02"] == ("not measured", "no test of it was collected in this run")
     assert report["environment"]["torch"] == torch.__version__
     assert "| S000-11 | **refuted** |" in (suite.path / "out" / "claims.md").read_text()
     assert not list((suite.path / "out").glob(".*tmp")), "temporary files left behind"
