@@ -3,8 +3,9 @@ restores training.
 
 Two kinds of tests. The mathematics (S000-08, S000-09) as hypothesis properties on random tensors,
 on every device. The experiments (S000-01..07, 10, 11) as 20-epoch training runs of every variant
-the source describes, on every data tier present, all variants of a tier trained together (one
-batched run, shared by all claims); those are marked ``slow``.
+the source describes, on every data tier present, all variants of a tier trained together (side by
+side in threads on CPU, one batched run on accelerators) and shared by all claims; those are
+marked ``slow``.
 """
 
 from __future__ import annotations
@@ -149,6 +150,74 @@ def test_training_the_variants_batched_gives_what_training_them_one_by_one_gives
         assert batched.dead_fraction == one.dead_fraction
 
 
+def tiny_data(seed: int = 0):
+    from fixtures.data import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(n, 1, 4, 5, generator=g, dtype=torch.float64) for n in (500, 200)]
+    labels = [torch.randint(10, (n,), generator=g) for n in (500, 200)]
+    return Dataset("tiny", images[0], labels[0], images[1], labels[1], "random")
+
+
+def test_models_built_in_threads_get_their_own_seeds_initial_weights():
+    """nn init draws from the process-wide generator; build_model seeds it per config, so threads
+    building at once must take turns (measured without the lock: a side-by-side sweep's baseline
+    started from mixed weights in 2 of 3 rounds)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    configs = [TrainConfig(seed=seed) for seed in range(8)]
+    expected = [build_model(c, 3072, 10, torch.device("cpu")).fc1.weight for c in configs]
+    start = threading.Barrier(len(configs))
+
+    def build(config):
+        start.wait()
+        return build_model(config, 3072, 10, torch.device("cpu")).fc1.weight
+
+    with ThreadPoolExecutor(len(configs)) as pool:
+        built = list(pool.map(build, configs))
+    mixed = [c.seed for c, w, e in zip(configs, built, expected, strict=True) if not torch.equal(w, e)]
+    assert not mixed, f"seeds {mixed} got other initial weights when built in threads"
+
+
+def test_training_the_variants_side_by_side_gives_what_training_them_one_by_one_gives():
+    """On CPU the sweep trains its variants in threads (fixtures.training.train_side_by_side): each
+    must get its own seed's initial weights (the global RNG is shared) and its own results, in order."""
+    from fixtures.training import train, train_side_by_side
+
+    tiny_run = {"epochs": 1, "batch_size": 50, "dtype": "float64", "hidden": 16}
+    configs = [c.with_(**tiny_run, seed=i) for i, c in enumerate(variants().values())]
+    threads = torch.get_num_threads()
+    tiny = tiny_data()
+    alone = [train(c, tiny) for c in configs]
+    for one, side in zip(alone, train_side_by_side(configs, tiny), strict=True):
+        assert side.config == one.config
+        torch.testing.assert_close(side.loss, one.loss, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(side.grad_norm, one.grad_norm, atol=1e-12, rtol=1e-10)
+        assert side.test_accuracy == one.test_accuracy
+    assert torch.get_num_threads() == threads, "the intra-op thread count is restored"
+
+
+def test_a_failing_variant_stops_the_side_by_side_sweep_with_its_error():
+    from fixtures.training import train_side_by_side
+
+    good = TrainConfig(epochs=2000, batch_size=50, hidden=16)  # ~10 s each, if nothing stopped them
+    bad = good.with_(batch_size=10_000)  # more than the 500 training images
+    epochs_done = [0, 0, 0]
+
+    def count(i):
+        def progress(epoch, epochs, loss, acc):
+            epochs_done[i] = epoch
+
+        return progress
+
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match="batch_size 10000 exceeds the 500 training images"):
+        train_side_by_side([bad, good, good.with_(seed=1)], tiny_data(), [count(0), count(1), count(2)])
+    assert max(epochs_done) < good.epochs, f"the other runs went on after the failure: {epochs_done}"
+    assert torch.get_num_threads() == threads
+
+
 # --------------------------------------------------------------------------- the experiments
 
 CHANCE = 0.10
@@ -234,8 +303,8 @@ S000_07_BETTER = {"fashion-mnist": "with W1/255", "synthetic": "without"}
 
 @pytest.fixture
 def sweep(data, trainer):
-    """Every S000 variant on this tier and device, seed 0, 20 epochs: one batched run per tier,
-    cached for the session and shared by all the claims below."""
+    """Every S000 variant on this tier and device, seed 0, 20 epochs, trained together (see
+    TrainingCache.many), cached for the session and shared by all the claims below."""
     return trainer.many(variants(seed=0), data)
 
 
