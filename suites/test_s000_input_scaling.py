@@ -291,10 +291,23 @@ DEAD_BANDS = {
 # x255: dead units 99.7-100%, test images with all-zero outputs 99.99-100% (fashion-mnist, synthetic).
 DEAD_AFTER_X255 = 0.99
 ZERO_OUTPUTS_AFTER_X255 = 0.99
+# "All outputs become zero" holds where at most 1 test image in 1000 keeps a non-zero output (one
+# image of 10,000 did on fashion-mnist seed 2); between that and the asserted 99% it is conditional.
+ALL_ZERO_FOR_PRACTICAL_PURPOSES = 0.999
 # |baseline - (W1,W2/255 + lr/255)|: fashion-mnist 0.26-0.58 points, synthetic 1.0-8.2 points.
 # (Seeds 0-2, side by side; earlier 2-thread runs: 0.16-0.33 and 2.2-7.6.)
 RESTORED_WITHIN = {"fashion-mnist": 0.02, "synthetic": 0.12, "cifar10": 0.03}
 RESTORED_EXACTLY = 0.02  # "restored" (holds) within 2 points; beyond, it restores most (conditional)
+# Seeds whose mean gap decides S000-04's verdict. On synthetic one seed is not enough: its gaps
+# (1.0 / 5.7 / 8.2 points, seeds 0-2) straddle the 2-point line, so seeds 1-2 of the two variants
+# are trained too (4 runs, ~40 s on 2 cores). On fashion-mnist every seed is far inside it
+# (0.26-0.58). CIFAR-10's spread is unmeasured: three seeds there too.
+RESTORED_VERDICT_SEEDS = {"fashion-mnist": (0,), "synthetic": (0, 1, 2), "cifar10": (0, 1, 2)}
+# S000-05/06 "hold" where training fails outright, i.e. loses more than this against the baseline.
+# Measured, seeds 0-2: fashion-mnist loses 0.2-0.5 (S000-05) and 1.8 / 1.9 / 8.4 points (S000-06),
+# with 66-91% dead units: the trouble shows as dead units (conditional); synthetic loses 42-45 points
+# (at chance: holds). The line sits in the gap between the tiers, away from every measured seed.
+FAILS_OUTRIGHT = 0.15
 # ||dL/dW1|| at step 0, x255 / baseline (same initial weights): fashion-mnist 672 / 808 / 570,
 # synthetic 1775 / 1295 / 1455 (seeds 0-2). CIFAR-10: not measured; the source's explanation implies >= s.
 FIRST_STEP_RATIO = {"fashion-mnist": (300, 2000), "synthetic": (600, 4000), "cifar10": (100, 10_000)}
@@ -364,13 +377,18 @@ def test_inputs_times_255_blow_up_the_gradients_and_kill_the_relus(tier, sweep, 
     zero = x255.zero_output_fraction[-1]
     evidence.record(outputs_all_zero_fraction=zero)
     assert zero >= ZERO_OUTPUTS_AFTER_X255, f"test inputs with all-zero outputs: {zero:.1%}"
-    if zero == 1.0:
-        evidence.conclude(Verdict.HOLDS, f"{tier}: every output zero, {x255.dead_fraction[-1]:.1%} dead units")
+    dead = x255.dead_fraction[-1]
+    if zero >= ALL_ZERO_FOR_PRACTICAL_PURPOSES:
+        evidence.conclude(
+            Verdict.HOLDS,
+            f"{tier}: W1's gradient peaks at {peak:.3g} (step {step}); outputs all zero on {zero:.2%} of the test "
+            f"images, {dead:.1%} dead units",
+        )
     else:
         evidence.conclude(
             Verdict.CONDITIONAL,
-            f"{tier}: gradients blow up (peak {peak:.3g} at step {step}) and {x255.dead_fraction[-1]:.1%} of "
-            f"the ReLUs die, but {1 - zero:.1%} of the outputs stay non-zero (a few units survive)",
+            f"{tier}: gradients blow up (peak {peak:.3g} at step {step}) and {dead:.1%} of the ReLUs die, but "
+            f"{1 - zero:.1%} of the outputs stay non-zero (a few units survive)",
         )
 
 
@@ -396,16 +414,29 @@ def test_lr_over_255_helps_the_x255_net_and_loses_accuracy_only_on_cifar(tier, s
 
 @pytest.mark.slow
 @pytest.mark.claim("S000-04")
-def test_scaling_both_initial_weights_and_lr_by_1_over_255_restores_the_accuracy(tier, sweep, evidence):
-    base, fixed = sweep["baseline"], sweep["x255-W1W2/255-lr/255"]
-    record_variants(evidence, sweep, "baseline", "x255-W1W2/255-lr/255")
-    gap = abs(base.final_accuracy - fixed.final_accuracy)
-    assert gap <= RESTORED_WITHIN[tier], f"{fixed.final_accuracy:.2%} vs baseline {base.final_accuracy:.2%}"
-    assert fixed.dead_fraction[-1] <= base.dead_fraction[-1] + 0.05
+def test_scaling_both_initial_weights_and_lr_by_1_over_255_restores_the_accuracy(tier, data, sweep, trainer, evidence):
+    names = ("baseline", "x255-W1W2/255-lr/255")
+    record_variants(evidence, sweep, *names)
+    seeds = RESTORED_VERDICT_SEEDS[tier]
+    more = trainer.many({f"{n} seed {s}": variants(s)[n] for s in seeds[1:] for n in names}, data)
+    runs = {0: sweep} | {s: {n: more[f"{n} seed {s}"] for n in names} for s in seeds[1:]}
+    gaps = []
+    for seed in seeds:
+        base, fixed = (runs[seed][n] for n in names)
+        gap = abs(base.final_accuracy - fixed.final_accuracy)
+        gaps.append(gap)
+        accs = f"{fixed.final_accuracy:.2%} vs baseline {base.final_accuracy:.2%}"
+        assert gap <= RESTORED_WITHIN[tier], f"seed {seed}: {accs}"
+        assert fixed.dead_fraction[-1] <= base.dead_fraction[-1] + 0.05, f"seed {seed}: more dead units"
+    mean_gap = sum(gaps) / len(gaps)
+    evidence.record(seeds=list(seeds), accuracy_gaps=gaps, mean_gap=mean_gap)
+    base, fixed = (sweep[n] for n in names)
+    over = f" (seed 0; seeds {', '.join(map(str, seeds))}: {mean_gap * 100:.1f} points short on average)"
     evidence.conclude(
-        Verdict.HOLDS if gap <= RESTORED_EXACTLY else Verdict.CONDITIONAL,
+        Verdict.HOLDS if mean_gap <= RESTORED_EXACTLY else Verdict.CONDITIONAL,
         f"{tier}: {fixed.final_accuracy:.1%} vs baseline {base.final_accuracy:.1%}"
-        + ("" if gap <= RESTORED_EXACTLY else ": most of the accuracy, not all (W2/255 changes the function)"),
+        + (over if len(seeds) > 1 else "")
+        + ("" if mean_gap <= RESTORED_EXACTLY else ": most of the accuracy, not all (W2/255 changes the function)"),
     )
 
 
@@ -418,7 +449,7 @@ def test_only_w1_over_255_with_lr_over_255_in_both_layers_trains_with_many_dead_
     assert_dead_in_band(v, tier, "x255-W1/255-lr/255")
     lost = base.final_accuracy - v.final_accuracy
     evidence.conclude(
-        Verdict.HOLDS if lost > 0.03 else Verdict.CONDITIONAL,
+        Verdict.HOLDS if lost > FAILS_OUTRIGHT else Verdict.CONDITIONAL,
         f"{tier}: the trouble shows as {v.dead_fraction[-1]:.0%} dead hidden units (baseline "
         f"{base.dead_fraction[-1]:.0%}); accuracy {v.final_accuracy:.1%} vs {base.final_accuracy:.1%}",
     )
@@ -433,7 +464,7 @@ def test_only_w1_over_255_with_lr_over_255_in_the_first_layer_does_not_help_eith
     assert_dead_in_band(v, tier, "x255-W1/255-lr1/255")
     lost = base.final_accuracy - v.final_accuracy
     evidence.conclude(
-        Verdict.HOLDS if lost > 0.03 else Verdict.CONDITIONAL,
+        Verdict.HOLDS if lost > FAILS_OUTRIGHT else Verdict.CONDITIONAL,
         f"{tier}: {v.dead_fraction[-1]:.0%} dead hidden units, accuracy {v.final_accuracy:.1%} vs baseline "
         f"{base.final_accuracy:.1%}",
     )
