@@ -203,17 +203,18 @@ def test_a_failing_variant_stops_the_side_by_side_sweep_with_its_error():
 
     good = TrainConfig(epochs=2000, batch_size=50, hidden=16)  # ~10 s each, if nothing stopped them
     bad = good.with_(batch_size=10_000)  # more than the 500 training images
+    configs = [bad, good, good.with_(seed=1)]
     epochs_done = [0, 0, 0]
 
-    def count(i):
+    def count(config):
         def progress(epoch, epochs, loss, acc):
-            epochs_done[i] = epoch
+            epochs_done[configs.index(config)] = epoch
 
         return progress
 
     threads = torch.get_num_threads()
     with pytest.raises(ValueError, match="batch_size 10000 exceeds the 500 training images"):
-        train_side_by_side([bad, good, good.with_(seed=1)], tiny_data(), [count(0), count(1), count(2)])
+        train_side_by_side(configs, tiny_data(), count)
     assert max(epochs_done) < good.epochs, f"the other runs went on after the failure: {epochs_done}"
     assert torch.get_num_threads() == threads
 
