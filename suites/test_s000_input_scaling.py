@@ -130,33 +130,30 @@ def test_w1_gradient_scales_with_the_input_scale_for_the_same_function(device, s
     assert math.isclose(relative_update[1], s**2 * relative_update[0], rel_tol=1e-9)
 
 
+def tiny_data(device: str = "cpu"):
+    """500 train / 200 test random float64 1x4x5 images, 10 labels: for checking the engine itself."""
+    from fixtures.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(n, 1, 4, 5, generator=g, dtype=torch.float64).to(device) for n in (500, 200)]
+    labels = [torch.randint(10, (n,), generator=g).to(device) for n in (500, 200)]
+    return Dataset("tiny", images[0], labels[0], images[1], labels[1], "random")
+
+
 @pytest.mark.claim("S000-08")
 def test_training_the_variants_batched_gives_what_training_them_one_by_one_gives(device):
     """The engine trains the sweep batched over variants on accelerators (fixtures.batched): on
     float64 it must reproduce the one-by-one runs bit for bit (measured: identical on CPU)."""
     from fixtures.batched import train_batched
-    from fixtures.data import Dataset
     from fixtures.training import train
 
-    g = torch.Generator().manual_seed(0)
-    images = [torch.rand(n, 1, 4, 5, generator=g, dtype=torch.float64).to(device) for n in (500, 200)]
-    labels = [torch.randint(10, (n,), generator=g).to(device) for n in (500, 200)]
-    tiny = Dataset("tiny", images[0], labels[0], images[1], labels[1], "random")
+    tiny = tiny_data(device)
     configs = [c.with_(epochs=2, batch_size=50, dtype="float64", hidden=16) for c in variants(0).values()]
     for one, batched in zip([train(c, tiny) for c in configs], train_batched(configs, tiny), strict=True):
         torch.testing.assert_close(batched.loss, one.loss, atol=1e-12, rtol=1e-10)
         torch.testing.assert_close(batched.grad_norm, one.grad_norm, atol=1e-12, rtol=1e-10)
         assert batched.test_accuracy == one.test_accuracy
         assert batched.dead_fraction == one.dead_fraction
-
-
-def tiny_data(seed: int = 0):
-    from fixtures.data import Dataset
-
-    g = torch.Generator().manual_seed(seed)
-    images = [torch.rand(n, 1, 4, 5, generator=g, dtype=torch.float64) for n in (500, 200)]
-    labels = [torch.randint(10, (n,), generator=g) for n in (500, 200)]
-    return Dataset("tiny", images[0], labels[0], images[1], labels[1], "random")
 
 
 def test_models_built_in_threads_get_their_own_seeds_initial_weights():
