@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from fixtures.claims import Verdict
-from fixtures.relu_ops import OPS, ReluLike
-from fixtures.xor import X, Y, source_step, source_weights, train_xor
+from trainclaims.claims import Verdict
+from trainclaims.families.relu_ops import OPS, ReluLike
+from trainclaims.families.xor import X, Y, source_step, source_weights, train_xor
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 

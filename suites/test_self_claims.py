@@ -2,14 +2,13 @@
 PyTorch inside a pytester run of the real claim module) and check that the claim test fails
 loudly, and that the unbroken run passes."""
 
-import os
 from pathlib import Path
 
 import pytest
 import torchvision  # noqa: F401  imported before any in-process run: pytester unloads what a run
 
 # imported, and torchvision cannot be imported twice in one process
-from fixtures.hypothesis_profiles import register_profiles
+from trainclaims.hypothesis_profiles import register_profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,10 +56,9 @@ def pytest_configure(config):
 def claim_suite(pytester, monkeypatch):
     """A pytester dir with the suite's conftest; ``add`` copies a claim module in (under another
     basename: the outer session has imported the original as ``test_s00N_...`` already)."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
     def add(module: str, extra_conftest: str = "") -> None:
-        conftest = (ROOT / "conftest.py").read_text() + "\nimport pytest\n" + NO_SHRINK + extra_conftest
+        conftest = "import pytest\n" + NO_SHRINK + extra_conftest
         pytester.makeconftest(conftest)
         pytester.makepyfile(**{f"test_copy_of_{module}": (ROOT / "suites" / f"{module}.py").read_text()})
 

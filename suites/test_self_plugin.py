@@ -31,8 +31,6 @@ def test_loads(data):
 @pytest.fixture
 def suite(pytester, monkeypatch, tmp_path):
     """A pytester dir whose conftest loads the suite's plugin, with no data reachable by default."""
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
     return pytester
@@ -147,7 +145,7 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
     suite.makepyfile(
         """
         import pytest
-        from fixtures.claims import Verdict
+        from trainclaims.claims import Verdict
 
         @pytest.mark.claim("S000-04")
         def test_holds(evidence):
@@ -189,3 +187,135 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
     assert report["environment"]["torch"] == torch.__version__
     assert "| S000-11 | **refuted** |" in (suite.path / "out" / "claims.md").read_text()
     assert not list((suite.path / "out").glob(".*tmp")), "temporary files left behind"
+
+
+# --------------------------------------------------------------------------- path options
+
+PROJECT_INI = """
+[pytest]
+addopts = --strict-markers
+markers =
+    mine: a marker only the project's ini declares (dropped ini: "'mine' not found in markers")
+"""
+MARKED_TEST = """
+import pytest
+
+@pytest.mark.mine
+def test_marked():
+    pass
+"""
+PATH_OPTIONS = ["--data-root", "--report-dir", "--claims-baseline", "--bench-baseline"]
+
+
+@pytest.fixture
+def project(suite, tmp_path_factory):
+    """A checkout-like folder with its own ini, and an existing folder and file outside it."""
+    suite.makeini(PROJECT_INI)
+    suite.makepyfile(MARKED_TEST)
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "baseline.json").write_text(json.dumps({"claims": [], "benchmarks": []}))
+    return suite, outside
+
+
+def outside_value(outside: Path, option: str) -> str:
+    return str(outside / "baseline.json" if option.endswith("baseline") else outside)
+
+
+@pytest.mark.parametrize("option", PATH_OPTIONS)
+def test_a_path_option_outside_the_checkout_works_in_the_equals_form(project, option):
+    suite, outside = project
+    result = suite.runpytest_inprocess("--device=cpu", f"{option}={outside_value(outside, option)}")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("option", PATH_OPTIONS)
+def test_a_path_option_given_separately_runs_where_pytest_reads_it_right_and_stops_in_one_line_where_not(
+    project, option
+):
+    suite, outside = project
+    fresh = str(outside / "not-yet" / "there")  # not a path yet: pytest does not take it for a test path
+    assert suite.runpytest_inprocess("--device=cpu", option, fresh).ret in (0, 1)  # a missing baseline fails its gate
+    inside = "reports" if option in ("--data-root", "--report-dir") else "baseline-inside.json"
+    (suite.path / inside).mkdir() if inside == "reports" else (suite.path / inside).write_text("{}")
+    assert suite.runpytest_inprocess("--device=cpu", option, inside).ret in (0, 1)
+
+    value = outside_value(outside, option)
+    result = suite.runpytest_inprocess("--device=cpu", option, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if line.strip()]
+    assert len(errors) == 1, result.errlines
+    assert errors[0].startswith(f"ERROR: {option} {value}: pytest took {value} for a test path")
+    assert errors[0].endswith(f"write it as {option}={value}")
+    result.stdout.no_fnmatch_line("*test_marked*")
+
+
+# --------------------------------------------------------------------------- installation
+
+
+def test_the_suite_runs_beside_pypis_fixtures_package(suite, tmp_path, monkeypatch):
+    """PyPI's `fixtures` (testing-cabal) is a top-level package of that name: it comes first on
+    sys.path here, and the plugin (imported as trainclaims.fixtures) never reaches for it."""
+    shadow = tmp_path / "site" / "fixtures"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("FROM_PYPI = True\n\n\nclass Fixture:\n    pass\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")]))
+    suite.makepyfile(
+        """
+        import fixtures
+        import pytest
+        from trainclaims.engine import TrainConfig
+
+        @pytest.mark.claim("S000-01")
+        @pytest.mark.parametrize("tier", ["synthetic"])
+        def test_both(data, trainer, evidence):
+            assert fixtures.FROM_PYPI, "the PyPI package is what `import fixtures` finds"
+            result = trainer(TrainConfig(epochs=1, hidden=8), data)
+            evidence.record(acc=result.final_accuracy)
+        """
+    )
+    result = suite.runpytest_subprocess("--device=cpu", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert (
+        json.loads((suite.path / "reports" / "claims.json").read_text())["claims"][0]["tests"][0]["outcome"] == "passed"
+    )
+
+
+# --------------------------------------------------------------------------- claim families
+
+FAMILY_CONFTEST = """
+import pytest
+from trainclaims.claims import Family
+
+
+def draw(ctx):
+    tests = ctx.tests_of("X900-01")
+    path = ctx.report_dir / "x900.txt"
+    path.write_text(f"{len(tests)} test(s): {tests[0]['evidence']}")
+    return [path]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_trainclaims_families():
+    return [Family("X900", "A family from a conftest", "X900-01 | Plugging in needs no edit of the core.", (draw,))]
+"""
+
+
+def test_a_claim_family_plugs_in_from_a_plugin_with_its_claims_and_report_part(suite):
+    suite.makeconftest(FAMILY_CONFTEST)
+    suite.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.claim("X900-01")
+        def test_x(evidence):
+            evidence.record(answer=42)
+        """
+    )
+    result = suite.runpytest_inprocess("--device=cpu")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["trainclaims: claim families S000, S001, S002, X900"])
+    assert (suite.path / "reports" / "x900.txt").read_text() == "1 test(s): {'answer': 42}"
+    claims = json.loads((suite.path / "reports" / "claims.json").read_text())["claims"]
+    assert [c["verdict"] for c in claims if c["id"] == "X900-01"] == ["holds"]
+    assert "## X900: A family from a conftest" in (suite.path / "reports" / "claims.md").read_text()
+    assert suite.runpytest_inprocess("--claims").stdout.str().count("X900-01") == 1

@@ -4,6 +4,7 @@ against the saved reports unchanged (the gate passes) and with an injected regre
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -28,18 +29,17 @@ BENCHMARK = """
 import os
 import time
 import pytest
+from trainclaims.bench import record
 
 @pytest.mark.benchmark
 def test_step(benchmark):
     benchmark.pedantic(time.sleep, args=(float(os.environ.get("FAKE_STEP_S", "0.01")),), rounds=3, iterations=1)
-    benchmark.extra_info.update(samples_per_s=250 / benchmark.stats.stats.mean, device="cpu")
+    record(benchmark, "cpu", samples=250, flops=1000)
 """
 
 
 @pytest.fixture
 def suite(pytester, monkeypatch):
-    pytester.makeconftest((ROOT / "conftest.py").read_text())
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     return pytester
 
 
@@ -89,21 +89,27 @@ def test_a_missing_or_broken_baseline_fails_the_gate_with_a_clear_line(suite, tm
         result.stdout.fnmatch_lines([f"GATE: cannot gate: claims baseline {path} {message}*"])
 
 
-def test_reports_and_plots_are_written_whole_and_name_device_and_versions(suite):
-    suite.makepyfile(
-        """
-        import pytest
+MEASURED_BY_FAMILIES = """
+import pytest
 
-        @pytest.mark.claim("S001-01")
-        def test_relu(device):
-            pass
+@pytest.mark.claim("S001-02")
+def test_relu_at_zero(device, evidence):
+    evidence.record(dtype="torch.float32", device=device, derivative_at_zero={"F.relu": 0.0, "maximum": 0.5})
 
-        @pytest.mark.claim("S002-04")
-        def test_bn(device):
-            pass
-        """
-    )
-    result = suite.runpytest_inprocess("--device=cpu")
+@pytest.mark.claim("S002-04")
+def test_bn_trace(device, evidence):
+    trace = {k: [0.0, 1.0] for k in ("running_mean", "ema_mean", "running_var", "ema_var_unbiased", "ema_var_biased")}
+    evidence.record(ema_trace=trace, momentum=0.1, batch=16, data="N(3, 2^2)", device=device)
+"""
+
+
+def test_reports_and_family_plots_of_what_ran_are_written_whole_with_the_usual_mode(suite):
+    suite.makepyfile(MEASURED_BY_FAMILIES)
+    old = os.umask(0o022)
+    try:
+        result = suite.runpytest_inprocess("--device=cpu")
+    finally:
+        os.umask(old)
     assert result.ret == 0
     reports = suite.path / "reports"
     assert sorted(p.name for p in reports.iterdir()) == [
@@ -112,6 +118,8 @@ def test_reports_and_plots_are_written_whole_and_name_device_and_versions(suite)
         "s001_relu_derivatives.png",
         "s002_running_stats.png",
     ]
+    for path in reports.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, f"{path.name}: {stat.filemode(path.stat().st_mode)}"
     for png in reports.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (reports / "claims.md").read_text()
@@ -119,7 +127,48 @@ def test_reports_and_plots_are_written_whole_and_name_device_and_versions(suite)
     assert "**devices**: {cpu:" in text
 
 
+def test_a_family_draws_nothing_where_its_claims_measured_nothing(suite):
+    suite.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.claim("S001-02")
+        def test_relu(device):
+            pass
+
+        @pytest.mark.claim("S002-04")
+        def test_bn(device):
+            pytest.skip("not here")
+        """
+    )
+    assert suite.runpytest_inprocess("--device=cpu").ret == 0
+    assert sorted(p.name for p in (suite.path / "reports").iterdir()) == ["claims.json", "claims.md"]
+
+
 def test_no_report_writes_nothing(suite):
     suite.makepyfile(CLAIM_WITH_A_BAND)
     assert suite.runpytest_inprocess("--device=cpu", "--no-report").ret == 0
     assert not (suite.path / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "outcome", "why"),
+    [
+        ("--benchmark-disable", {"passed": 1}, "ran unmeasured (--benchmark-disable)"),
+        ("--benchmark-skip", {"skipped": 1}, "skipped: Skipping benchmark (--benchmark-skip active)."),
+    ],
+    ids=["disable", "skip"],
+)
+def test_disabled_or_skipped_benchmarks_are_reported_as_not_measured(suite, flag, outcome, why):
+    suite.makepyfile(BENCHMARK)
+    result = suite.runpytest_inprocess("--device=cpu", flag)
+    result.assert_outcomes(**outcome)
+    report = json.loads((suite.path / "reports" / "benchmarks.json").read_text())
+    assert report["benchmarks"] == []
+    assert report["not_measured"] == [
+        {"test": "test_disabled_or_skipped_benchmarks_are_reported_as_not_measured.py::test_step", "why": why}
+    ]
+    assert (
+        f"| `{report['not_measured'][0]['test']}` | {why} |" in (suite.path / "reports" / "benchmarks.md").read_text()
+    )
+    assert not (suite.path / "reports" / "throughput.png").exists()

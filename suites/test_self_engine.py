@@ -1,0 +1,91 @@
+"""Self-tests of the training engines: the batched and side-by-side engines give what training
+one config at a time gives, and threads do not mix their runs. They encode no claim: the S000
+sweep stands on them."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from trainclaims.batched import train_batched
+from trainclaims.data import Dataset
+from trainclaims.engine import TrainConfig, build_model, train
+from trainclaims.families.s000 import variants
+from trainclaims.side_by_side import train_side_by_side
+
+
+def tiny_data(device: str = "cpu"):
+    """500 train / 200 test random float64 1x4x5 images, 10 labels: for checking the engine itself."""
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(n, 1, 4, 5, generator=g, dtype=torch.float64).to(device) for n in (500, 200)]
+    labels = [torch.randint(10, (n,), generator=g).to(device) for n in (500, 200)]
+    return Dataset("tiny", images[0], labels[0], images[1], labels[1], "random")
+
+
+def test_training_the_variants_batched_gives_what_training_them_one_by_one_gives(device):
+    """The sweep trains batched over variants on accelerators (trainclaims.batched): on float64 it
+    must reproduce the one-by-one runs (measured: identical on CPU)."""
+
+    tiny = tiny_data(device)
+    configs = [c.with_(epochs=2, batch_size=50, dtype="float64", hidden=16) for c in variants(0).values()]
+    for one, batched in zip([train(c, tiny) for c in configs], train_batched(configs, tiny), strict=True):
+        torch.testing.assert_close(batched.loss, one.loss, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(batched.grad_norm, one.grad_norm, atol=1e-12, rtol=1e-10)
+        assert batched.test_accuracy == one.test_accuracy
+        assert batched.dead_fraction == one.dead_fraction
+
+
+def test_models_built_in_threads_get_their_own_seeds_initial_weights():
+    """nn init draws from the process-wide generator; build_model seeds it per config, so threads
+    building at once must take turns (measured without the lock: a side-by-side sweep's baseline
+    started from mixed weights in 2 of 3 rounds)."""
+    configs = [TrainConfig(seed=seed) for seed in range(8)]
+    expected = [build_model(c, 3072, 10, torch.device("cpu")).fc1.weight for c in configs]
+    start = threading.Barrier(len(configs))
+
+    def build(config):
+        start.wait()
+        return build_model(config, 3072, 10, torch.device("cpu")).fc1.weight
+
+    with ThreadPoolExecutor(len(configs)) as pool:
+        built = list(pool.map(build, configs))
+    mixed = [c.seed for c, w, e in zip(configs, built, expected, strict=True) if not torch.equal(w, e)]
+    assert not mixed, f"seeds {mixed} got other initial weights when built in threads"
+
+
+def test_training_the_variants_side_by_side_gives_what_training_them_one_by_one_gives():
+    """On CPU the sweep trains its variants in threads (trainclaims.side_by_side): each must get its
+    own seed's initial weights (the global RNG is shared) and its own results, in order."""
+
+    tiny_run = {"epochs": 1, "batch_size": 50, "dtype": "float64", "hidden": 16}
+    configs = [c.with_(**tiny_run, seed=i) for i, c in enumerate(variants().values())]
+    threads = torch.get_num_threads()
+    tiny = tiny_data()
+    alone = [train(c, tiny) for c in configs]
+    for one, side in zip(alone, train_side_by_side(configs, tiny), strict=True):
+        assert side.config == one.config
+        torch.testing.assert_close(side.loss, one.loss, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(side.grad_norm, one.grad_norm, atol=1e-12, rtol=1e-10)
+        assert side.test_accuracy == one.test_accuracy
+    assert torch.get_num_threads() == threads, "the intra-op thread count is restored"
+
+
+def test_a_failing_variant_stops_the_side_by_side_sweep_with_its_error():
+
+    good = TrainConfig(epochs=2000, batch_size=50, hidden=16)  # ~10 s each, if nothing stopped them
+    bad = good.with_(batch_size=10_000)  # more than the 500 training images
+    configs = [bad, good, good.with_(seed=1)]
+    epochs_done = [0, 0, 0]
+
+    def count(config):
+        def progress(epoch, epochs, loss, acc):
+            epochs_done[configs.index(config)] = epoch
+
+        return progress
+
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match="batch_size 10000 exceeds the 500 training images"):
+        train_side_by_side(configs, tiny_data(), count)
+    assert max(epochs_done) < good.epochs, f"the other runs went on after the failure: {epochs_done}"
+    assert torch.get_num_threads() == threads

@@ -1,0 +1,139 @@
+"""Claims, claim families, verdicts, and the evidence a test records for its claim.
+
+A claim family (a source document's claims: S000, S001, ... ) is a :class:`Family`: an id prefix,
+a title, its claims (ids and one-line statements, in the project's words) and the report parts
+that draw what a run measured for them. Families are plugins: each answers the
+``pytest_trainclaims_families`` hook, and the run's :class:`Catalogue` is whatever they answered.
+This module names no family.
+
+A test encodes a claim with ``@pytest.mark.claim("S001-02")``; an id that is in no registered
+family, or a ``claim`` mark without one, is a collection error.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_ID = re.compile(r"^[A-Z][A-Z0-9]*-\d+$")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str
+
+    @property
+    def family(self) -> str:
+        return self.id.split("-")[0]
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What a family's report part gets at the end of a run to draw from: where to write, the
+    claim verdicts with every test's evidence (as in claims.json), and the session's training runs."""
+
+    report_dir: Path
+    claims: list[dict[str, Any]]
+    training_runs: dict[tuple[Any, str, str], Any]  # (TrainConfig, data set, device) -> TrainResult
+
+    def tests_of(self, claim_id: str) -> list[dict[str, Any]]:
+        """Every test record of ``claim_id`` in this run (outcome, verdict, evidence)."""
+        return [t for c in self.claims if c["id"] == claim_id for t in c["tests"]]
+
+
+ReportPart = Callable[[ReportContext], list[Path]]  # writes files (atomically), returns their paths
+
+
+@dataclass(frozen=True)
+class Family:
+    """A source document's claims: ``catalogue`` is one ``ID | statement`` line per claim."""
+
+    id: str
+    title: str
+    catalogue: str
+    report_parts: tuple[ReportPart, ...] = ()
+    claims: dict[str, Claim] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        claims = {}
+        for line in self.catalogue.strip().splitlines():
+            cid, sep, text = (part.strip() for part in line.partition("|"))
+            if not sep or not _ID.match(cid) or not text:
+                raise ValueError(f"family {self.id}: catalogue line {line!r} is not 'ID | statement'")
+            if not cid.startswith(f"{self.id}-"):
+                raise ValueError(f"family {self.id}: claim {cid} does not start with {self.id}-")
+            claims[cid] = Claim(cid, text)
+        object.__setattr__(self, "claims", claims)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The claims of every registered family, in family order."""
+
+    families: dict[str, Family]
+
+    @classmethod
+    def of(cls, families: Iterable[Family]) -> Catalogue:
+        by_id: dict[str, Family] = {}
+        for family in sorted(families, key=lambda f: f.id):
+            if family.id in by_id and by_id[family.id] is not family:
+                raise ValueError(f"two claim families register the id {family.id}")
+            by_id[family.id] = family
+        return cls(by_id)
+
+    @property
+    def claims(self) -> dict[str, Claim]:
+        return {cid: claim for f in self.families.values() for cid, claim in f.claims.items()}
+
+    def check_claim_id(self, args: tuple[Any, ...]) -> str | None:
+        """An error message for a ``claim`` mark's arguments, or None if they name a known claim."""
+        if len(args) != 1 or not isinstance(args[0], str):
+            return f"claim mark needs exactly one claim id, got {args!r}"
+        if args[0] not in self.claims:
+            known = ", ".join(f"{f}-NN" for f in self.families) or "none: no claim family is registered"
+            return f"unknown claim id {args[0]!r} (known: {known}; see `pytest --claims`)"
+        return None
+
+
+class Verdict(str, enum.Enum):
+    """What a run says of a claim."""
+
+    HOLDS = "holds"
+    REFUTED = "refuted"  # the test encodes the truth, which contradicts the claim
+    CONDITIONAL = "conditional"  # holds on some data/devices/readings only; the note says which
+    FAILS = "fails"  # a test of the claim failed: the measured behaviour left its band
+    NOT_MEASURED = "not measured"  # every test of it was skipped here; the note says why
+
+
+class Why(enum.Enum):
+    """Reasons a claim test is an expected failure (strict xfail): a claim that starts to hold is noticed."""
+
+    CLAIM_IS_FALSE = "the claim is false as stated"
+    DATASET_SPECIFIC = "the claim holds only on the source's data set"
+    PYTORCH_BEHAVIOUR = "PyTorch behaves otherwise (documented or measured)"
+
+
+@dataclass
+class Evidence:
+    """What one test measured for its claim(s): numbers, and optionally a verdict with a reason.
+
+    A test without an explicit verdict counts as "holds" when it passes, "fails" when it fails.
+    """
+
+    nodeid: str
+    claims: tuple[str, ...]
+    values: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict | None = None
+    why: str = ""
+
+    def record(self, **values: Any) -> None:
+        self.values.update(values)
+
+    def conclude(self, verdict: Verdict, why: str) -> None:
+        """State a verdict other than the default; ``why`` names the data, device, reading."""
+        self.verdict, self.why = Verdict(verdict), why

@@ -1,0 +1,64 @@
+"""Claim family S002 (BatchNorm, train/eval, gradient accumulation): its claims, and the report part
+that draws BatchNorm's running statistics against the hand-computed EMA as this run measured them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainclaims import plots
+from trainclaims.claims import Family, ReportContext
+
+EMA_CLAIM = "S002-04"
+EMA_EVIDENCE = "ema_trace"  # {series name: [value per training batch]}, with "momentum" and "batch"
+
+
+def report_running_statistics(ctx: ReportContext) -> list[Path]:
+    """``s002_running_stats.png``: running mean/var per training batch next to the EMA computed by
+    hand, one row per device the run's S002-04 trace test passed on (nothing when it did not run)."""
+    traces = [
+        t["evidence"] for t in ctx.tests_of(EMA_CLAIM) if t["outcome"] == "passed" and EMA_EVIDENCE in t["evidence"]
+    ]
+    if not traces:
+        return []
+    plt = plots.pyplot()
+    fig, axes = plt.subplots(len(traces), 2, figsize=(11, 4 * len(traces)), squeeze=False)
+    for (a, b), ev in zip(axes, traces, strict=True):
+        tr = ev[EMA_EVIDENCE]
+        a.plot(tr["running_mean"], lw=3, alpha=0.5, label="running_mean (PyTorch)")
+        a.plot(tr["ema_mean"], "k--", lw=1, label="EMA of batch means (by hand)")
+        b.plot(tr["running_var"], lw=3, alpha=0.5, label="running_var (PyTorch)")
+        b.plot(tr["ema_var_unbiased"], "k--", lw=1, label="EMA of unbiased batch variance")
+        b.plot(tr["ema_var_biased"], ":", color="C3", lw=1, label="EMA of biased variance (not used)")
+        for ax in (a, b):
+            ax.set_xlabel(f"training batch (size {ev['batch']}, data {ev['data']}) on {ev['device']}")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"S002-04: running statistics, momentum {traces[0]['momentum']} (torch {torch.__version__})")
+    return [plots.save(fig, ctx.report_dir / "s002_running_stats.png")]
+
+
+FAMILY = Family(
+    id="S002",
+    title="BatchNorm parameters, train/eval, gradient accumulation",
+    catalogue="""
+S002-01 | train()/eval() set `training` recursively; BN uses running statistics in eval and Dropout is the identity.
+S002-02 | affine=True gives learnable gamma (init 1) and beta (init 0); affine=False has no parameters.
+S002-03 | track_running_stats=True updates running mean/var by EMA in training and uses them in eval; False uses batch statistics in both.
+S002-04 | running = (1-momentum)*running + momentum*observed, momentum 0.1 by default (unbiased var stored; None = cumulative average).
+S002-05 | With batch statistics at inference, small batches deviate from the global statistics and results get worse.
+S002-06 | Gradients accumulate across backward() calls until optimizer.zero_grad().
+S002-07 | Accumulating k micro-batches imitates a k-times larger batch; the loss must be divided by k to equal it.
+S002-08 | Accumulation does not fix BN: micro-batch statistics differ and running stats get k updates (momentum 1-(1-m)^k corrects).
+S002-09 | The source's `if index % k == 0: step()` steps after the first micro-batch: an off-by-one; `(index+1) % k` is intended.
+S002-10 | tensor.cuda(non_blocking=True) copies asynchronously and gives the same values once synchronized.
+""",
+    report_parts=(report_running_statistics,),
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_trainclaims_families() -> list[Family]:
+    return [FAMILY]
