@@ -56,6 +56,7 @@ def pytest_configure(config):
 def claim_suite(pytester, monkeypatch):
     """A pytester dir with the suite's conftest; ``add`` copies a claim module in (under another
     basename: the outer session has imported the original as ``test_s00N_...`` already)."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
 
     def add(module: str, extra_conftest: str = "") -> None:
         conftest = "import pytest\n" + NO_SHRINK + extra_conftest

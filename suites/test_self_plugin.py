@@ -30,7 +30,9 @@ def test_loads(data):
 
 @pytest.fixture
 def suite(pytester, monkeypatch, tmp_path):
-    """A pytester dir whose conftest loads the suite's plugin, with no data reachable by default."""
+    """A pytester dir (the installed plugin loads itself) with no data reachable by default; the
+    inner runs are not xdist workers even where this test runs in one."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
     return pytester
@@ -234,10 +236,18 @@ def test_a_path_option_given_separately_runs_where_pytest_reads_it_right_and_sto
 ):
     suite, outside = project
     fresh = str(outside / "not-yet" / "there")  # not a path yet: pytest does not take it for a test path
-    assert suite.runpytest_inprocess("--device=cpu", option, fresh).ret in (0, 1)  # a missing baseline fails its gate
+    fresh_run = suite.runpytest_inprocess("--device=cpu", option, fresh)
+    if option.endswith("baseline"):  # the value reached the option: a baseline must exist
+        assert fresh_run.ret == pytest.ExitCode.USAGE_ERROR
+        fresh_run.stderr.fnmatch_lines([f"ERROR: * baseline {fresh} does not exist"])
+    else:
+        fresh_run.assert_outcomes(passed=1)
     inside = "reports" if option in ("--data-root", "--report-dir") else "baseline-inside.json"
-    (suite.path / inside).mkdir() if inside == "reports" else (suite.path / inside).write_text("{}")
-    assert suite.runpytest_inprocess("--device=cpu", option, inside).ret in (0, 1)
+    if inside == "reports":
+        (suite.path / inside).mkdir()
+    else:
+        (suite.path / inside).write_text(json.dumps({"claims": [], "benchmarks": []}))
+    suite.runpytest_inprocess("--device=cpu", option, inside).assert_outcomes(passed=1)
 
     value = outside_value(outside, option)
     result = suite.runpytest_inprocess("--device=cpu", option, value)

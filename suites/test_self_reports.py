@@ -40,6 +40,9 @@ def test_step(benchmark):
 
 @pytest.fixture
 def suite(pytester, monkeypatch):
+    """A pytester dir; the inner runs are not xdist workers even where this test runs in one
+    (pytest-benchmark disables itself wherever PYTEST_XDIST_WORKER is set)."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     return pytester
 
 
@@ -79,14 +82,29 @@ def test_the_benchmark_gate_passes_an_unchanged_rerun_and_fails_a_slowed_benchma
     slowed.stdout.fnmatch_lines(["GATE: *test_step* [[]cpu[]]: * samples/s, 6?% below the baseline's * (limit 25%)"])
 
 
-def test_a_missing_or_broken_baseline_fails_the_gate_with_a_clear_line(suite, tmp_path):
+@pytest.mark.parametrize(
+    ("option", "content", "message"),
+    [
+        ("--claims-baseline", None, "claims baseline {path} does not exist"),
+        ("--claims-baseline", "{not json", "claims baseline {path} is not valid JSON*"),
+        ("--claims-baseline", '{"benchmarks": []}', "claims baseline {path} is not a trainclaims claims.json*"),
+        ("--bench-baseline", '{"claims": []}', "benchmark baseline {path} is not a trainclaims benchmarks.json*"),
+    ],
+    ids=["absent", "not-json", "benchmarks-as-claims", "claims-as-benchmarks"],
+)
+def test_a_missing_broken_or_wrong_baseline_stops_the_run_before_any_test_in_one_line(
+    suite, tmp_path, option, content, message
+):
     suite.makepyfile(CLAIM_WITH_A_BAND)
-    broken = tmp_path / "broken.json"
-    broken.write_text("{not json")
-    for path, message in ((tmp_path / "absent.json", "does not exist"), (broken, "is not valid JSON")):
-        result = suite.runpytest_inprocess("--device=cpu", f"--claims-baseline={path}")
-        assert result.ret == pytest.ExitCode.TESTS_FAILED
-        result.stdout.fnmatch_lines([f"GATE: cannot gate: claims baseline {path} {message}*"])
+    path = tmp_path / "baseline.json"
+    if content is not None:
+        path.write_text(content)
+    result = suite.runpytest_inprocess("--device=cpu", f"{option}={path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.errlines if line.strip()] == [result.errlines[0]]
+    result.stderr.fnmatch_lines(["ERROR: " + message.format(path=path)])
+    result.stdout.no_fnmatch_line("*test_accuracy_in_band*")
+    assert not (suite.path / "reports").exists(), "no test ran, no report"
 
 
 MEASURED_BY_FAMILIES = """
@@ -172,3 +190,54 @@ def test_disabled_or_skipped_benchmarks_are_reported_as_not_measured(suite, flag
         f"| `{report['not_measured'][0]['test']}` | {why} |" in (suite.path / "reports" / "benchmarks.md").read_text()
     )
     assert not (suite.path / "reports" / "throughput.png").exists()
+
+
+def test_a_claim_measured_in_the_baseline_and_not_measured_now_fails_the_gate_with_why(suite, monkeypatch):
+    suite.makepyfile(
+        CLAIM_WITH_A_BAND.replace(
+            "    acc = ", '    if os.environ.get("NO_DATA"):\n        pytest.skip("data set lost")\n    acc = '
+        )
+    )
+    assert suite.runpytest_inprocess("--device=cpu").ret == 0
+    baseline = keep_baseline(suite, "claims.json")
+
+    monkeypatch.setenv("NO_DATA", "1")
+    lost = suite.runpytest_inprocess("--device=cpu", "--no-report", f"--claims-baseline={baseline}")
+    assert lost.ret == pytest.ExitCode.TESTS_FAILED
+    lost.stdout.fnmatch_lines(["GATE: S000-01: 'holds' in the baseline, not measured in this run (data set lost)"])
+
+    subset = suite.runpytest_inprocess(
+        "--device=cpu", "--no-report", f"--claims-baseline={baseline}", "--gate-allow-missing"
+    )
+    assert subset.ret == 0
+
+
+def test_a_benchmark_of_the_baseline_that_did_not_run_fails_the_gate(suite):
+    suite.makepyfile(BENCHMARK)
+    assert suite.runpytest_inprocess("--device=cpu").ret == 0
+    baseline = keep_baseline(suite, "benchmarks.json")
+
+    skipped = suite.runpytest_inprocess(
+        "--device=cpu", "--no-report", f"--bench-baseline={baseline}", "--benchmark-skip"
+    )
+    assert skipped.ret == pytest.ExitCode.TESTS_FAILED
+    skipped.stdout.fnmatch_lines(["GATE: *::test_step [[]cpu[]]: in the baseline, not measured in this run"])
+    allowed = [f"--bench-baseline={baseline}", "--benchmark-skip", "--gate-allow-missing"]
+    assert suite.runpytest_inprocess("--device=cpu", "--no-report", *allowed).ret == 0
+
+
+def test_a_failed_claim_tests_assertion_message_with_its_numbers_is_in_the_report(suite, monkeypatch):
+    suite.makepyfile(
+        CLAIM_WITH_A_BAND.replace(
+            "assert BAND[0] <= acc <= BAND[1]",
+            'assert BAND[0] <= acc <= BAND[1], f"accuracy {acc:.2f} left its band {BAND}"',
+        )
+    )
+    monkeypatch.setenv("FAKE_ACCURACY", "0.50")
+    assert suite.runpytest_inprocess("--device=cpu").ret == pytest.ExitCode.TESTS_FAILED
+    claim = next(
+        c for c in json.loads((suite.path / "reports" / "claims.json").read_text())["claims"] if c["id"] == "S000-01"
+    )
+    assert claim["verdict"] == "fails"
+    assert "accuracy 0.50 left its band (0.8, 0.9)" in claim["why"]
+    assert "accuracy 0.50 left its band (0.8, 0.9)" in (suite.path / "reports" / "claims.md").read_text()
