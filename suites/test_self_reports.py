@@ -241,3 +241,25 @@ def test_a_failed_claim_tests_assertion_message_with_its_numbers_is_in_the_repor
     assert claim["verdict"] == "fails"
     assert "accuracy 0.50 left its band (0.8, 0.9)" in claim["why"]
     assert "accuracy 0.50 left its band (0.8, 0.9)" in (suite.path / "reports" / "claims.md").read_text()
+
+
+def test_claim_tests_a_stopped_session_never_reached_are_reported_as_not_run(suite):
+    suite.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.claim("S000-01")
+        def test_fails_first():
+            assert False, "stop here"
+
+        @pytest.mark.claim("S000-02")
+        def test_never_reached():
+            pass
+        """
+    )
+    assert suite.runpytest_inprocess("--device=cpu", "-x").ret == pytest.ExitCode.TESTS_FAILED
+    claims = {c["id"]: c for c in json.loads((suite.path / "reports" / "claims.json").read_text())["claims"]}
+    assert claims["S000-01"]["verdict"] == "fails"
+    assert claims["S000-02"]["verdict"] == "not measured"
+    assert claims["S000-02"]["tests"][0]["outcome"] == "not run"
+    assert "the session stopped before it" in claims["S000-02"]["why"]

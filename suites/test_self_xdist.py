@@ -26,6 +26,18 @@ def test_first_run(data, trainer, evidence):
     evidence.record(pid=os.getpid(), acc=trainer(TINY, data).final_accuracy)
 
 
+@pytest.mark.claim("S001-01")
+@pytest.mark.parametrize("n", range(6))
+def test_spread_over_workers(n, evidence):
+    evidence.record(n=n)
+
+
+@pytest.mark.benchmark
+def test_throughput(benchmark):
+    benchmark(sum, range(10))
+
+
+# last in the file, first test first: plain load scheduling would give them to different workers
 @pytest.mark.claim("S000-03")
 @pytest.mark.parametrize("tier", ["synthetic"])
 def test_shares_the_run(data, trainer, evidence):
@@ -33,20 +45,9 @@ def test_shares_the_run(data, trainer, evidence):
     evidence.conclude(Verdict.CONDITIONAL, "shares the first test's run")
 
 
-@pytest.mark.claim("S001-01")
-@pytest.mark.parametrize("n", range(6))
-def test_spread_over_workers(n, evidence):
-    evidence.record(n=n)
-
-
 @pytest.mark.claim("S002-10")
 def test_crashes_its_worker():
     os._exit(3)
-
-
-@pytest.mark.benchmark
-def test_throughput(benchmark):
-    benchmark(sum, range(10))
 """
 
 
@@ -55,6 +56,9 @@ def test_a_parallel_run_writes_one_report_with_what_every_worker_measured(pytest
     pytester.makepyfile(PARALLEL_SUITE)
     result = pytester.runpytest_subprocess("-n", "2", "--device=cpu", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=8, failed=1, skipped=1)
+    # the default under -n: loadgroup, and no worker restarts (xdist 3.8.0 hangs restarting a
+    # crashed worker under loadgroup): the run ends at the crash instead
+    result.stdout.fnmatch_lines(["*xdist: worker gw? crashed and worker restarting disabled*"])
     claims = {c["id"]: c for c in json.loads((pytester.path / "reports" / "claims.json").read_text())["claims"]}
 
     shared = [t for cid in ("S000-01", "S000-03") for t in claims[cid]["tests"]]
