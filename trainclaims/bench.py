@@ -1,15 +1,20 @@
-"""What a throughput benchmark records (pytest-benchmark's ``extra_info``): samples/s and FLOP/s from
-the measured mean time, and the environment. Benchmarks that run unmeasured (``--benchmark-disable``)
-record nothing; the report lists them as not measured."""
+"""What a throughput benchmark records (pytest-benchmark's ``extra_info``): the time of every round,
+their median and interquartile range, samples/s and FLOP/s from the median, and this machine's
+own matmul rate on the step's GEMM shapes, measured in the same run, with the step's FLOP/s as a
+fraction of it. Benchmarks that run unmeasured (``--benchmark-disable``) record nothing; the
+report lists them as not measured."""
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from trainclaims.devices import device_name
+from trainclaims.devices import device_name, synchronize
 
 
 def linear_flops(model: nn.Module, batch: int) -> int:
@@ -23,24 +28,47 @@ def linear_flops(model: nn.Module, batch: int) -> int:
     return total
 
 
-def mean_seconds(benchmark: Any) -> float | None:
-    """The benchmark's mean time per round, or None where it measured nothing (disabled)."""
+def median_seconds(benchmark: Any) -> float | None:
+    """The benchmark's median time per round, or None where it measured nothing (disabled)."""
     stats = getattr(benchmark, "stats", None)
-    return None if stats is None else stats.stats.mean
+    return None if stats is None else stats.stats.median
 
 
 def record(
-    benchmark: Any, device: str, samples: int, flops: int, dtype: torch.dtype = torch.float32, **extra: Any
+    benchmark: Any,
+    device: str,
+    samples: int,
+    flops: int,
+    dtype: torch.dtype = torch.float32,
+    probe: GemmProbe | None = None,
+    times: list[float] | None = None,
+    **extra: Any,
 ) -> float | None:
-    """Call after ``benchmark.pedantic``: throughput from the mean time, plus the environment.
-    Returns the mean time per round, or None (recording nothing) where the benchmark was disabled."""
-    mean = mean_seconds(benchmark)
-    if mean is None:
+    """Call after ``benchmark.pedantic``: per-round times (``times`` where the test took them
+    itself, e.g. with CUDA events; else pytest-benchmark's), their median and IQR, throughput from
+    the median, and, given the ``probe`` that ran between the rounds, this machine's matmul rate on
+    the step's GEMMs and the step's share of it. Returns the median, or None (recording nothing)
+    where the benchmark was disabled."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
         return None
+    rounds = list(times) if times is not None else list(stats.stats.data)
+    median = statistics.median(rounds)
+    q1, _, q3 = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else (median, median, median)
+    info = {
+        "median_s": median,
+        "iqr_s": q3 - q1,
+        "rounds_s": rounds,
+        "timer": "cuda events" if times is not None and torch.device(device).type == "cuda" else "perf_counter",
+        "samples_per_s": samples / median,
+        "flops_per_step": flops,
+        "flops_per_s": flops / median,
+    }
+    if probe is not None and probe.times:
+        rate = probe.rate()
+        info |= {"matmul_flops_per_s": rate, "matmul_fraction": flops / median / rate}
     benchmark.extra_info.update(
-        samples_per_s=samples / mean,
-        flops_per_step=flops,
-        flops_per_s=flops / mean,
+        **info,
         torch=torch.__version__,
         cuda=torch.version.cuda,
         device=device,
@@ -48,4 +76,85 @@ def record(
         dtype=str(dtype).removeprefix("torch."),
         **extra,
     )
-    return mean
+    return median
+
+
+# --------------------------------------------------------------------------- the machine's own limit
+
+Gemm = tuple[int, int, int]  # (m, k, n): an (m x k) by (k x n) product, 2*m*k*n FLOPs
+
+
+def linear_gemms(model: nn.Module, batch: int) -> tuple[Gemm, ...]:
+    """The matrix products of one training step of the model's Linear layers, as shapes: forward
+    (batch x in) @ (in x out), weight gradient (out x batch) @ (batch x in), and input gradient
+    (batch x out) @ (out x in) for every layer but the first. Their FLOPs are :func:`linear_flops`."""
+    gemms: list[Gemm] = []
+    for i, m in enumerate(x for x in model.modules() if isinstance(x, nn.Linear)):
+        gemms += [(batch, m.in_features, m.out_features), (m.out_features, batch, m.in_features)]
+        if i > 0:
+            gemms.append((batch, m.out_features, m.in_features))
+    return tuple(gemms)
+
+
+def gemm_flops(gemms: tuple[Gemm, ...]) -> int:
+    return sum(2 * m * k * n for m, k, n in gemms)
+
+
+class GemmProbe:
+    """This machine's matmul rate on exactly a step's matrix products (same shapes, dtype and
+    device; torch.matmul on resident tensors; the current thread count), measured *between* the
+    step's rounds: pass it as ``setup`` to ``benchmark.pedantic`` (or ``between`` to
+    :func:`timed_rounds`). Measured apart, minutes or even a second away, the two drift with the
+    machine's state (2 cores: a 1.5x slower step once read as only 20% lower against a rate taken
+    after the rounds); interleaved, both see the same machine."""
+
+    def __init__(self, gemms: tuple[Gemm, ...], dtype: torch.dtype, device: str) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.device = device
+        self.flops = gemm_flops(gemms)
+        self.pairs = [
+            (torch.rand(m, k, generator=g).to(device, dtype), torch.rand(k, n, generator=g).to(device, dtype))
+            for m, k, n in gemms
+        ]
+        self.times: list[float] = []
+
+    def __call__(self) -> None:
+        synchronize(self.device)
+        start = time.perf_counter()
+        for a, b in self.pairs:
+            torch.matmul(a, b)
+        synchronize(self.device)
+        self.times.append(time.perf_counter() - start)
+
+    def rate(self) -> float:
+        """FLOP/s: the GEMMs' FLOPs over their median round."""
+        return self.flops / statistics.median(self.times)
+
+
+def timed_rounds(
+    fn: Callable[[], None], device: str, rounds: int, warmup: int, between: Callable[[], None] | None = None
+) -> list[float]:
+    """Seconds per call of ``fn`` over ``rounds`` calls after ``warmup`` untimed ones, with
+    ``between()`` (untimed) before each. On CUDA each call is timed with CUDA events (the GPU's own
+    clock); elsewhere with perf_counter after synchronizing."""
+    cuda = torch.device(device).type == "cuda"
+    times = []
+    for i in range(warmup + rounds):
+        if between is not None:
+            between()
+        synchronize(device)
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            elapsed = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            elapsed = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(elapsed)
+    return times

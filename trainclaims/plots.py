@@ -41,24 +41,29 @@ def smooth(values: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def plot_throughput(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Samples/s per benchmark, one bar per device."""
+    """Samples/s per benchmark (log scale) and the step's share of this machine's matmul rate on
+    its own GEMM shapes, one bar per device."""
     plt = pyplot()
-    by_name: dict[str, dict[str, float]] = defaultdict(dict)
+    panels = (("samples_per_s", "training samples / s (log)"), ("matmul_fraction", "% of this machine's matmul rate"))
+    by_name: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
-        if row.get("samples_per_s"):
-            by_name[row["name"]][row["device"]] = row["samples_per_s"]
-    names = sorted(by_name)
-    devices = sorted({d for v in by_name.values() for d in v})
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4.5))
+        for key, _ in panels:
+            if row.get(key):
+                by_name[key][row["name"]][row["device"]] = row[key] * (100 if key == "matmul_fraction" else 1)
+    names = sorted(by_name["samples_per_s"])
+    devices = sorted({d for v in by_name["samples_per_s"].values() for d in v})
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 3.2 * len(names)), 4.8))
     width = 0.8 / max(1, len(devices))
-    for i, device in enumerate(devices):
-        values = [by_name[n].get(device, 0.0) for n in names]
-        ax.bar([j + i * width for j in range(len(names))], values, width, label=device)
-    ax.set_xticks([j + width * (len(devices) - 1) / 2 for j in range(len(names))])
-    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("training samples / s (log)")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"Throughput (torch {torch.__version__})")
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, device in enumerate(devices):
+            values = [by_name[key][n].get(device, 0.0) for n in names]
+            ax.bar([j + i * width for j in range(len(names))], values, width, label=device)
+        ax.set_xticks([j + width * (len(devices) - 1) / 2 for j in range(len(names))])
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    axes[0].set_yscale("log")
+    axes[1].set_ylim(0, 100)
+    fig.suptitle(f"Throughput, median round (torch {torch.__version__})")
     return save(fig, path)
