@@ -51,6 +51,7 @@ def test_crashes_its_worker():
 """
 
 
+@pytest.mark.slow  # two worker processes that import torch: 10-15 s, outside the fast tier
 def test_a_parallel_run_writes_one_report_with_what_every_worker_measured(pytester, monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(PARALLEL_SUITE)

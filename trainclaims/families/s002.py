@@ -42,7 +42,7 @@ def report_running_statistics(ctx: ReportContext) -> list[Path]:
 
 FAMILY = Family(
     id="S002",
-    title="BatchNorm parameters, train/eval, gradient accumulation",
+    title="BatchNorm parameters, train/eval, gradient accumulation, data-parallel training",
     catalogue="""
 S002-01 | train()/eval() set `training` recursively; BN uses running statistics in eval and Dropout is the identity.
 S002-02 | affine=True gives learnable gamma (init 1) and beta (init 0); affine=False has no parameters.
@@ -54,6 +54,10 @@ S002-07 | Accumulating k micro-batches imitates a k-times larger batch; the loss
 S002-08 | Accumulation does not fix BN: micro-batch statistics differ and running stats get k updates (momentum 1-(1-m)^k corrects).
 S002-09 | The source's `if index % k == 0: step()` steps after the first micro-batch: an off-by-one; `(index+1) % k` is intended.
 S002-10 | tensor.cuda(non_blocking=True) copies asynchronously and gives the same values once synchronized.
+S002-11 | DDP averages gradients over ranks: k ranks with batch b each take the same SGD steps as one process with batch k*b (no BN), and the replicas stay identical.
+S002-12 | Under DDP's no_sync() gradients accumulate locally: m micro-batches (loss/m, the last outside no_sync) equal one step of batch m*k*b, with one all-reduce per step, not m.
+S002-13 | BN under DDP normalizes with each rank's own batch, so DDP+BN differs from BN over the global batch; running stats are per rank, and with forward buffer sync (the default) rank 0's are broadcast before each training forward.
+S002-14 | SyncBatchNorm uses statistics over all ranks: DDP + SyncBatchNorm equals BN over the global batch (outputs, gradients, running stats); CUDA only.
 """,
     report_parts=(report_running_statistics,),
 )

@@ -1,0 +1,222 @@
+"""S002-11..14 as experiments run on each rank of a real process group (trainclaims.ranks): every
+function here is ``fn(rank, world_size, ...)`` and returns plain data for the tests to judge.
+
+Every rank also trains, from the same seed, the single-process reference the claim compares
+against (one batch of k*b, the global batch), so rank and reference see the same numbers."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-3
+
+
+def mlp(seed: int, dtype: torch.dtype, bn: bool = False, sync_bn: bool = False) -> nn.Sequential:
+    torch.manual_seed(seed)
+    norm: list[nn.Module] = [nn.BatchNorm1d(16)] if bn else []
+    model = nn.Sequential(nn.Linear(6, 16), *norm, nn.ReLU(), nn.Linear(16, 3)).to(dtype)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn else model
+
+
+def sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
+def global_batch(seed: int, step: int, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's global batch, the same on every rank (mean 1, std 2: BN has work to do)."""
+    g = torch.Generator().manual_seed(seed * 1000 + step)
+    return torch.randn(n, 6, generator=g, dtype=torch.float64).mul(2).add(1).to(dtype), torch.randint(
+        3, (n,), generator=g
+    )
+
+
+def flat(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def ddp_module(model: nn.Module, **kwargs: Any) -> DDP:
+    return DDP(model, **kwargs)
+
+
+def buffers_kwargs(forward_sync: bool) -> dict[str, bool]:
+    """DDP's switch for broadcasting rank 0's buffers before each forward: ``forward_sync_buffers``
+    where this torch has it (2.14 deprecates ``broadcast_buffers`` with a FutureWarning), else
+    ``broadcast_buffers``."""
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return {"forward_sync_buffers": forward_sync}
+    return {"broadcast_buffers": forward_sync}
+
+
+# --------------------------------------------------------------------------- S002-11
+
+
+def ddp_against_one_large_batch(rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int) -> dict:
+    """k ranks with batch b each (no BN) against one process with batch k*b, ``steps`` SGD steps
+    (momentum, weight decay): the relative parameter gap after each step, and this rank's final
+    parameters (to compare replicas across ranks)."""
+    dtype = DTYPES[dtype_name]
+    model, reference = ddp_module(mlp(seed, dtype)), mlp(seed, dtype)
+    opt, opt_ref = sgd(model), sgd(reference)
+    gaps = []
+    for step in range(steps):
+        x, y = global_batch(seed, step, world * b, dtype)
+        opt.zero_grad()
+        F.cross_entropy(model(x[rank * b : (rank + 1) * b]), y[rank * b : (rank + 1) * b]).backward()
+        opt.step()
+        opt_ref.zero_grad()
+        F.cross_entropy(reference(x), y).backward()
+        opt_ref.step()
+        gaps.append(relative(flat(model.module), flat(reference)))
+    return {"gaps": gaps, "params": flat(model.module).tolist()}
+
+
+# --------------------------------------------------------------------------- S002-12
+
+
+def no_sync_accumulation(rank: int, world: int, micro: int, steps: int, b: int, seed: int) -> dict:
+    """m micro-batches per step (loss/m), all but the last inside ``no_sync()``, against one step of
+    batch m*k*b; the gradient all-reduces counted by a communication hook."""
+    dtype = torch.float64
+    model, reference = ddp_module(mlp(seed, dtype)), mlp(seed, dtype)
+    calls = [0]
+
+    def counting_allreduce(state, bucket):
+        calls[0] += 1
+        return default_hooks.allreduce_hook(state, bucket)
+
+    model.register_comm_hook(None, counting_allreduce)
+    opt, opt_ref = sgd(model), sgd(reference)
+    per_step, gaps = [], []
+    for step in range(steps):
+        x, y = global_batch(seed, step, micro * world * b, dtype)
+        mine = [
+            (
+                x[(i * world + rank) * b : (i * world + rank + 1) * b],
+                y[(i * world + rank) * b : (i * world + rank + 1) * b],
+            )
+            for i in range(micro)
+        ]
+        before = calls[0]
+        opt.zero_grad()
+        for i, (xb, yb) in enumerate(mine):
+            if i < micro - 1:
+                with model.no_sync():
+                    (F.cross_entropy(model(xb), yb) / micro).backward()
+            else:
+                (F.cross_entropy(model(xb), yb) / micro).backward()
+        opt.step()
+        per_step.append(calls[0] - before)
+        opt_ref.zero_grad()
+        F.cross_entropy(reference(x), y).backward()
+        opt_ref.step()
+        gaps.append(relative(flat(model.module), flat(reference)))
+    return {"allreduces_per_step": per_step, "gaps": gaps}
+
+
+# --------------------------------------------------------------------------- S002-13
+
+
+def ddp_batchnorm(rank: int, world: int, forward_sync: bool, b: int, seed: int) -> dict:
+    """DDP + BatchNorm against BN over the global batch: the gap in outputs and (all-reduced)
+    gradients at the same weights, and what the running means do over two training steps."""
+    dtype = torch.float64
+    model = ddp_module(mlp(seed, dtype, bn=True), **buffers_kwargs(forward_sync))
+    reference = mlp(seed, dtype, bn=True)
+    bn = model.module[1]
+    out = {"running_mean": [], "batch_mean": []}
+    for step in range(2):
+        x, y = global_batch(seed, step, world * b, dtype)
+        xr, yr = x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]
+        model.zero_grad()
+        logits = model(xr)
+        F.cross_entropy(logits, yr).backward()
+        with torch.no_grad():  # what BN saw on this rank: its own batch's mean of the first layer's output
+            out["batch_mean"].append(model.module[0](xr).mean(0).tolist())
+        out["running_mean"].append(bn.running_mean.tolist())
+        if step == 0:
+            reference.zero_grad()
+            ref_logits = reference(x)
+            F.cross_entropy(ref_logits, y).backward()
+            out["output_gap"] = relative(logits.detach(), ref_logits.detach()[rank * b : (rank + 1) * b])
+            grads = torch.cat([p.grad.flatten() for p in model.module.parameters()])
+            ref_grads = torch.cat([p.grad.flatten() for p in reference.parameters()])
+            out["gradient_gap"] = relative(grads, ref_grads)
+    out["momentum"] = bn.momentum
+    return out
+
+
+# --------------------------------------------------------------------------- S002-14
+
+
+def sync_batchnorm(rank: int, world: int, backend_device: str, b: int, seed: int) -> dict:
+    """DDP + SyncBatchNorm against BN over the global batch (outputs, gradients, running stats).
+    On CPU modules PyTorch refuses SyncBatchNorm: the error's text is returned instead."""
+    dtype = torch.float64 if backend_device == "cpu" else torch.float32
+    device = torch.device(backend_device if backend_device == "cpu" else f"cuda:{rank}")
+    x, y = global_batch(seed, 0, world * b, dtype)
+    xr, yr = x[rank * b : (rank + 1) * b].to(device), y[rank * b : (rank + 1) * b].to(device)
+    try:
+        model = ddp_module(mlp(seed, dtype, bn=True, sync_bn=True).to(device))
+        logits = model(xr)
+    except (ValueError, RuntimeError) as err:
+        return {"error": f"{type(err).__name__}: {err}"}
+    F.cross_entropy(logits, yr).backward()
+    reference = mlp(seed, dtype, bn=True).to(device)
+    ref_logits = reference(x.to(device))
+    F.cross_entropy(ref_logits, y.to(device)).backward()
+    grads = torch.cat([p.grad.flatten() for p in model.module.parameters()])
+    ref_grads = torch.cat([p.grad.flatten() for p in reference.parameters()])
+    return {
+        "output_gap": relative(logits.detach(), ref_logits.detach()[rank * b : (rank + 1) * b]),
+        "gradient_gap": relative(grads, ref_grads),
+        "running_mean_gap": relative(model.module[1].running_mean, reference[1].running_mean),
+        "running_var_gap": relative(model.module[1].running_var, reference[1].running_var),
+    }
+
+
+# --------------------------------------------------------------------------- faults and speed
+
+
+def raises_on_rank(rank: int, world: int, bad_rank: int) -> str:
+    """``bad_rank`` raises; the others wait in a collective that cannot complete without it."""
+    if rank == bad_rank:
+        raise ValueError(f"boom on rank {rank}")
+    dist.all_reduce(torch.ones(1))
+    return "finished"
+
+
+def ddp_step_throughput(rank: int, world: int, global_batch_size: int, rounds: int) -> dict:
+    """Seconds per DDP training step of the seed FC net (3072-300-10) with ``global_batch_size``
+    split over the ranks (median of ``rounds`` after 3 warm-up steps)."""
+    import statistics
+    import time
+
+    from trainclaims.models import seed_fc
+
+    torch.manual_seed(0)
+    model = ddp_module(seed_fc(3072)) if world > 1 else seed_fc(3072)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    b = global_batch_size // world
+    x, y = torch.rand(b, 3, 32, 32), torch.randint(10, (b,))
+    times = []
+    for i in range(rounds + 3):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "rounds_s": times}

@@ -1,0 +1,163 @@
+"""Running a function on k ranks of a real torch.distributed process group, in processes this
+module starts itself (spawn), on a free loopback port: no external launcher.
+
+``run_ranks(fn, world_size, *args)`` returns every rank's result, in rank order. A rank that raises
+makes it raise :class:`RankFailed` at once, naming the rank and its traceback; the other ranks are
+ended (never a hang: the process group and every collective have a timeout, and the whole run a
+deadline). Every process is joined before it returns, and a port taken by someone else between
+choosing and binding it is retried on another.
+
+``fn(rank, world_size, *args)`` must be importable by name (a module-level function) and return
+plain data (numbers, lists, strings): it travels back through a pipe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+
+LOOPBACK = "127.0.0.1"
+COLLECTIVE_TIMEOUT_S = 30  # process-group init and every collective
+RUN_DEADLINE_S = 120  # the whole run, start-up included (2 ranks on 2 cores: about 3 s)
+PORT_TRIES = 3
+_PORT_CLASH = ("address already in use", "eaddrinuse", "errno 98")
+
+
+class RankFailed(RuntimeError):
+    """A rank raised (its traceback is in the message), or the run passed its deadline."""
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _rank_main(
+    rank: int, world_size: int, port: int, backend: str, threads: int, fn: Callable, args: tuple, out: Any
+) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(threads)  # k ranks share the parent's cores
+    try:
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{LOOPBACK}:{port}",
+            rank=rank,
+            world_size=world_size,
+            timeout=dt.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+        )
+        try:
+            result = fn(rank, world_size, *args)
+        finally:
+            dist.destroy_process_group()
+        out.put(("ok", rank, result))
+    except BaseException:
+        out.put(("error", rank, traceback.format_exc()))
+
+
+def run_ranks(
+    fn: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    backend: str = "gloo",
+    port: int | None = None,
+    deadline_s: float = RUN_DEADLINE_S,
+) -> list[Any]:
+    """``[fn(0, world_size, *args), ..., fn(world_size - 1, ...)]``, each on its own rank."""
+    for attempt in range(PORT_TRIES):
+        try:
+            return _run_once(fn, world_size, args, backend, port or free_port(), deadline_s)
+        except RankFailed as err:
+            if attempt + 1 == PORT_TRIES or not any(s in str(err).lower() for s in _PORT_CLASH):
+                raise
+            port = None  # someone else holds it: another port
+    raise AssertionError("unreachable")
+
+
+ERROR_GRACE_S = 2.0  # after a rank's error, how long to wait for the others' (to find the first cause)
+
+
+def _failures(out: Any, world_size: int, port: int, errors: dict[int, str]) -> str:
+    """Every rank's error that arrives within :data:`ERROR_GRACE_S`, the cause first: a rank whose
+    own code raised before a rank whose collective failed because a peer was gone."""
+    deadline = time.monotonic() + ERROR_GRACE_S
+    while len(errors) < world_size and time.monotonic() < deadline:
+        try:
+            status, rank, value = out.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if status == "error":
+            errors[rank] = value
+
+    def knock_on(tb: str) -> bool:  # the last frame is in torch.distributed: it failed in a collective
+        frames = [line for line in tb.splitlines() if line.lstrip().startswith("File ")]
+        return bool(frames) and f"torch{os.sep}distributed" in frames[-1]
+
+    ranks = sorted(errors, key=lambda r: (knock_on(errors[r]), r))
+    return "\n".join(f"rank {r} of {world_size} failed (port {port}):\n{errors[r]}" for r in ranks)
+
+
+def _run_once(fn: Callable, world_size: int, args: tuple, backend: str, port: int, deadline_s: float) -> list[Any]:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    env = {"MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    procs = []
+    try:
+        for rank in range(world_size):
+            threads = max(1, torch.get_num_threads() // world_size)
+            p = ctx.Process(
+                target=_rank_main, args=(rank, world_size, port, backend, threads, fn, args, out), daemon=True
+            )
+            p.start()
+            procs.append(p)
+        results: dict[int, Any] = {}
+        deadline = time.monotonic() + deadline_s
+        while len(results) < world_size:
+            try:
+                status, rank, value = out.get(timeout=0.2)
+            except queue.Empty:
+                dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r not in results]
+                if dead:
+                    raise RankFailed(
+                        f"rank {dead[0]} died (exit code {procs[dead[0]].exitcode}) without a result"
+                    ) from None
+                if time.monotonic() > deadline:
+                    waiting = [r for r in range(world_size) if r not in results]
+                    raise RankFailed(
+                        f"ranks {waiting} did not finish within {deadline_s:.0f} s (port {port})"
+                    ) from None
+                continue
+            if status == "error":
+                raise RankFailed(_failures(out, world_size, port, {rank: value}))
+            results[rank] = value
+        return [results[r] for r in range(world_size)]
+    finally:
+        for p in procs:  # the others stop here, whatever happened
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        out.close()
+        out.join_thread()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
