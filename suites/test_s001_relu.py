@@ -59,16 +59,16 @@ def where_mismatch(op: ReluLike, x: torch.Tensor, got: torch.Tensor, want: torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @given(data=st.data())
 def test_relu_like_ops_are_max_0_x_with_derivative_0_below_and_1_above_zero(device, dtype, data):
-    """Every op on every drawn tensor (one property per dtype: the ops are cheap, the examples are
-    not); a failure names op, dtype and device."""
+    """Every op on every drawn tensor, away from exactly 0 (one property per dtype: the ops are
+    cheap, the examples are not); a failure names op, dtype and device."""
     x = data.draw(tensors(dtype)).to(device)
+    away = x != 0  # what an op does at exactly 0 is S001-02's claim, not this one's
     for op in OPS:
         y, g = grad_of(op.fn, x)
         want_y = x.clamp(0, op.cap)
         assert torch.equal(y, want_y), f"{op.name} on {device} {dtype}: forward differs from max(0, x)"
         want_g = ((x > 0) & (x < op.cap)).to(dtype)
-        want_g = torch.where(x == 0, op.at_zero, want_g).to(dtype)
-        assert torch.equal(g, want_g), where_mismatch(op, x, g, want_g)
+        assert torch.equal(g[away], want_g[away]), where_mismatch(op, x, torch.where(away, g, want_g), want_g)
 
 
 @pytest.mark.claim("S001-02")
@@ -80,7 +80,7 @@ def test_relu_like_op_gradient_at_exactly_zero_is_its_pinned_convention(device, 
     evidence.record(op=op.name, dtype=str(dtype), device=device, grad_at_plus0=g[0].item(), grad_at_minus0=g[1].item())
     assert g.tolist() == [op.at_zero, op.at_zero], (
         f"{op.name} on {device} {dtype}: d/dx at +0.0/-0.0 is {g.tolist()}, pinned convention {op.at_zero} "
-        f"(PyTorch changed its convention?)"
+        f"(a behaviour change: torch {torch.__version__} has another convention)"
     )
 
 

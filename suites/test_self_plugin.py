@@ -329,3 +329,48 @@ def test_a_claim_family_plugs_in_from_a_plugin_with_its_claims_and_report_part(s
     assert [c["verdict"] for c in claims if c["id"] == "X900-01"] == ["holds"]
     assert "## X900: A family from a conftest" in (suite.path / "reports" / "claims.md").read_text()
     assert suite.runpytest_inprocess("--claims").stdout.str().count("X900-01") == 1
+
+
+# --------------------------------------------------------------------------- capability gaps
+
+CAPABILITY = """
+import pytest
+import torch
+
+
+@pytest.mark.claim("S002-01")
+def test_kernel_missing_for_a_dtype():
+    raise RuntimeError('"batch_norm" not implemented for \\'Half\\'')
+
+
+@pytest.mark.claim("S002-02")
+def test_torch_raises_not_implemented():
+    torch.nn.Module().forward()  # raised inside torch (nn.Module's unimplemented forward)
+
+
+@pytest.mark.claim("S002-03")
+def test_our_own_not_implemented_is_a_failure():
+    raise NotImplementedError("the test's own code")
+
+
+@pytest.mark.claim("S002-04")
+def test_another_runtime_error_is_a_failure():
+    raise RuntimeError("expected all tensors to be on the same device")
+"""
+
+
+def test_an_op_this_torch_lacks_is_unsupported_not_failed_and_every_other_error_fails(suite):
+    suite.makepyfile(CAPABILITY)
+    result = suite.runpytest_inprocess("--device=cpu", "-rs")
+    result.assert_outcomes(skipped=2, failed=2)
+    claims = {c["id"]: c for c in json.loads((suite.path / "reports" / "claims.json").read_text())["claims"]}
+    version = torch.__version__
+    assert claims["S002-01"]["verdict"] == "not measured"
+    assert (
+        claims["S002-01"]["why"]
+        == f"unsupported on torch {version}: RuntimeError: \"batch_norm\" not implemented for 'Half'"
+    )
+    assert claims["S002-02"]["verdict"] == "not measured"
+    assert claims["S002-02"]["why"].startswith(f"unsupported on torch {version}: NotImplementedError: ")
+    assert claims["S002-03"]["verdict"] == "fails"
+    assert claims["S002-04"]["verdict"] == "fails"

@@ -1,0 +1,274 @@
+"""Compare the reports of several runs (torch versions, devices, machines, data tiers, numeric
+settings): ``python -m trainclaims.compare RUN_DIR... --out DIR`` (or ``trainclaims-compare``).
+
+Each RUN_DIR is a ``--report-dir`` of a run (its ``claims.json``; ``benchmarks.json`` where
+benchmarks ran). Writes ``compare.md`` and ``compare.png``: claims x runs with verdicts and the
+tests behind them, changes against the first run marked; the derivative of each ReLU-like op at
+exactly 0 in each run (S001-02's evidence); benchmarks x runs as ratios to the first run, flagged
+where the runs were on different machines. Runs are labelled by what differs between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainclaims.files import atomic_write
+
+VERDICT_COLOURS = {
+    "holds": "#4caf50",
+    "conditional": "#ffc107",
+    "refuted": "#2196f3",
+    "fails": "#f44336",
+    "not measured": "#bdbdbd",
+}
+_TIER = re.compile(r"[\[-](synthetic|fashion-mnist|cifar10)[\]-]")
+
+
+@dataclass
+class Run:
+    path: Path
+    environment: dict[str, Any]
+    claims: list[dict[str, Any]]
+    benchmarks: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def facts(self) -> dict[str, str]:
+        """What can tell this run from another, as short strings."""
+        env = self.environment
+        devices = env.get("devices", {})
+        present = {d: n for d, n in devices.items() if not str(n).startswith("absent")}
+        tiers = sorted(
+            {
+                m.group(1)
+                for c in self.claims
+                for t in c["tests"]
+                if t["outcome"] == "passed"
+                for m in _TIER.finditer(t["test"])
+            }
+        )
+        numerics = env.get("numerics") or {}
+        return {
+            "torch": str(env.get("torch", "?")),
+            "cuda": str(env.get("cuda")),
+            "devices": ", ".join(f"{d} ({n})" for d, n in present.items()) or "?",
+            "machine": str(env.get("processor") or env.get("platform", "?")),
+            "data": "+".join(tiers) or "none",
+            "numerics": ", ".join(f"{k}={v}" for k, v in numerics.items()) or "?",
+        }
+
+
+def load_run(path: Path) -> Run:
+    claims_file = path / "claims.json"
+    try:
+        data = json.loads(claims_file.read_text())
+        env, claims = data["environment"], data["claims"]
+    except FileNotFoundError:
+        raise SystemExit(f"trainclaims-compare: {claims_file} does not exist (a --report-dir of a run?)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise SystemExit(f"trainclaims-compare: {claims_file} is not a trainclaims claims.json ({err})") from None
+    bench_file = path / "benchmarks.json"
+    benchmarks = json.loads(bench_file.read_text()).get("benchmarks", []) if bench_file.exists() else []
+    return Run(path, env, claims, benchmarks)
+
+
+def label_runs(runs: list[Run]) -> None:
+    """Label each run by the facts that differ between the runs (all of them equal: by folder)."""
+    facts = [r.facts for r in runs]
+    differing = [k for k in facts[0] if len({f[k] for f in facts}) > 1]
+    for run, f in zip(runs, facts, strict=True):
+        run.label = "; ".join(f"{k} {f[k]}" if k != "torch" else f"torch {f[k]}" for k in differing) or run.path.name
+
+
+def _tally(claim: dict[str, Any]) -> str:
+    outcomes = [t["outcome"] for t in claim["tests"]]
+    failed = sum(o in ("failed", "error", "xpassed") for o in outcomes)
+    return f"{outcomes.count('passed')}/{failed}/{outcomes.count('skipped')}"
+
+
+def derivatives_at_zero(run: Run) -> dict[str, dict[str, float]]:
+    """{op: {"dtype device": d/dx at +0}} from the run's S001-02 evidence."""
+    table: dict[str, dict[str, float]] = {}
+    for claim in run.claims:
+        for t in claim["tests"]:
+            ev = t.get("evidence") or {}
+            if claim["id"] == "S001-02" and t["outcome"] == "passed" and "derivative_at_zero" in ev:
+                column = f"{str(ev.get('dtype', '')).removeprefix('torch.')} {ev.get('device', '')}".strip()
+                for op, value in ev["derivative_at_zero"].items():
+                    table.setdefault(op, {})[column] = value
+    return table
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(runs: list[Run]) -> str:
+    first = runs[0]
+    lines = ["# Comparison of runs", "", "| run | folder | torch | CUDA | devices | machine | data | date | commit |"]
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(runs, 1):
+        f, env = r.facts, r.environment
+        lines.append(
+            f"| {i}: **{_cell(r.label)}** | `{r.path}` | {f['torch']} | {f['cuda']} | {_cell(f['devices'])} | "
+            f"{_cell(f['machine'])} | {f['data']} | {env.get('date', '?')} | {env.get('commit', '?')} |"
+        )
+    lines += ["", "![verdicts](compare.png)", "", "## Claims", ""]
+    lines.append("Verdict (tests passed/failed/skipped) per run; **⚠** marks a verdict that differs from run 1's.")
+    lines.append("")
+    lines.append("| claim | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
+    lines.append("|---|" + "---|" * len(runs))
+    ids = list(dict.fromkeys(c["id"] for r in runs for c in r.claims))
+    by_run = [{c["id"]: c for c in r.claims} for r in runs]
+    changed = []
+    for cid in ids:
+        cells = []
+        base = by_run[0].get(cid, {}).get("verdict")
+        for claims in by_run:
+            c = claims.get(cid)
+            if c is None:
+                cells.append("-")
+                continue
+            mark = " **⚠**" if c["verdict"] != base else ""
+            cells.append(f"{c['verdict']} ({_tally(c)}){mark}")
+        if any("⚠" in c for c in cells):
+            changed.append(cid)
+        lines.append(f"| {cid} | " + " | ".join(cells) + " |")
+    lines += ["", "## What changed", ""]
+    if not changed:
+        lines.append("Every claim has the same verdict in every run.")
+    for cid in changed:
+        lines.append(f"### {cid}")
+        lines.append("")
+        for i, claims in enumerate(by_run, 1):
+            c = claims.get(cid)
+            if c is not None:
+                failing = [t for t in c["tests"] if t["outcome"] in ("failed", "error", "xpassed")]
+                if failing:  # each failed test's first line: the assertion and its numbers
+                    lines_ = dict.fromkeys(
+                        t["reason"].splitlines()[0] if t["reason"] else t["outcome"] for t in failing
+                    )
+                    detail = f"{len(failing)} test(s) failed: " + "; ".join(lines_)
+                else:
+                    detail = c["why"]
+                lines.append(f"- run {i} ({_cell(runs[i - 1].label)}): **{c['verdict']}** {_cell(detail)}")
+        lines.append("")
+    lines += _derivative_section(runs)
+    lines += _benchmark_section(runs, first)
+    return "\n".join(lines) + "\n"
+
+
+def _derivative_section(runs: list[Run]) -> list[str]:
+    tables = [derivatives_at_zero(r) for r in runs]
+    ops = list(dict.fromkeys(op for t in tables for op in t))
+    if not ops:
+        return []
+    lines = ["## S001-02: derivative at exactly 0 of each ReLU-like op", ""]
+    lines.append(
+        "One value where every dtype and device of the run agree, else each; **⚠** where it differs from run 1."
+    )
+    lines.append("")
+    lines.append("| op | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
+    lines.append("|---|" + "---|" * len(runs))
+    for op in ops:
+        cells, base = [], None
+        for t in tables:
+            values = t.get(op, {})
+            shown = (
+                "-"
+                if not values
+                else f"{next(iter(values.values())):g}"
+                if len(set(values.values())) == 1
+                else ", ".join(f"{k}: {v:g}" for k, v in values.items())
+            )
+            base = shown if base is None else base
+            cells.append(shown + (" **⚠**" if shown != base else ""))
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _benchmark_section(runs: list[Run], first: Run) -> list[str]:
+    keys = list(dict.fromkeys((b["fullname"], b["device"]) for r in runs for b in r.benchmarks))
+    if not keys:
+        return []
+    lines = [
+        "## Benchmarks",
+        "",
+        "Samples/s per run, as a ratio to run 1; (machine differs) where the runs ran on other hardware.",
+    ]
+    lines.append("")
+    lines.append("| benchmark | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
+    lines.append("|---|" + "---|" * len(runs))
+    for name, device in keys:
+        rows = [{(b["fullname"], b["device"]): b for b in r.benchmarks}.get((name, device)) for r in runs]
+        base = rows[0]
+        cells = []
+        for run, row in zip(runs, rows, strict=True):
+            if row is None:
+                cells.append("-")
+                continue
+            text = f"{row['samples_per_s']:.4g}"
+            if base is not None and run is not first:
+                text += f" ({row['samples_per_s'] / base['samples_per_s']:.2f}x)"
+                if (row.get("device_name"), run.facts["machine"]) != (base.get("device_name"), first.facts["machine"]):
+                    text += " (machine differs)"
+            cells.append(text)
+        lines.append(f"| `{name.split('::')[-1]}` [{device}] | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def plot(runs: list[Run], path: Path) -> Path:
+    from trainclaims import plots
+
+    ids = list(dict.fromkeys(c["id"] for r in runs for c in r.claims))
+    by_run = [{c["id"]: c["verdict"] for c in r.claims} for r in runs]
+    plt = plots.pyplot()
+    from matplotlib.colors import to_rgb
+
+    fig, ax = plt.subplots(figsize=(2.2 * len(runs) + 3, 0.28 * len(ids) + 1.5))
+    grid = [[to_rgb(VERDICT_COLOURS.get(v.get(cid, ""), "#ffffff")) for v in by_run] for cid in ids]
+    ax.imshow(grid, aspect="auto")
+    for i, cid in enumerate(ids):
+        for j, verdicts in enumerate(by_run):
+            v = verdicts.get(cid, "-")
+            changed = v != by_run[0].get(cid, "-")
+            ax.text(
+                j,
+                i,
+                v + (" ⚠" if changed else ""),
+                ha="center",
+                va="center",
+                fontsize=7,
+                weight="bold" if changed else None,
+            )
+            if changed:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="k"))
+    ax.set_xticks(range(len(runs)), [f"{j + 1}: {r.label}" for j, r in enumerate(runs)], fontsize=8, rotation=10)
+    ax.set_yticks(range(len(ids)), ids, fontsize=7)
+    ax.set_title("Verdict per claim and run (framed: differs from run 1)")
+    return plots.save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trainclaims-compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="report folders of the runs (first = reference)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for compare.md and compare.png")
+    args = parser.parse_args(argv)
+    if len(args.runs) < 2:
+        parser.error("give at least two run folders")
+    runs = [load_run(p) for p in args.runs]
+    label_runs(runs)
+    atomic_write(args.out / "compare.md", markdown(runs))
+    plot(runs, args.out / "compare.png")
+    print(f"trainclaims-compare: wrote {args.out / 'compare.md'} and {args.out / 'compare.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
