@@ -298,8 +298,7 @@ def test_the_benchmark_gate_catches_a_training_step_made_1_5_times_slower(pytest
     pytester.makepyfile(test_copy_of_bench=module + SLOWED_STEP)
     slowed = pytester.runpytest_inprocess(*select, "--no-report", f"--bench-baseline={baseline}")
     assert slowed.ret == pytest.ExitCode.TESTS_FAILED
-    # The step's share of the matmul rate (measured between its rounds) falls by a third whatever the
-    # machine does; samples/s falls by a third on average, but with the machine's drift (+-15%) the
-    # rank test's 25% minimum effect caught it in 9 of 10 runs, so only the first line is required.
-    name = "GATE: *::test_seed_fc_training_step_throughput[[]cpu[]] [[]cpu[]]:"
-    slowed.stdout.fnmatch_lines([f"{name} *% of this machine's matmul rate, down from *% (*% lower; limit 15%)"])
+    # The gate fails the benchmark by either check. Measured (10 runs on a quiet machine): the share of
+    # the matmul rate caught all 10, the rank test with its 25% minimum effect 9; on a machine busy
+    # with a second full run, the rank test caught it (70% lower) while the share held.
+    slowed.stdout.fnmatch_lines(["GATE: *::test_seed_fc_training_step_throughput[[]cpu[]] [[]cpu[]]: *"])
