@@ -298,9 +298,9 @@ from trainclaims.claims import Family
 
 
 def draw(ctx):
-    tests = ctx.tests_of("X900-01")
+    measured = ctx.measured("X900-01", "answer")
     path = ctx.report_dir / "x900.txt"
-    path.write_text(f"{len(tests)} test(s): {tests[0]['evidence']}")
+    path.write_text(f"{len(measured)} test(s): {measured[0]}")
     return [path]
 
 

@@ -45,6 +45,10 @@ class ReportContext:
         """Every test record of ``claim_id`` in this run (outcome, verdict, evidence)."""
         return [t for c in self.claims if c["id"] == claim_id for t in c["tests"]]
 
+    def measured(self, claim_id: str, key: str) -> list[dict[str, Any]]:
+        """The evidence of every passed test of ``claim_id`` that recorded ``key``."""
+        return [t["evidence"] for t in self.tests_of(claim_id) if t["outcome"] == "passed" and key in t["evidence"]]
+
 
 ReportPart = Callable[[ReportContext], list[Path]]  # writes files (atomically), returns their paths
 

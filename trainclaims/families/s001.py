@@ -19,11 +19,7 @@ AT_ZERO_EVIDENCE = "derivative_at_zero"  # {op name: d/dx at +0.0}, recorded per
 def report_derivatives_at_zero(ctx: ReportContext) -> list[Path]:
     """``s001_relu_derivatives.png``: op x (dtype, device), the derivative at exactly 0 measured by
     the run's S001-02 tests (nothing when they did not run)."""
-    measured = [
-        t["evidence"]
-        for t in ctx.tests_of(AT_ZERO_CLAIM)
-        if t["outcome"] == "passed" and AT_ZERO_EVIDENCE in t["evidence"]
-    ]
+    measured = ctx.measured(AT_ZERO_CLAIM, AT_ZERO_EVIDENCE)
     if not measured:
         return []
     columns = [f"{e['dtype'].removeprefix('torch.')}\n{e['device']}" for e in measured]

@@ -18,9 +18,7 @@ EMA_EVIDENCE = "ema_trace"  # {series name: [value per training batch]}, with "m
 def report_running_statistics(ctx: ReportContext) -> list[Path]:
     """``s002_running_stats.png``: running mean/var per training batch next to the EMA computed by
     hand, one row per device the run's S002-04 trace test passed on (nothing when it did not run)."""
-    traces = [
-        t["evidence"] for t in ctx.tests_of(EMA_CLAIM) if t["outcome"] == "passed" and EMA_EVIDENCE in t["evidence"]
-    ]
+    traces = ctx.measured(EMA_CLAIM, EMA_EVIDENCE)
     if not traces:
         return []
     plt = plots.pyplot()
