@@ -302,3 +302,25 @@ def test_the_benchmark_gate_catches_a_training_step_made_1_5_times_slower(pytest
     # the matmul rate caught all 10, the rank test with its 25% minimum effect 9; on a machine busy
     # with a second full run, the rank test caught it (70% lower) while the share held.
     slowed.stdout.fnmatch_lines(["GATE: *::test_seed_fc_training_step_throughput[[]cpu[]] [[]cpu[]]: *"])
+
+
+def test_the_report_records_numeric_settings_even_where_torch_refuses_to_read_its_legacy_flags(suite):
+    """torch 2.9+ raises when allow_tf32 is read after its fp32_precision API set the flags apart; a
+    run that did so (here in its conftest) still gets its reports, the setting marked unreadable."""
+    suite.makeconftest(
+        """
+        import torch
+
+        def pytest_configure(config):
+            try:
+                torch.backends.cuda.matmul.fp32_precision = "ieee"
+                torch.backends.cudnn.fp32_precision = "ieee"
+            except (AttributeError, AssertionError):  # torch without the fp32_precision API
+                pass
+        """
+    )
+    suite.makepyfile(CLAIM_WITH_A_BAND)
+    result = suite.runpytest_subprocess("--device=cpu", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    numerics = json.loads((suite.path / "reports" / "claims.json").read_text())["environment"]["numerics"]
+    assert set(numerics) >= {"float32_matmul_precision", "cuda_matmul_allow_tf32", "deterministic_algorithms"}
