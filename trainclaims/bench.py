@@ -19,13 +19,8 @@ from trainclaims.devices import device_name, synchronize
 
 def linear_flops(model: nn.Module, batch: int) -> int:
     """FLOPs of one training step of the model's Linear layers (2 per multiply-add): forward, weight
-    gradients, and input gradients but for the first layer."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    total = 0
-    for i, m in enumerate(linears):
-        mac = batch * m.in_features * m.out_features
-        total += 2 * mac * (3 if i > 0 else 2)  # forward, dW, dX (no dX for the first layer)
-    return total
+    gradients, and input gradients but for the first layer (the FLOPs of :func:`linear_gemms`)."""
+    return gemm_flops(linear_gemms(model, batch))
 
 
 def median_seconds(benchmark: Any) -> float | None:
