@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainclaims.files import atomic_write
+from trainclaims.reporting import tally
 
 VERDICT_COLOURS = {
     "holds": "#4caf50",
@@ -86,12 +87,6 @@ def label_runs(runs: list[Run]) -> None:
         run.label = "; ".join(f"{k} {f[k]}" if k != "torch" else f"torch {f[k]}" for k in differing) or run.path.name
 
 
-def _tally(claim: dict[str, Any]) -> str:
-    outcomes = [t["outcome"] for t in claim["tests"]]
-    failed = sum(o in ("failed", "error", "xpassed") for o in outcomes)
-    return f"{outcomes.count('passed')}/{failed}/{outcomes.count('skipped')}"
-
-
 def derivatives_at_zero(run: Run) -> dict[str, dict[str, float]]:
     """{op: {"dtype device": d/dx at +0}} from the run's S001-02 evidence."""
     table: dict[str, dict[str, float]] = {}
@@ -136,7 +131,7 @@ def markdown(runs: list[Run]) -> str:
                 cells.append("-")
                 continue
             mark = " **⚠**" if c["verdict"] != base else ""
-            cells.append(f"{c['verdict']} ({_tally(c)}){mark}")
+            cells.append(f"{c['verdict']} ({tally(c)}){mark}")
         if any("⚠" in c for c in cells):
             changed.append(cid)
         lines.append(f"| {cid} | " + " | ".join(cells) + " |")
