@@ -12,6 +12,7 @@ from trainclaims.batched import train_batched
 from trainclaims.data import Dataset
 from trainclaims.engine import TrainConfig, build_model, train
 from trainclaims.families.s000 import variants
+from trainclaims.runs import TrainingCache
 from trainclaims.side_by_side import train_side_by_side
 
 
@@ -34,6 +35,25 @@ def test_training_the_variants_batched_gives_what_training_them_one_by_one_gives
         torch.testing.assert_close(batched.grad_norm, one.grad_norm, atol=1e-12, rtol=1e-10)
         assert batched.test_accuracy == one.test_accuracy
         assert batched.dead_fraction == one.dead_fraction
+
+
+def test_the_training_cache_trains_variants_of_several_seeds_at_once_as_one_by_one(device):
+    """S000-04..06 ask for several seeds' variants in one call; on CUDA the cache batches each
+    seed's variants apart (one call with two seeds raised "batched training needs one seed" on
+    the first GPU run, H100, torch 2.11)."""
+    tiny = tiny_data(device)
+    configs = {
+        f"{name} seed {seed}": c.with_(epochs=1, batch_size=50, dtype="float64", hidden=16)
+        for seed in (1, 2)
+        for name, c in variants(seed).items()
+        if name in ("baseline", "x255-W1W2/255-lr/255")
+    }
+    many = TrainingCache().many(configs, tiny)
+    assert list(many) == list(configs)
+    for name, config in configs.items():
+        one = train(config, tiny)
+        torch.testing.assert_close(many[name].loss, one.loss, atol=1e-12, rtol=1e-10, msg=name)
+        assert many[name].test_accuracy == one.test_accuracy, name
 
 
 def test_models_built_in_threads_get_their_own_seeds_initial_weights():

@@ -76,7 +76,23 @@ def load_run(path: Path) -> Run:
         raise SystemExit(f"trainclaims-compare: {claims_file} is not a trainclaims claims.json ({err})") from None
     bench_file = path / "benchmarks.json"
     benchmarks = json.loads(bench_file.read_text()).get("benchmarks", []) if bench_file.exists() else []
-    return Run(path, env, claims, benchmarks)
+    return Run(path, env, with_modes(claims), benchmarks)
+
+
+def with_modes(claims: list[dict]) -> list[dict]:
+    """Each claim, followed by one row per numerics mode where it was measured in modes beyond
+    the reference (``S000-08 [bf16-autocast]``: that mode's verdict and tests): claims x modes."""
+    out = []
+    for c in claims:
+        out.append(c)
+        modes = c.get("modes") or {}
+        if set(modes) - {"ieee"}:
+            for mode, mv in modes.items():
+                tests = [t for t in c["tests"] if t.get("numerics", "ieee") == mode]
+                out.append(
+                    c | {"id": f"{c['id']} [{mode}]", "verdict": mv["verdict"], "why": mv["why"], "tests": tests}
+                )
+    return out
 
 
 def label_runs(runs: list[Run]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trainclaims.batched import train_batched
+from trainclaims.batched import BATCHED_MODES, SHARED, train_batched
 from trainclaims.data import Dataset
 from trainclaims.engine import ProgressFn, TrainConfig, TrainResult, train
 from trainclaims.side_by_side import train_side_by_side
@@ -40,16 +40,26 @@ class TrainingCache:
         one intra-op thread each (:func:`train_side_by_side`)."""
         todo = [c for c in configs.values() if (c, data.name, str(data.device)) not in self._results]
         if todo and data.device.type != "cpu":
-            label = f"{data.name}[{data.device}] {len(todo)} variants batched"
-            progress = self.progress_factory(label) if self.progress_factory else None
-            for config, result in zip(todo, train_batched(todo, data, progress), strict=True):
-                self._results[(config, data.name, str(data.device))] = result
-        elif len(todo) > 1:
+            # one batched run per group of variants that can share batches (same seed, epochs,
+            # numerics...); autocast and compile modes train one by one
+            groups: dict[tuple, list[TrainConfig]] = {}
+            for config in todo:
+                if config.numerics in BATCHED_MODES:
+                    groups.setdefault(tuple(getattr(config, f) for f in SHARED), []).append(config)
+            for group in groups.values():
+                label = f"{data.name}[{data.device}] {len(group)} variants batched"
+                progress = self.progress_factory(label) if self.progress_factory else None
+                for config, result in zip(group, train_batched(group, data, progress), strict=True):
+                    self._results[(config, data.name, str(data.device))] = result
+        else:
+            # torch.compile (dynamo) is not for threads: compiled variants train one by one
+            threaded = [c for c in todo if c.numerics != "compile"]
             factory = self.progress_factory
 
             def progress_of(config: TrainConfig) -> ProgressFn | None:
                 return factory(f"{data.name}[{data.device}] {config.describe()}") if factory else None
 
-            for config, result in zip(todo, train_side_by_side(todo, data, progress_of), strict=True):
-                self._results[(config, data.name, str(data.device))] = result
+            if len(threaded) > 1:
+                for config, result in zip(threaded, train_side_by_side(threaded, data, progress_of), strict=True):
+                    self._results[(config, data.name, str(data.device))] = result
         return {name: self(config, data) for name, config in configs.items()}

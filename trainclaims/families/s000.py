@@ -45,8 +45,8 @@ VARIANTS: dict[str, TrainConfig] = {
 # and within 0.6 points (synthetic); it was taken out of the sweep to keep the module under 5 min.
 
 
-def variants(seed: int = 0, epochs: int | None = None) -> dict[str, TrainConfig]:
-    changes: dict[str, object] = {"seed": seed} | ({"epochs": epochs} if epochs else {})
+def variants(seed: int = 0, epochs: int | None = None, numerics: str = "ieee") -> dict[str, TrainConfig]:
+    changes: dict[str, object] = {"seed": seed, "numerics": numerics} | ({"epochs": epochs} if epochs else {})
     return {name: config.with_(**changes) for name, config in VARIANTS.items()}
 
 
@@ -70,19 +70,22 @@ def plot_sweep(results: dict[str, TrainResult], title: str, path: Path) -> Path:
 
 def report_sweeps(ctx: ReportContext) -> list[Path]:
     """``s000_<tier>_<device>.png`` for every tier and device on which this run trained the sweep
-    (every seed-0 variant; a run of part of it, e.g. a smoke run, draws nothing)."""
+    (every seed-0 variant; a run of part of it, e.g. a smoke run, draws nothing). The device's
+    ``:`` becomes ``-`` (``cuda-0``): a colon is no file name on Windows, and artifact uploads
+    refuse it. A numerics mode other than ieee adds ``_<mode>``."""
     names = {config: name for name, config in VARIANTS.items()}
-    groups: dict[tuple[str, str], dict[str, TrainResult]] = defaultdict(dict)
+    groups: dict[tuple[str, str, str], dict[str, TrainResult]] = defaultdict(dict)
     for (config, dataset, device), result in ctx.training_runs.items():
-        if config in names:
-            groups[(dataset, device)][names[config]] = result
+        reference = config.with_(numerics="ieee")
+        if reference in names:
+            groups[(dataset, device, config.numerics)][names[reference]] = result
     return [
         plot_sweep(
             {name: results[name] for name in VARIANTS if name in results},
-            f"{dataset} on {device}, seed 0, {BASE.epochs} epochs",
-            ctx.report_dir / f"s000_{dataset}_{device}.png",
+            f"{dataset} on {device}, seed 0, {BASE.epochs} epochs" + (f", {mode}" if mode != "ieee" else ""),
+            ctx.report_dir / f"s000_{dataset}_{device.replace(':', '-')}{'' if mode == 'ieee' else '_' + mode}.png",
         )
-        for (dataset, device), results in sorted(groups.items())
+        for (dataset, device, mode), results in sorted(groups.items())
         if len(results) == len(VARIANTS)
     ]
 

@@ -1,0 +1,159 @@
+"""Self-tests of the numerics modes and guard (trainclaims/numerics.py and the plugin's
+``--numerics``): modes parsed strictly, settings pinned per test and put back, the mode in test
+ids and in the report per claim and mode, the gate and the compare report per mode."""
+
+import json
+
+import pytest
+import torch
+import torchvision  # noqa: F401  imported before pytester's in-process runs (see test_self_plugin)
+
+from trainclaims import numerics as num
+from trainclaims.compare import with_modes
+from trainclaims.gating import compare_claims
+
+
+@pytest.fixture
+def suite(pytester, monkeypatch, tmp_path):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
+    return pytester
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ieee,bf16", "unknown mode 'bf16'; accepted: ieee, tf32, bf16-autocast, fp16-autocast, compile"),
+        ("", "no mode"),
+    ],
+)
+def test_an_unknown_or_empty_mode_is_an_error_naming_the_accepted_ones(text, message):
+    with pytest.raises(ValueError, match=message):
+        num.parse_modes(text)
+    assert num.parse_modes(" compile, ieee,compile ") == ("compile", "ieee")
+
+
+def test_an_unknown_numerics_option_stops_the_run_in_one_line(suite):
+    suite.makepyfile("def test_x():\n    pass\n")
+    result = suite.runpytest_inprocess("--numerics", "ieee,fp8")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --numerics: unknown mode 'fp8'; accepted: ieee, tf32, *"])
+
+
+def _tf32_everywhere() -> None:
+    """What a user's code or another test may do: TF32 for matmul (and cuDNN) process-wide."""
+    torch.set_float32_matmul_precision("high")
+
+
+def test_pinned_sets_ieee_and_determinism_and_puts_back_what_it_found():
+    saved = num._snapshot()
+    before = num.precision_settings()
+    _tf32_everywhere()
+    try:
+        tf32 = num.precision_settings()
+        assert tf32 != before
+        with num.pinned("ieee", deterministic=True):
+            inside = num.precision_settings()
+            assert all(v in ("ieee", "highest", False) for v in inside.values()), inside
+            assert torch.are_deterministic_algorithms_enabled()
+        assert num.precision_settings() == tf32
+        assert not torch.are_deterministic_algorithms_enabled()
+        with num.pinned("tf32"):  # CUDA's libraries only: oneDNN on CPU stays IEEE
+            settings = num.precision_settings()
+            assert any(v in ("tf32", "high", True) for k, v in settings.items() if "mkldnn" not in k), settings
+            assert all(v == "ieee" for k, v in settings.items() if "mkldnn" in k), settings
+    finally:
+        num._restore(saved)
+    assert num.precision_settings() == before
+
+
+def test_pinned_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="unknown numerics mode 'tf16'"):
+        with num.pinned("tf16"):
+            pass
+
+
+GUARD_TEST = """
+import torch
+import pytest
+from trainclaims import numerics as num
+
+def test_a_sets_tf32_and_leaves_it():
+    torch.set_float32_matmul_precision("high")
+
+def test_b_sees_ieee():
+    assert all(v in ("ieee", "highest", False) for v in num.precision_settings().values())
+    assert not torch.are_deterministic_algorithms_enabled()
+
+@pytest.mark.deterministic
+def test_c_asserts_identity():
+    assert torch.are_deterministic_algorithms_enabled()
+"""
+
+
+def test_the_guard_pins_every_test_so_none_inherits_another_tests_tf32(suite):
+    suite.makepyfile(GUARD_TEST)
+    result = suite.runpytest_inprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
+AXIS_TEST = """
+import pytest
+from trainclaims.claims import Verdict
+
+@pytest.mark.claim("S000-08")
+def test_moves(device, numerics, evidence):
+    evidence.record(numerics=numerics)
+    if numerics != "ieee":
+        evidence.conclude(Verdict.CONDITIONAL, f"{numerics}: moves by 1e-3")
+"""
+
+
+def test_the_mode_is_in_the_test_id_tf32_skips_on_cpu_and_the_report_has_a_verdict_per_mode(suite):
+    suite.makepyfile(AXIS_TEST)
+    result = suite.runpytest_inprocess("--device", "cpu", "--numerics", "ieee,tf32,bf16-autocast", "-v", "-rs")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_moves?cpu-ieee? PASSED*",
+            "*test_moves?cpu-bf16-autocast? PASSED*",
+            "*numerics tf32: tf32 is a CUDA mode*",
+        ]
+    )
+    report = json.loads((suite.path / "reports" / "claims.json").read_text())
+    claim = next(c for c in report["claims"] if c["id"] == "S000-08")
+    assert claim["modes"]["ieee"]["verdict"] == "holds"
+    assert claim["modes"]["bf16-autocast"]["verdict"] == "conditional"
+    assert claim["modes"]["tf32"]["verdict"] == "not measured"
+    assert report["environment"]["numerics_modes"] == ["ieee", "tf32", "bf16-autocast"]
+    md = (suite.path / "reports" / "claims.md").read_text()
+    assert "| claim | ieee | tf32 | bf16-autocast |" in md
+    assert "| S000-08 | holds | not measured | conditional |" in md
+
+
+def _claim(modes: dict[str, str]) -> dict:
+    return {
+        "id": "S000-08",
+        "verdict": "conditional",
+        "why": "",
+        "modes": {m: {"verdict": v, "why": f"{m} why"} for m, v in modes.items()},
+        "tests": [{"test": f"t[{m}]", "outcome": "passed", "numerics": m} for m in modes],
+    }
+
+
+def test_the_claims_gate_compares_each_mode_and_names_it():
+    base = [_claim({"ieee": "holds", "bf16-autocast": "conditional"})]
+    assert compare_claims(base, [_claim({"ieee": "holds", "bf16-autocast": "conditional"})]) == []
+    changed = compare_claims(base, [_claim({"ieee": "holds", "bf16-autocast": "fails"})])
+    assert changed == ["S000-08 [bf16-autocast]: verdict changed from 'conditional' to 'fails' (bf16-autocast why)"]
+    missing = compare_claims(base, [_claim({"ieee": "holds"})])
+    assert len(missing) == 1
+    assert missing[0].startswith("S000-08 [bf16-autocast]: 'conditional' in the baseline")
+    assert compare_claims(base, [_claim({"ieee": "holds"})], allow_missing=True) == []
+
+
+def test_the_compare_report_has_a_row_per_claim_and_mode():
+    rows = with_modes([_claim({"ieee": "holds", "compile": "holds"}), _claim({"ieee": "holds"})])
+    assert [r["id"] for r in rows] == ["S000-08", "S000-08 [ieee]", "S000-08 [compile]", "S000-08"]
+    assert [t["test"] for t in rows[2]["tests"]] == ["t[compile]"]

@@ -1,0 +1,212 @@
+"""Numerics modes, and the numeric environment a test runs in.
+
+A *mode* is how a claim's float32 computation is carried out: ``ieee`` (IEEE float32 matmuls and
+convolutions, eager: the reference every claim is written against), ``tf32`` (TensorFloat-32 in
+cuBLAS and cuDNN: CUDA only), ``bf16-autocast`` / ``fp16-autocast`` (``torch.autocast`` around
+the forward pass and the loss; float16 with a GradScaler where a claim trains) and ``compile``
+(``torch.compile`` of the trained model; on CPU inductor builds C++ with the system compiler).
+
+:func:`pinned` sets the process-wide settings a mode needs and puts back what it found, so that
+no test inherits another's: fp32 precision ``ieee`` (``tf32`` for the tf32 mode) and, where a test
+asserts run-to-run identity, deterministic algorithms. It uses one API per torch version: torch
+2.9+ has ``torch.backends.*.fp32_precision`` and raises when the legacy ``allow_tf32`` flags are
+read after that API set them apart (measured on 2.14); older torch has only the legacy flags, and
+on 2.1 even ``hasattr(torch.backends.cuda.matmul, "fp32_precision")`` raises AssertionError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+MODES: dict[str, str] = {
+    "ieee": "IEEE float32 matmul and convolution, eager (the reference)",
+    "tf32": "TensorFloat-32 for float32 matmul (cuBLAS) and convolution (cuDNN); CUDA, Ampere or newer",
+    "bf16-autocast": "torch.autocast to bfloat16 around the forward pass and the loss",
+    "fp16-autocast": "torch.autocast to float16 around the forward pass and the loss, GradScaler where it trains",
+    "compile": "torch.compile of the trained model (inductor), IEEE float32",
+}
+REFERENCE = "ieee"
+AUTOCAST = {"bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
+# CUBLAS_WORKSPACE_CONFIG: cuBLAS is deterministic only with a fixed workspace; PyTorch raises in
+# deterministic mode without it (https://docs.nvidia.com/cuda/cublas/#results-reproducibility).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """``"ieee,bf16-autocast"`` -> ("ieee", "bf16-autocast"); an error names the unknown ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"no mode given; accepted: {', '.join(MODES)}")
+    unknown = [n for n in names if n not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode {', '.join(map(repr, unknown))}; accepted: {', '.join(MODES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def unsupported(mode: str, device: str) -> str | None:
+    """Why ``mode`` cannot run on ``device`` here (a skip reason), or None."""
+    kind = torch.device(device).type
+    if mode == "tf32":
+        if kind != "cuda":
+            return f"tf32 is a CUDA mode (TensorFloat-32 in cuBLAS/cuDNN); {kind} computes float32 in IEEE"
+        if torch.cuda.is_available() and torch.cuda.get_device_capability(torch.device(device)) < (8, 0):
+            return f"tf32 needs an Ampere or newer GPU; {torch.cuda.get_device_name(torch.device(device))} has none"
+    if mode == "fp16-autocast" and _scaler_class(kind) is None:
+        return (
+            f"fp16-autocast trains with a GradScaler, which torch {torch.__version__} has for CUDA only "
+            "(torch 2.3+: any device)"
+        )
+    if mode == "compile":
+        if not hasattr(torch, "compile"):
+            return f"torch {torch.__version__} has no torch.compile"
+        if kind == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+            return "torch.compile on CPU (inductor) needs a C++ compiler; none on PATH (apt-get install -y g++)"
+        if kind == "cuda" and importlib.util.find_spec("triton") is None:
+            return "torch.compile on CUDA (inductor) needs triton, which is not installed"
+        if kind == "mps":
+            return "torch.compile's inductor backend is not used on mps here"
+    return None
+
+
+# --------------------------------------------------------------------------- the environment
+
+
+def _new_api() -> bool:
+    """torch 2.9+: the fp32_precision API (torch 2.1 raises AssertionError on the attribute)."""
+    try:
+        return isinstance(torch.backends.cuda.matmul.fp32_precision, str)
+    except (AttributeError, AssertionError, RuntimeError):
+        return False
+
+
+def _leaves() -> dict[str, Any]:
+    """The fp32_precision settings of the new API, by name: each backend's matmul/conv/rnn."""
+    b = torch.backends
+    found = {}
+    for name, get in {
+        "cuda.matmul": lambda: b.cuda.matmul,
+        "cudnn.conv": lambda: b.cudnn.conv,
+        "cudnn.rnn": lambda: b.cudnn.rnn,
+        "mkldnn.matmul": lambda: b.mkldnn.matmul,
+        "mkldnn.conv": lambda: b.mkldnn.conv,
+        "mkldnn.rnn": lambda: b.mkldnn.rnn,
+    }.items():
+        try:
+            obj = get()
+            if isinstance(obj.fp32_precision, str):
+                found[name] = obj
+        except (AttributeError, AssertionError, RuntimeError):
+            continue
+    return found
+
+
+def _snapshot() -> dict[str, Any]:
+    saved: dict[str, Any] = {
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn.deterministic": torch.backends.cudnn.deterministic,
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
+    }
+    if _new_api():
+        saved["fp32_precision"] = {name: obj.fp32_precision for name, obj in _leaves().items()}
+    else:
+        saved["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+        saved["cuda.matmul.allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        saved["cudnn.allow_tf32"] = torch.backends.cudnn.allow_tf32
+    return saved
+
+
+def _restore(saved: dict[str, Any]) -> None:
+    torch.use_deterministic_algorithms(saved["deterministic"], warn_only=saved["warn_only"])
+    torch.backends.cudnn.deterministic = saved["cudnn.deterministic"]
+    torch.backends.cudnn.benchmark = saved["cudnn.benchmark"]
+    if "fp32_precision" in saved:
+        leaves = _leaves()
+        for name, value in saved["fp32_precision"].items():
+            leaves[name].fp32_precision = value
+    else:
+        torch.set_float32_matmul_precision(saved["float32_matmul_precision"])
+        torch.backends.cuda.matmul.allow_tf32 = saved["cuda.matmul.allow_tf32"]
+        torch.backends.cudnn.allow_tf32 = saved["cudnn.allow_tf32"]
+
+
+def _set_precision(tf32: bool) -> None:
+    if _new_api():
+        for name, obj in _leaves().items():
+            # tf32 is asked of CUDA's libraries only: oneDNN on CPU keeps IEEE in every mode
+            obj.fp32_precision = "tf32" if tf32 and not name.startswith("mkldnn") else "ieee"
+    else:
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+@contextlib.contextmanager
+def pinned(mode: str = REFERENCE, deterministic: bool = False) -> Iterator[None]:
+    """Run the block with ``mode``'s fp32 precision (``tf32`` for the tf32 mode, ``ieee`` for
+    every other) and, with ``deterministic``, deterministic algorithms (cuDNN's too, no cuDNN
+    autotuning); afterwards every setting is what it was."""
+    if mode not in MODES:
+        raise ValueError(f"unknown numerics mode {mode!r}; accepted: {', '.join(MODES)}")
+    saved = _snapshot()
+    try:
+        _set_precision(mode == "tf32")
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        yield
+    finally:
+        _restore(saved)
+
+
+def precision_settings() -> dict[str, Any]:
+    """The fp32 precision settings as this torch has them (one API: reading the other can raise)."""
+    if _new_api():
+        return {f"{name}.fp32_precision": obj.fp32_precision for name, obj in _leaves().items()}
+    return {
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+    }
+
+
+# --------------------------------------------------------------------------- what a mode changes in code
+
+
+def autocast(mode: str, device: str | torch.device) -> contextlib.AbstractContextManager:
+    """The autocast region of ``mode`` on ``device`` (a no-op for the modes without one). Float64
+    tensors are never autocast: a float64 claim computes the same in every autocast mode."""
+    if mode in AUTOCAST:
+        return torch.autocast(torch.device(device).type, dtype=AUTOCAST[mode])
+    return contextlib.nullcontext()
+
+
+def _scaler_class(kind: str) -> Any:
+    amp_scaler = getattr(torch.amp, "GradScaler", None)  # torch 2.3+: any device
+    if amp_scaler is not None:
+        return lambda: amp_scaler(kind)
+    return torch.cuda.amp.GradScaler if kind == "cuda" else None
+
+
+def grad_scaler(mode: str, device: str | torch.device) -> Any:
+    """A GradScaler for fp16-autocast training (float16 gradients underflow without one), else None."""
+    if mode != "fp16-autocast":
+        return None
+    make = _scaler_class(torch.device(device).type)
+    if make is None:
+        raise RuntimeError(unsupported(mode, str(device)))
+    return make()
+
+
+def compiled(model: nn.Module, mode: str) -> nn.Module:
+    """``torch.compile(model)`` in the compile mode (it shares the model's parameters), else the model."""
+    return torch.compile(model) if mode == "compile" else model
