@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from trainclaims import numerics as num
 from trainclaims.claims import Verdict
 from trainclaims.families import s002_ddp as ddp
 from trainclaims.ranks import LOOPBACK, RankFailed, run_ranks
@@ -28,37 +30,68 @@ WORLD, B, SEED = 2, 8, 0
 # steps: float64 3.2e-17 - 5.3e-17, float32 1.2e-8 - 2.5e-8 (the all-reduce sums in another order).
 # no_sync with 2 and 4 micro-batches, float64, seeds 0-2: 1.7e-17 - 3.0e-17, one all-reduce a step.
 DDP_TOL = {"float64": 1e-12, "float32": 1e-5}
+# In a numerics mode other than ieee the gap is measured: the claim holds there within the float32
+# tolerance, else it is conditional with the gap; a gap of 50% is no rounding (the runs part).
+RUNS_PART = 0.5
+
+
+def judge_mode_gap(numerics: str, worst: float, tol: float, what: str, evidence) -> None:
+    """ieee: the gap must be within ``tol`` (asserted). Another mode: holds within ``tol``, else
+    conditional with the gap; fails only where the runs part."""
+    if numerics == num.REFERENCE:
+        assert worst < tol, f"{what} drifted {worst:.2e} from one process with the global batch"
+        return
+    assert worst < RUNS_PART, f"{numerics}: {what} drifted {worst:.2e} from one process with the global batch"
+    if worst < tol:
+        evidence.conclude(Verdict.HOLDS, f"{numerics}: within {tol:g} ({worst:.2g})")
+    else:
+        evidence.conclude(
+            Verdict.CONDITIONAL,
+            f"{numerics}: {what} equals one process with the global batch only to the mode's rounding: "
+            f"{worst:.2g} (ieee: < {tol:g})",
+        )
 
 
 @pytest.mark.claim("S002-11")
 @pytest.mark.parametrize("dtype", list(DDP_TOL))
-def test_ddp_over_k_ranks_takes_the_steps_of_one_process_with_k_times_the_batch(dtype, evidence):
-    ranks = run_ranks(ddp.ddp_against_one_large_batch, WORLD, dtype, 5, B, SEED)
+def test_ddp_over_k_ranks_takes_the_steps_of_one_process_with_k_times_the_batch(dtype, numerics, evidence):
+    if numerics in num.AUTOCAST and dtype == "float64":
+        pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
+    ranks = run_ranks(ddp.ddp_against_one_large_batch, WORLD, dtype, 5, B, SEED, numerics)
     gaps = [g for r in ranks for g in r["gaps"]]
     evidence.record(
         dtype=dtype, ranks=WORLD, batch_per_rank=B, steps=5, worst_gap=max(gaps), gaps_rank0=ranks[0]["gaps"]
     )
-    assert max(gaps) < DDP_TOL[dtype], f"{dtype}: DDP drifted {max(gaps):.2e} from one process with the global batch"
     assert ranks[0]["params"] == ranks[1]["params"], "the replicas differ between ranks"
+    judge_mode_gap(numerics, max(gaps), DDP_TOL[dtype], f"{dtype}: DDP", evidence)
 
 
 @pytest.mark.claim("S002-12")
 @pytest.mark.parametrize("micro", [2, 4])
-def test_no_sync_accumulation_equals_the_global_batch_with_one_allreduce_per_step(micro, evidence):
-    ranks = run_ranks(ddp.no_sync_accumulation, WORLD, micro, 3, B, SEED)
+def test_no_sync_accumulation_equals_the_global_batch_with_one_allreduce_per_step(micro, numerics, evidence):
+    """float64 in ieee; float32 in another mode (the dtype it acts on), judged against float32's
+    tolerance."""
+    ranks = run_ranks(ddp.no_sync_accumulation, WORLD, micro, 3, B, SEED, numerics)
     per_step = ranks[0]["allreduces_per_step"]
     gaps = [g for r in ranks for g in r["gaps"]]
     evidence.record(micro_batches=micro, allreduces_per_step=per_step, worst_gap=max(gaps))
     assert per_step == [1, 1, 1], f"gradient all-reduces per step with {micro} micro-batches: {per_step}"
-    assert max(gaps) < DDP_TOL["float64"], (
-        f"no_sync accumulation drifted {max(gaps):.2e} from batch {micro * WORLD * B}"
-    )
+    dtype = "float64" if numerics == num.REFERENCE else "float32"
+    judge_mode_gap(numerics, max(gaps), DDP_TOL[dtype], f"no_sync accumulation of batch {micro * WORLD * B}", evidence)
 
 
 @pytest.fixture(scope="module")
-def ddp_bn_runs() -> dict[bool, list[dict]]:
-    """DDP + BN on 2 ranks, with the forward buffer sync on (the default) and off."""
-    return {sync: run_ranks(ddp.ddp_batchnorm, WORLD, sync, B, SEED) for sync in (True, False)}
+def ddp_bn_runs() -> Callable[[bool, str], list[dict]]:
+    """DDP + BN on 2 ranks, with the forward buffer sync on (the default) or off, in a numerics
+    mode: ``ddp_bn_runs(sync, mode)``, each run once for the module."""
+    runs: dict[tuple[bool, str], list[dict]] = {}
+
+    def get(sync: bool, numerics: str = num.REFERENCE) -> list[dict]:
+        if (sync, numerics) not in runs:
+            runs[(sync, numerics)] = run_ranks(ddp.ddp_batchnorm, WORLD, sync, B, SEED, numerics)
+        return runs[(sync, numerics)]
+
+    return get
 
 
 # Measured (gloo, CPU, float64, torch 2.14.1, 2 ranks x 8, seeds 0-4), relative to BN over the
@@ -68,8 +101,8 @@ BN_MIN_GAP = 0.05
 
 
 @pytest.mark.claim("S002-13")
-def test_ddp_with_batchnorm_differs_from_bn_over_the_global_batch(ddp_bn_runs, evidence):
-    ranks = ddp_bn_runs[True]
+def test_ddp_with_batchnorm_differs_from_bn_over_the_global_batch(ddp_bn_runs, numerics, evidence):
+    ranks = ddp_bn_runs(True, numerics)
     outputs, grads = [r["output_gap"] for r in ranks], [r["gradient_gap"] for r in ranks]
     evidence.record(output_gap_per_rank=outputs, gradient_gap_per_rank=grads)
     assert min(outputs) > BN_MIN_GAP, f"outputs match BN over the global batch: {outputs}"
@@ -82,7 +115,7 @@ def ema(running: list[float], batch_mean: list[float], m: float) -> torch.Tensor
 
 @pytest.mark.claim("S002-13")
 def test_running_statistics_are_per_rank_and_rank_0s_are_broadcast_before_each_forward(ddp_bn_runs, evidence):
-    on, off = ddp_bn_runs[True], ddp_bn_runs[False]
+    on, off = ddp_bn_runs(True), ddp_bn_runs(False)
     m = on[0]["momentum"]
     zeros = [0.0] * len(on[0]["running_mean"][0])
     # sync on: after step 1 each rank holds its own EMA; at step 2's forward rank 0's buffers are

@@ -16,6 +16,8 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from trainclaims import numerics as num
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-3
 
@@ -51,6 +53,29 @@ def ddp_module(model: nn.Module, **kwargs: Any) -> DDP:
     return DDP(model, **kwargs)
 
 
+def mode_dtype(dtype: torch.dtype, numerics: str) -> torch.dtype:
+    """float32 where a numerics mode other than ieee runs a float64 experiment: autocast leaves
+    float64 alone, and float32 is what users train in such a mode."""
+    return dtype if numerics == num.REFERENCE else torch.float32
+
+
+def loss_in(numerics: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with num.autocast(numerics, x.device):
+        return F.cross_entropy(model(x), y)
+
+
+def backward(loss: torch.Tensor, scaler: Any) -> None:
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def take_step(opt: torch.optim.Optimizer, scaler: Any) -> None:
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
+
+
 def buffers_kwargs(forward_sync: bool) -> dict[str, bool]:
     """DDP's switch for broadcasting rank 0's buffers before each forward: ``forward_sync_buffers``
     where this torch has it (2.14 deprecates ``broadcast_buffers`` with a FutureWarning), else
@@ -63,22 +88,26 @@ def buffers_kwargs(forward_sync: bool) -> dict[str, bool]:
 # --------------------------------------------------------------------------- S002-11
 
 
-def ddp_against_one_large_batch(rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int) -> dict:
+def ddp_against_one_large_batch(
+    rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int, numerics: str = "ieee"
+) -> dict:
     """k ranks with batch b each (no BN) against one process with batch k*b, ``steps`` SGD steps
-    (momentum, weight decay): the relative parameter gap after each step, and this rank's final
-    parameters (to compare replicas across ranks)."""
+    (momentum, weight decay), both in the ``numerics`` mode: the relative parameter gap after each
+    step, and this rank's final parameters (to compare replicas across ranks)."""
     dtype = DTYPES[dtype_name]
     model, reference = ddp_module(mlp(seed, dtype)), mlp(seed, dtype)
+    run, run_ref = num.compiled(model, numerics), num.compiled(reference, numerics)
+    scaler, scaler_ref = num.grad_scaler(numerics, "cpu"), num.grad_scaler(numerics, "cpu")
     opt, opt_ref = sgd(model), sgd(reference)
     gaps = []
-    for step in range(steps):
-        x, y = global_batch(seed, step, world * b, dtype)
+    for i in range(steps):
+        x, y = global_batch(seed, i, world * b, dtype)
         opt.zero_grad()
-        F.cross_entropy(model(x[rank * b : (rank + 1) * b]), y[rank * b : (rank + 1) * b]).backward()
-        opt.step()
+        backward(loss_in(numerics, run, x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]), scaler)
+        take_step(opt, scaler)
         opt_ref.zero_grad()
-        F.cross_entropy(reference(x), y).backward()
-        opt_ref.step()
+        backward(loss_in(numerics, run_ref, x, y), scaler_ref)
+        take_step(opt_ref, scaler_ref)
         gaps.append(relative(flat(model.module), flat(reference)))
     return {"gaps": gaps, "params": flat(model.module).tolist()}
 
@@ -86,11 +115,16 @@ def ddp_against_one_large_batch(rank: int, world: int, dtype_name: str, steps: i
 # --------------------------------------------------------------------------- S002-12
 
 
-def no_sync_accumulation(rank: int, world: int, micro: int, steps: int, b: int, seed: int) -> dict:
+def no_sync_accumulation(
+    rank: int, world: int, micro: int, steps: int, b: int, seed: int, numerics: str = "ieee"
+) -> dict:
     """m micro-batches per step (loss/m), all but the last inside ``no_sync()``, against one step of
-    batch m*k*b; the gradient all-reduces counted by a communication hook."""
-    dtype = torch.float64
+    batch m*k*b, both in the ``numerics`` mode (float64 in ieee, float32 in another); the gradient
+    all-reduces counted by a communication hook."""
+    dtype = mode_dtype(torch.float64, numerics)
     model, reference = ddp_module(mlp(seed, dtype)), mlp(seed, dtype)
+    run, run_ref = num.compiled(model, numerics), num.compiled(reference, numerics)
+    scaler, scaler_ref = num.grad_scaler(numerics, "cpu"), num.grad_scaler(numerics, "cpu")
     calls = [0]
 
     def counting_allreduce(state, bucket):
@@ -100,8 +134,8 @@ def no_sync_accumulation(rank: int, world: int, micro: int, steps: int, b: int, 
     model.register_comm_hook(None, counting_allreduce)
     opt, opt_ref = sgd(model), sgd(reference)
     per_step, gaps = [], []
-    for step in range(steps):
-        x, y = global_batch(seed, step, micro * world * b, dtype)
+    for i in range(steps):
+        x, y = global_batch(seed, i, micro * world * b, dtype)
         mine = [
             (
                 x[(i * world + rank) * b : (i * world + rank + 1) * b],
@@ -111,17 +145,17 @@ def no_sync_accumulation(rank: int, world: int, micro: int, steps: int, b: int, 
         ]
         before = calls[0]
         opt.zero_grad()
-        for i, (xb, yb) in enumerate(mine):
-            if i < micro - 1:
+        for j, (xb, yb) in enumerate(mine):
+            if j < micro - 1:
                 with model.no_sync():
-                    (F.cross_entropy(model(xb), yb) / micro).backward()
+                    backward(loss_in(numerics, run, xb, yb) / micro, scaler)
             else:
-                (F.cross_entropy(model(xb), yb) / micro).backward()
-        opt.step()
+                backward(loss_in(numerics, run, xb, yb) / micro, scaler)
+        take_step(opt, scaler)
         per_step.append(calls[0] - before)
         opt_ref.zero_grad()
-        F.cross_entropy(reference(x), y).backward()
-        opt_ref.step()
+        backward(loss_in(numerics, run_ref, x, y), scaler_ref)
+        take_step(opt_ref, scaler_ref)
         gaps.append(relative(flat(model.module), flat(reference)))
     return {"allreduces_per_step": per_step, "gaps": gaps}
 
@@ -129,28 +163,36 @@ def no_sync_accumulation(rank: int, world: int, micro: int, steps: int, b: int, 
 # --------------------------------------------------------------------------- S002-13
 
 
-def ddp_batchnorm(rank: int, world: int, forward_sync: bool, b: int, seed: int) -> dict:
+def ddp_batchnorm(rank: int, world: int, forward_sync: bool, b: int, seed: int, numerics: str = "ieee") -> dict:
     """DDP + BatchNorm against BN over the global batch: the gap in outputs and (all-reduced)
-    gradients at the same weights, and what the running means do over two training steps."""
-    dtype = torch.float64
+    gradients at the same weights, and what the running means do over two training steps; in the
+    ``numerics`` mode (float64 in ieee, float32 in another)."""
+    dtype = mode_dtype(torch.float64, numerics)
     model = ddp_module(mlp(seed, dtype, bn=True), **buffers_kwargs(forward_sync))
     reference = mlp(seed, dtype, bn=True)
+    run, run_ref = num.compiled(model, numerics), num.compiled(reference, numerics)
     bn = model.module[1]
     out = {"running_mean": [], "batch_mean": []}
     for step in range(2):
         x, y = global_batch(seed, step, world * b, dtype)
         xr, yr = x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]
         model.zero_grad()
-        logits = model(xr)
-        F.cross_entropy(logits, yr).backward()
+        with num.autocast(numerics, xr.device):
+            logits = run(xr)
+            loss = F.cross_entropy(logits, yr)
+        loss.backward()
         with torch.no_grad():  # what BN saw on this rank: its own batch's mean of the first layer's output
             out["batch_mean"].append(model.module[0](xr).mean(0).tolist())
         out["running_mean"].append(bn.running_mean.tolist())
         if step == 0:
             reference.zero_grad()
-            ref_logits = reference(x)
-            F.cross_entropy(ref_logits, y).backward()
-            out["output_gap"] = relative(logits.detach(), ref_logits.detach()[rank * b : (rank + 1) * b])
+            with num.autocast(numerics, x.device):
+                ref_logits = run_ref(x)
+                ref_loss = F.cross_entropy(ref_logits, y)
+            ref_loss.backward()
+            out["output_gap"] = relative(
+                logits.detach().double(), ref_logits.detach().double()[rank * b : (rank + 1) * b]
+            )
             grads = torch.cat([p.grad.flatten() for p in model.module.parameters()])
             ref_grads = torch.cat([p.grad.flatten() for p in reference.parameters()])
             out["gradient_gap"] = relative(grads, ref_grads)
