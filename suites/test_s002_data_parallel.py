@@ -32,6 +32,8 @@ WORLD, B, SEED = 2, 8, 0
 DDP_TOL = {"float64": 1e-12, "float32": 1e-5}
 # In a numerics mode other than ieee the gap is measured: the claim holds there within the float32
 # tolerance, else it is conditional with the gap; a gap of 50% is no rounding (the runs part).
+# Measured (gloo, CPU, seed 0): DDP float32 bf16-autocast 2.8e-4, fp16-autocast 3.7e-5, compile
+# 2.2e-8 (as eager); no_sync bf16-autocast 1.1-1.2e-4, fp16-autocast 1.2-1.7e-5, compile 1.2-1.3e-8.
 RUNS_PART = 0.5
 
 

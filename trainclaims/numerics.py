@@ -116,6 +116,10 @@ def _snapshot() -> dict[str, Any]:
         "cudnn.benchmark": torch.backends.cudnn.benchmark,
     }
     if _new_api():
+        # set_float32_matmul_precision() also keeps a value of its own, which the leaves do not
+        # restore (measured on 2.14: "high" stays readable after every leaf is put back)
+        saved["matmul_precision"] = _read_legacy_precision()
+        saved["global"] = torch.backends.fp32_precision
         saved["fp32_precision"] = {name: obj.fp32_precision for name, obj in _leaves().items()}
     else:
         saved["float32_matmul_precision"] = torch.get_float32_matmul_precision()
@@ -129,6 +133,9 @@ def _restore(saved: dict[str, Any]) -> None:
     torch.backends.cudnn.deterministic = saved["cudnn.deterministic"]
     torch.backends.cudnn.benchmark = saved["cudnn.benchmark"]
     if "fp32_precision" in saved:
+        if saved["matmul_precision"] is not None:
+            torch.set_float32_matmul_precision(saved["matmul_precision"])  # first: it sets leaves too
+        torch.backends.fp32_precision = saved["global"]
         leaves = _leaves()
         for name, value in saved["fp32_precision"].items():
             leaves[name].fp32_precision = value
@@ -138,8 +145,19 @@ def _restore(saved: dict[str, Any]) -> None:
         torch.backends.cudnn.allow_tf32 = saved["cudnn.allow_tf32"]
 
 
+def _read_legacy_precision() -> str | None:
+    """set_float32_matmul_precision's own value, or None where torch refuses to read it (the
+    legacy and new APIs were mixed before the snapshot)."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return None
+
+
 def _set_precision(tf32: bool) -> None:
     if _new_api():
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")  # its own value; then the leaves
+        torch.backends.fp32_precision = "ieee"  # the default the leaves fall back to
         for name, obj in _leaves().items():
             # tf32 is asked of CUDA's libraries only: oneDNN on CPU keeps IEEE in every mode
             obj.fp32_precision = "tf32" if tf32 and not name.startswith("mkldnn") else "ieee"
@@ -171,7 +189,11 @@ def pinned(mode: str = REFERENCE, deterministic: bool = False) -> Iterator[None]
 def precision_settings() -> dict[str, Any]:
     """The fp32 precision settings as this torch has them (one API: reading the other can raise)."""
     if _new_api():
-        return {f"{name}.fp32_precision": obj.fp32_precision for name, obj in _leaves().items()}
+        leaves = {f"{name}.fp32_precision": obj.fp32_precision for name, obj in _leaves().items()}
+        return leaves | {
+            "fp32_precision": torch.backends.fp32_precision,
+            "float32_matmul_precision": _read_legacy_precision(),
+        }
     return {
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
