@@ -211,6 +211,7 @@ def test_batchnorm_momentum_defaults_to_0_1(device):
         assert cls(3).momentum == 0.1
 
 
+@pytest.mark.deterministic  # eval and train outputs compared bit for bit
 @pytest.mark.claim("S002-03")
 @pytest.mark.parametrize("dims", [1, 2, 3])
 def test_with_running_stats_eval_uses_them_and_without_batch_statistics_are_used_in_eval_too(device, dims):
@@ -311,6 +312,7 @@ def test_small_eval_batches_with_batch_statistics_lose_accuracy(data, tier, devi
 # --------------------------------------------------------------------------- S002-06
 
 
+@pytest.mark.deterministic  # the same backward twice, compared bit for bit
 @pytest.mark.claim("S002-06")
 @pytest.mark.parametrize("set_to_none", [True, False])
 def test_gradients_add_up_across_backward_calls_until_zero_grad(device, set_to_none):

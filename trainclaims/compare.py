@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainclaims.files import atomic_write
+from trainclaims.numerics import MODES
 from trainclaims.reporting import tally
 
 VERDICT_COLOURS = {
@@ -54,14 +55,16 @@ class Run:
                 for m in _TIER.finditer(t["test"])
             }
         )
-        numerics = env.get("numerics") or {}
+        # the modes the run measured (each test pins its own settings: the process's settings
+        # at the end of the run tell no runs apart); runs from before --numerics measured ieee
+        modes = env.get("numerics_modes") or ["ieee"]
         return {
             "torch": str(env.get("torch", "?")),
             "cuda": str(env.get("cuda")),
             "devices": ", ".join(f"{d} ({n})" for d, n in present.items()) or "?",
             "machine": str(env.get("processor") or env.get("platform", "?")),
             "data": "+".join(tiers) or "none",
-            "numerics": ", ".join(f"{k}={v}" for k, v in numerics.items()) or "?",
+            "numerics": "+".join(modes),
         }
 
 
@@ -77,6 +80,12 @@ def load_run(path: Path) -> Run:
     bench_file = path / "benchmarks.json"
     benchmarks = json.loads(bench_file.read_text()).get("benchmarks", []) if bench_file.exists() else []
     return Run(path, env, with_modes(claims), benchmarks)
+
+
+def _mode_rank(row_id: str) -> int:
+    """A claim-and-mode row's place among its claim's rows: in trainclaims.numerics order."""
+    mode = row_id.partition(" [")[2].rstrip("]")
+    return list(MODES).index(mode) if mode in MODES else len(MODES)
 
 
 def with_modes(claims: list[dict]) -> list[dict]:
@@ -136,6 +145,8 @@ def markdown(runs: list[Run]) -> str:
     lines.append("| claim | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
     lines.append("|---|" + "---|" * len(runs))
     ids = list(dict.fromkeys(c["id"] for r in runs for c in r.claims))
+    first_seen = {cid.split(" [")[0]: i for i, cid in reversed(list(enumerate(ids)))}
+    ids.sort(key=lambda cid: (first_seen[cid.split(" [")[0]], cid != cid.split(" [")[0], _mode_rank(cid)))
     by_run = [{c["id"]: c for c in r.claims} for r in runs]
     changed = []
     for cid in ids:
