@@ -3,6 +3,7 @@
 ids and in the report per claim and mode, the gate and the compare report per mode."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -157,3 +158,20 @@ def test_the_compare_report_has_a_row_per_claim_and_mode():
     rows = with_modes([_claim({"ieee": "holds", "compile": "holds"}), _claim({"ieee": "holds"})])
     assert [r["id"] for r in rows] == ["S000-08", "S000-08 [ieee]", "S000-08 [compile]", "S000-08"]
     assert [t["test"] for t in rows[2]["tests"]] == ["t[compile]"]
+
+
+def test_a_gap_is_asserted_in_ieee_and_judged_in_another_mode():
+    from trainclaims.claims import Evidence, Verdict
+
+    ev = Evidence("t", ("S000-08",))
+    ev.judge_in_mode("ieee", 1e-6, 1e-4, "runs agree")
+    assert ev.verdict is None  # holds by passing
+    with pytest.raises(AssertionError, match=re.escape("runs agree: 2.00e-04 in ieee, bound 0.0001")):
+        ev.judge_in_mode("ieee", 2e-4, 1e-4, "runs agree")
+    ev.judge_in_mode("compile", 1e-6, 1e-4, "runs agree")
+    assert ev.verdict is Verdict.HOLDS
+    ev.judge_in_mode("bf16-autocast", 3e-3, 1e-4, "runs agree", "s=255")
+    assert ev.verdict is Verdict.CONDITIONAL
+    assert ev.why == "bf16-autocast: runs agree only to the mode's rounding: 0.003 (ieee: < 0.0001) (s=255)"
+    with pytest.raises(AssertionError, match=re.escape("fp16-autocast: runs agree: 6.00e-01, no rounding effect")):
+        ev.judge_in_mode("fp16-autocast", 0.6, 1e-4, "runs agree")
