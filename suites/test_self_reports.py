@@ -324,3 +324,11 @@ def test_the_report_records_numeric_settings_even_where_torch_refuses_to_read_it
     assert result.ret == 0
     numerics = json.loads((suite.path / "reports" / "claims.json").read_text())["environment"]["numerics"]
     assert set(numerics) >= {"float32_matmul_precision", "cuda_matmul_allow_tf32", "deterministic_algorithms"}
+
+
+def test_collect_only_writes_no_report_over_the_last_real_one(suite):
+    suite.makepyfile(CLAIM_WITH_A_BAND)
+    suite.runpytest_inprocess().assert_outcomes(passed=1)
+    written = (suite.path / "reports" / "claims.json").read_text()
+    suite.runpytest_inprocess("--co", "-q")
+    assert (suite.path / "reports" / "claims.json").read_text() == written
