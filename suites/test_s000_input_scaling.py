@@ -80,13 +80,8 @@ def reparametrized_runs(
             with num.autocast(numerics, device):
                 loss = F.cross_entropy(stepper(x[t] * scale), y[t])
             opt.zero_grad()
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+            num.backward(loss, scaler)
+            num.step(opt, scaler)
             run_losses.append(loss.item())
     w_a, w_b = (model.fc1.weight.detach() * scale for model, scale in runs)
     return Reparametrized(losses[0], losses[1], w_a, w_b, steps, flip_margin)

@@ -428,12 +428,8 @@ def accumulation_gap(device: str, seed: int, numerics: str) -> float:
             for xb, yb in batches:
                 with num.autocast(numerics, device):
                     loss = F.cross_entropy(stepper(xb), yb) / len(batches)
-                (loss if scaler is None else scaler.scale(loss)).backward()
-            if scaler is None:
-                opt.step()
-            else:
-                scaler.step(opt)
-                scaler.update()
+                num.backward(loss, scaler)
+            num.step(opt, scaler)
     return max(
         ((a - b).norm() / b.norm()).item() for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True)
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainclaims.files import atomic_write
-from trainclaims.numerics import MODES
+from trainclaims.numerics import mode_order
 from trainclaims.reporting import tally
 
 VERDICT_COLOURS = {
@@ -85,7 +85,7 @@ def load_run(path: Path) -> Run:
 def _mode_rank(row_id: str) -> int:
     """A claim-and-mode row's place among its claim's rows: in trainclaims.numerics order."""
     mode = row_id.partition(" [")[2].rstrip("]")
-    return list(MODES).index(mode) if mode in MODES else len(MODES)
+    return mode_order(mode)
 
 
 def with_modes(claims: list[dict]) -> list[dict]:

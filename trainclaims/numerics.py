@@ -40,6 +40,11 @@ AUTOCAST = {"bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
 CUBLAS_WORKSPACE = ":4096:8"
 
 
+def mode_order(mode: str) -> int:
+    """Where ``mode`` sorts among the modes (the order of :data:`MODES`; unknown names last)."""
+    return list(MODES).index(mode) if mode in MODES else len(MODES)
+
+
 def parse_modes(text: str) -> tuple[str, ...]:
     """``"ieee,bf16-autocast"`` -> ("ieee", "bf16-autocast"); an error names the unknown ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -227,6 +232,20 @@ def grad_scaler(mode: str, device: str | torch.device) -> Any:
     if make is None:
         raise RuntimeError(unsupported(mode, str(device)))
     return make()
+
+
+def backward(loss: torch.Tensor, scaler: Any) -> None:
+    """``loss.backward()``, through ``scaler`` where there is one (fp16-autocast)."""
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
+    """``optimizer.step()``, or the scaler's step (skipped on inf/NaN gradients) and update."""
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
 
 
 def compiled(model: nn.Module, mode: str) -> nn.Module:

@@ -64,18 +64,6 @@ def loss_in(numerics: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
         return F.cross_entropy(model(x), y)
 
 
-def backward(loss: torch.Tensor, scaler: Any) -> None:
-    (loss if scaler is None else scaler.scale(loss)).backward()
-
-
-def take_step(opt: torch.optim.Optimizer, scaler: Any) -> None:
-    if scaler is None:
-        opt.step()
-    else:
-        scaler.step(opt)
-        scaler.update()
-
-
 def buffers_kwargs(forward_sync: bool) -> dict[str, bool]:
     """DDP's switch for broadcasting rank 0's buffers before each forward: ``forward_sync_buffers``
     where this torch has it (2.14 deprecates ``broadcast_buffers`` with a FutureWarning), else
@@ -103,11 +91,11 @@ def ddp_against_one_large_batch(
     for i in range(steps):
         x, y = global_batch(seed, i, world * b, dtype)
         opt.zero_grad()
-        backward(loss_in(numerics, run, x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]), scaler)
-        take_step(opt, scaler)
+        num.backward(loss_in(numerics, run, x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]), scaler)
+        num.step(opt, scaler)
         opt_ref.zero_grad()
-        backward(loss_in(numerics, run_ref, x, y), scaler_ref)
-        take_step(opt_ref, scaler_ref)
+        num.backward(loss_in(numerics, run_ref, x, y), scaler_ref)
+        num.step(opt_ref, scaler_ref)
         gaps.append(relative(flat(model.module), flat(reference)))
     return {"gaps": gaps, "params": flat(model.module).tolist()}
 
@@ -148,14 +136,14 @@ def no_sync_accumulation(
         for j, (xb, yb) in enumerate(mine):
             if j < micro - 1:
                 with model.no_sync():
-                    backward(loss_in(numerics, run, xb, yb) / micro, scaler)
+                    num.backward(loss_in(numerics, run, xb, yb) / micro, scaler)
             else:
-                backward(loss_in(numerics, run, xb, yb) / micro, scaler)
-        take_step(opt, scaler)
+                num.backward(loss_in(numerics, run, xb, yb) / micro, scaler)
+        num.step(opt, scaler)
         per_step.append(calls[0] - before)
         opt_ref.zero_grad()
-        backward(loss_in(numerics, run_ref, x, y), scaler_ref)
-        take_step(opt_ref, scaler_ref)
+        num.backward(loss_in(numerics, run_ref, x, y), scaler_ref)
+        num.step(opt_ref, scaler_ref)
         gaps.append(relative(flat(model.module), flat(reference)))
     return {"allreduces_per_step": per_step, "gaps": gaps}
 
