@@ -21,7 +21,7 @@ from trainclaims.devices import synchronize
 from trainclaims.models import bn_fc, seed_fc, xor_net
 
 # Throughput runs belong to the full run and `tox -e bench`, not to the fast tier.
-pytestmark = [pytest.mark.benchmark, pytest.mark.slow]
+pytestmark = [pytest.mark.trainclaims, pytest.mark.benchmark, pytest.mark.slow]  # trainclaims: also where copied
 
 # Rounds per benchmark, from measurement (2 CPU cores, seed-FC step, 8 repeats each): the median of
 # 15 rounds moved 14.6% between repeats, of 30 rounds 28%, of 120 rounds 25%: the spread is the

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torchvision  # noqa: F401  imported before any in-process run: pytester unloads what a run
+from hypothesis import settings
 
-# imported, and torchvision cannot be imported twice in one process
-from trainclaims.hypothesis_profiles import register_profiles
+# (torchvision: pytester unloads what a run imported, and torchvision cannot be imported twice in one process)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,10 @@ NO_SHRINK = """
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
     from hypothesis import Phase, settings
+    from trainclaims.hypothesis_profiles import register_profiles
 
-    settings.register_profile("no-shrink", settings(), phases=[Phase.explicit, Phase.generate])
+    chosen = settings.get_profile(register_profiles())  # the suite's profile, less the shrinking
+    settings.register_profile("no-shrink", chosen, phases=[Phase.explicit, Phase.generate])
     settings.load_profile("no-shrink")
 """
 
@@ -65,7 +67,7 @@ def claim_suite(pytester, monkeypatch):
 
     pytester.add = add
     yield pytester
-    register_profiles()  # hypothesis settings are process-wide: restore the session's profile
+    settings.load_profile("default")  # hypothesis settings are process-wide: undo the inner run's load
 
 
 SELECT_RELU = ["--device=cpu", "--no-report", "-k", "pinned_convention and F.relu and float32"]

@@ -12,10 +12,14 @@ import torchvision  # noqa: F401  imported before pytester's in-process runs (se
 from trainclaims import numerics as num
 from trainclaims.compare import with_modes
 from trainclaims.gating import compare_claims
+from trainclaims.results import ClaimResult
+
+OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
 
 
 @pytest.fixture
 def suite(pytester, monkeypatch, tmp_path):
+    pytester.makeini(OPT_IN)
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
@@ -133,14 +137,15 @@ def test_the_mode_is_in_the_test_id_tf32_skips_on_cpu_and_the_report_has_a_verdi
     assert "| S000-08 | holds | not measured | conditional |" in md
 
 
-def _claim(modes: dict[str, str]) -> dict:
-    return {
+def _claim(modes: dict[str, str]) -> ClaimResult:
+    data = {
         "id": "S000-08",
         "verdict": "conditional",
         "why": "",
         "modes": {m: {"verdict": v, "why": f"{m} why"} for m, v in modes.items()},
         "tests": [{"test": f"t[{m}]", "outcome": "passed", "numerics": m} for m in modes],
     }
+    return ClaimResult.from_json(data, "a claims.json")
 
 
 def test_the_claims_gate_compares_each_mode_and_names_it():
@@ -156,8 +161,8 @@ def test_the_claims_gate_compares_each_mode_and_names_it():
 
 def test_the_compare_report_has_a_row_per_claim_and_mode():
     rows = with_modes([_claim({"ieee": "holds", "compile": "holds"}), _claim({"ieee": "holds"})])
-    assert [r["id"] for r in rows] == ["S000-08", "S000-08 [ieee]", "S000-08 [compile]", "S000-08"]
-    assert [t["test"] for t in rows[2]["tests"]] == ["t[compile]"]
+    assert [r.key for r in rows] == ["S000-08", "S000-08 [ieee]", "S000-08 [compile]", "S000-08"]
+    assert [t.test for t in rows[2].tests] == ["t[compile]"]
 
 
 def test_a_gap_is_asserted_in_ieee_and_judged_in_another_mode():

@@ -28,10 +28,14 @@ def test_loads(data):
 """
 
 
+OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
+
+
 @pytest.fixture
 def suite(pytester, monkeypatch, tmp_path):
     """A pytester dir (the installed plugin loads itself) with no data reachable by default; the
     inner runs are not xdist workers even where this test runs in one."""
+    pytester.makeini(OPT_IN)
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
@@ -195,6 +199,7 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
 
 PROJECT_INI = """
 [pytest]
+trainclaims_paths = .
 addopts = --strict-markers
 markers =
     mine: a marker only the project's ini declares (dropped ini: "'mine' not found in markers")

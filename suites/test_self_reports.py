@@ -38,10 +38,14 @@ def test_step(benchmark):
 """
 
 
+OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
+
+
 @pytest.fixture
 def suite(pytester, monkeypatch):
     """A pytester dir; the inner runs are not xdist workers even where this test runs in one
     (pytest-benchmark disables itself wherever PYTEST_XDIST_WORKER is set)."""
+    pytester.makeini(OPT_IN)
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     return pytester
 

@@ -54,6 +54,7 @@ def test_crashes_its_worker():
 @pytest.mark.slow  # two worker processes that import torch: 10-15 s, outside the fast tier
 def test_a_parallel_run_writes_one_report_with_what_every_worker_measured(pytester, monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    pytester.makeini("[pytest]\ntrainclaims_paths = .\n")  # a claims suite: loadgroup by default under -n
     pytester.makepyfile(PARALLEL_SUITE)
     result = pytester.runpytest_subprocess("-n", "2", "--device=cpu", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=8, failed=1, skipped=1)

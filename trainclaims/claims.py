@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainclaims.numerics import REFERENCE as REFERENCE_MODE
+from trainclaims.modes import REFERENCE as REFERENCE_MODE
+from trainclaims.results import ClaimResult, TestResult, Verdict  # Verdict: defined with the results
 
 _ID = re.compile(r"^[A-Z][A-Z0-9]*-\d+$")
 
@@ -40,16 +41,16 @@ class ReportContext:
     claim verdicts with every test's evidence (as in claims.json), and the session's training runs."""
 
     report_dir: Path
-    claims: list[dict[str, Any]]
+    claims: list[ClaimResult]
     training_runs: dict[tuple[Any, str, str], Any]  # (TrainConfig, data set, device) -> TrainResult
 
-    def tests_of(self, claim_id: str) -> list[dict[str, Any]]:
-        """Every test record of ``claim_id`` in this run (outcome, verdict, evidence)."""
-        return [t for c in self.claims if c["id"] == claim_id for t in c["tests"]]
+    def tests_of(self, claim_id: str) -> list[TestResult]:
+        """Every test result of ``claim_id`` in this run (outcome, verdict, evidence)."""
+        return [t for c in self.claims if c.id == claim_id for t in c.tests]
 
     def measured(self, claim_id: str, key: str) -> list[dict[str, Any]]:
         """The evidence of every passed test of ``claim_id`` that recorded ``key``."""
-        return [t["evidence"] for t in self.tests_of(claim_id) if t["outcome"] == "passed" and key in t["evidence"]]
+        return [t.evidence for t in self.tests_of(claim_id) if t.outcome == "passed" and key in t.evidence]
 
 
 ReportPart = Callable[[ReportContext], list[Path]]  # writes files (atomically), returns their paths
@@ -104,16 +105,6 @@ class Catalogue:
             known = ", ".join(f"{f}-NN" for f in self.families) or "none: no claim family is registered"
             return f"unknown claim id {args[0]!r} (known: {known}; see `pytest --claims`)"
         return None
-
-
-class Verdict(str, enum.Enum):
-    """What a run says of a claim."""
-
-    HOLDS = "holds"
-    REFUTED = "refuted"  # the test encodes the truth, which contradicts the claim
-    CONDITIONAL = "conditional"  # holds on some data/devices/readings only; the note says which
-    FAILS = "fails"  # a test of the claim failed: the measured behaviour left its band
-    NOT_MEASURED = "not measured"  # every test of it was skipped here; the note says why
 
 
 class Why(enum.Enum):

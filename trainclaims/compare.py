@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainclaims.files import atomic_write
-from trainclaims.numerics import mode_order
-from trainclaims.reporting import tally
+from trainclaims.results import ClaimResult, ClaimsReport, Row, row_claim, row_mode_rank
 
 VERDICT_COLOURS = {
     "holds": "#4caf50",
@@ -36,7 +35,7 @@ _TIER = re.compile(r"[\[-](synthetic|fashion-mnist|cifar10)[\]-]")
 class Run:
     path: Path
     environment: dict[str, Any]
-    claims: list[dict[str, Any]]
+    claims: list[Row]  # each claim's row, then its rows per numerics mode (where it ran several)
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
     label: str = ""
 
@@ -47,13 +46,7 @@ class Run:
         devices = env.get("devices", {})
         present = {d: n for d, n in devices.items() if not str(n).startswith("absent")}
         tiers = sorted(
-            {
-                m.group(1)
-                for c in self.claims
-                for t in c["tests"]
-                if t["outcome"] == "passed"
-                for m in _TIER.finditer(t["test"])
-            }
+            {m.group(1) for c in self.claims for t in c.tests if t.outcome == "passed" for m in _TIER.finditer(t.test)}
         )
         # the modes the run measured (each test pins its own settings: the process's settings
         # at the end of the run tell no runs apart); runs from before --numerics measured ieee
@@ -71,37 +64,19 @@ class Run:
 def load_run(path: Path) -> Run:
     claims_file = path / "claims.json"
     try:
-        data = json.loads(claims_file.read_text())
-        env, claims = data["environment"], data["claims"]
-    except FileNotFoundError:
-        raise SystemExit(f"trainclaims-compare: {claims_file} does not exist (a --report-dir of a run?)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise SystemExit(f"trainclaims-compare: {claims_file} is not a trainclaims claims.json ({err})") from None
+        report = ClaimsReport.read(claims_file)
+    except ValueError as err:
+        hint = " (a --report-dir of a run?)" if not claims_file.exists() else ""
+        raise SystemExit(f"trainclaims-compare: {err}{hint}") from None
     bench_file = path / "benchmarks.json"
     benchmarks = json.loads(bench_file.read_text()).get("benchmarks", []) if bench_file.exists() else []
-    return Run(path, env, with_modes(claims), benchmarks)
+    return Run(path, report.environment, with_modes(report.claims), benchmarks)
 
 
-def _mode_rank(row_id: str) -> int:
-    """A claim-and-mode row's place among its claim's rows: in trainclaims.numerics order."""
-    mode = row_id.partition(" [")[2].rstrip("]")
-    return mode_order(mode)
-
-
-def with_modes(claims: list[dict]) -> list[dict]:
-    """Each claim, followed by one row per numerics mode where it was measured in modes beyond
-    the reference (``S000-08 [bf16-autocast]``: that mode's verdict and tests): claims x modes."""
-    out = []
-    for c in claims:
-        out.append(c)
-        modes = c.get("modes") or {}
-        if set(modes) - {"ieee"}:
-            for mode, mv in modes.items():
-                tests = [t for t in c["tests"] if t.get("numerics", "ieee") == mode]
-                out.append(
-                    c | {"id": f"{c['id']} [{mode}]", "verdict": mv["verdict"], "why": mv["why"], "tests": tests}
-                )
-    return out
+def with_modes(claims: list[ClaimResult]) -> list[Row]:
+    """Each claim's row, followed by one row per numerics mode where it was measured in modes
+    beyond the reference (``S000-08 [bf16-autocast]``: that mode's verdict and tests): claims x modes."""
+    return [row for c in claims for row in (c.row, *c.mode_rows())]
 
 
 def label_runs(runs: list[Run]) -> None:
@@ -116,9 +91,9 @@ def derivatives_at_zero(run: Run) -> dict[str, dict[str, float]]:
     """{op: {"dtype device": d/dx at +0}} from the run's S001-02 evidence."""
     table: dict[str, dict[str, float]] = {}
     for claim in run.claims:
-        for t in claim["tests"]:
-            ev = t.get("evidence") or {}
-            if claim["id"] == "S001-02" and t["outcome"] == "passed" and "derivative_at_zero" in ev:
+        for t in claim.tests:
+            ev = t.evidence
+            if claim.key == "S001-02" and t.outcome == "passed" and "derivative_at_zero" in ev:
                 column = f"{str(ev.get('dtype', '')).removeprefix('torch.')} {ev.get('device', '')}".strip()
                 for op, value in ev["derivative_at_zero"].items():
                     table.setdefault(op, {})[column] = value
@@ -144,21 +119,22 @@ def markdown(runs: list[Run]) -> str:
     lines.append("")
     lines.append("| claim | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
     lines.append("|---|" + "---|" * len(runs))
-    ids = list(dict.fromkeys(c["id"] for r in runs for c in r.claims))
-    first_seen = {cid.split(" [")[0]: i for i, cid in reversed(list(enumerate(ids)))}
-    ids.sort(key=lambda cid: (first_seen[cid.split(" [")[0]], cid != cid.split(" [")[0], _mode_rank(cid)))
-    by_run = [{c["id"]: c for c in r.claims} for r in runs]
+    ids = list(dict.fromkeys(c.key for r in runs for c in r.claims))
+    first_seen = {row_claim(cid): i for i, cid in reversed(list(enumerate(ids)))}
+    ids.sort(key=lambda cid: (first_seen[row_claim(cid)], row_mode_rank(cid)))
+    by_run = [{c.key: c for c in r.claims} for r in runs]
     changed = []
     for cid in ids:
         cells = []
-        base = by_run[0].get(cid, {}).get("verdict")
+        first_row = by_run[0].get(cid)
+        base = first_row.verdict if first_row else None
         for claims in by_run:
             c = claims.get(cid)
             if c is None:
                 cells.append("-")
                 continue
-            mark = " **⚠**" if c["verdict"] != base else ""
-            cells.append(f"{c['verdict']} ({tally(c)}){mark}")
+            mark = " **⚠**" if c.verdict != base else ""
+            cells.append(f"{c.verdict.value} ({c.tally}){mark}")
         if any("⚠" in c for c in cells):
             changed.append(cid)
         lines.append(f"| {cid} | " + " | ".join(cells) + " |")
@@ -171,15 +147,13 @@ def markdown(runs: list[Run]) -> str:
         for i, claims in enumerate(by_run, 1):
             c = claims.get(cid)
             if c is not None:
-                failing = [t for t in c["tests"] if t["outcome"] in ("failed", "error", "xpassed")]
+                failing = [t for t in c.tests if t.failed]
                 if failing:  # each failed test's first line: the assertion and its numbers
-                    lines_ = dict.fromkeys(
-                        t["reason"].splitlines()[0] if t["reason"] else t["outcome"] for t in failing
-                    )
+                    lines_ = dict.fromkeys(t.reason.splitlines()[0] if t.reason else t.outcome for t in failing)
                     detail = f"{len(failing)} test(s) failed: " + "; ".join(lines_)
                 else:
-                    detail = c["why"]
-                lines.append(f"- run {i} ({_cell(runs[i - 1].label)}): **{c['verdict']}** {_cell(detail)}")
+                    detail = c.why
+                lines.append(f"- run {i} ({_cell(runs[i - 1].label)}): **{c.verdict.value}** {_cell(detail)}")
         lines.append("")
     lines += _derivative_section(runs)
     lines += _benchmark_section(runs, first)
@@ -248,8 +222,8 @@ def _benchmark_section(runs: list[Run], first: Run) -> list[str]:
 def plot(runs: list[Run], path: Path) -> Path:
     from trainclaims import plots
 
-    ids = list(dict.fromkeys(c["id"] for r in runs for c in r.claims))
-    by_run = [{c["id"]: c["verdict"] for c in r.claims} for r in runs]
+    ids = list(dict.fromkeys(c.key for r in runs for c in r.claims))
+    by_run = [{c.key: c.verdict.value for c in r.claims} for r in runs]
     plt = plots.pyplot()
     from matplotlib.colors import to_rgb
 

@@ -26,34 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-MODES: dict[str, str] = {
-    "ieee": "IEEE float32 matmul and convolution, eager (the reference)",
-    "tf32": "TensorFloat-32 for float32 matmul (cuBLAS) and convolution (cuDNN); CUDA, Ampere or newer",
-    "bf16-autocast": "torch.autocast to bfloat16 around the forward pass and the loss",
-    "fp16-autocast": "torch.autocast to float16 around the forward pass and the loss, GradScaler where it trains",
-    "compile": "torch.compile of the trained model (inductor), IEEE float32",
-}
-REFERENCE = "ieee"
+# the modes' names live where no torch is imported (the plugin, the report readers and the gate)
+from trainclaims.modes import MODES, REFERENCE, mode_order, parse_modes  # noqa: F401
+
 AUTOCAST = {"bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
 # CUBLAS_WORKSPACE_CONFIG: cuBLAS is deterministic only with a fixed workspace; PyTorch raises in
 # deterministic mode without it (https://docs.nvidia.com/cuda/cublas/#results-reproducibility).
 CUBLAS_WORKSPACE = ":4096:8"
-
-
-def mode_order(mode: str) -> int:
-    """Where ``mode`` sorts among the modes (the order of :data:`MODES`; unknown names last)."""
-    return list(MODES).index(mode) if mode in MODES else len(MODES)
-
-
-def parse_modes(text: str) -> tuple[str, ...]:
-    """``"ieee,bf16-autocast"`` -> ("ieee", "bf16-autocast"); an error names the unknown ones."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise ValueError(f"no mode given; accepted: {', '.join(MODES)}")
-    unknown = [n for n in names if n not in MODES]
-    if unknown:
-        raise ValueError(f"unknown mode {', '.join(map(repr, unknown))}; accepted: {', '.join(MODES)}")
-    return tuple(dict.fromkeys(names))
 
 
 def unsupported(mode: str, device: str) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
 import torch
 
 from trainclaims import plots
@@ -108,8 +107,3 @@ S000-11 | About 50% is the most a fully connected network can get on CIFAR-10.
 """,
     report_parts=(report_sweeps,),
 )
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_trainclaims_families() -> list[Family]:
-    return [FAMILY]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from trainclaims import plots
@@ -54,8 +53,3 @@ S001-08 | A single ReLU unit before softmax outputs 0 for every negative input, 
 """,
     report_parts=(report_derivatives_at_zero,),
 )
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_trainclaims_families() -> list[Family]:
-    return [FAMILY]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from trainclaims import plots
@@ -59,8 +58,3 @@ S002-14 | SyncBatchNorm uses statistics over all ranks: DDP + SyncBatchNorm equa
 """,
     report_parts=(report_running_statistics,),
 )
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_trainclaims_families() -> list[Family]:
-    return [FAMILY]

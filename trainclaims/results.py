@@ -1,0 +1,249 @@
+"""The typed results of a run: what one test gave (:class:`TestResult`), what a claim's tests add
+up to (:class:`ClaimResult`, with a verdict per numerics mode) and the claims file that carries
+them (:class:`ClaimsReport`, ``claims.json``). This module alone spells their JSON keys: the
+report writer, the gate and the compare report all go through these classes.
+
+``claims.json`` is versioned (``"schema"``): version 2 is this form; a file without the key is
+version 1 (trainclaims 0.2), which has the same keys and is read the same way. A verdict that is
+not one of :class:`Verdict`'s, or a claim without an id, is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainclaims.modes import REFERENCE, mode_order
+
+SCHEMA = 2  # the claims.json version this module writes
+READS = (1, 2)  # the versions it reads
+
+
+class Verdict(str, enum.Enum):
+    """What a run says of a claim."""
+
+    HOLDS = "holds"
+    REFUTED = "refuted"  # the test encodes the truth, which contradicts the claim
+    CONDITIONAL = "conditional"  # holds on some data/devices/readings only; the note says which
+    FAILS = "fails"  # a test of the claim failed: the measured behaviour left its band
+    NOT_MEASURED = "not measured"  # every test of it was skipped here; the note says why
+
+
+def verdict_of(value: Any, where: str) -> Verdict:
+    """``value`` as a :class:`Verdict`; ValueError naming ``where`` and the accepted values."""
+    try:
+        return Verdict(value)
+    except ValueError:
+        accepted = ", ".join(repr(v.value) for v in Verdict)
+        raise ValueError(f"{where}: verdict {value!r} is not one of {accepted}") from None
+
+
+# A test's outcome, as pytest reports it, and the outcomes of tests that gave no report.
+NOT_RUN = "not run"
+NOT_RUN_WHY = "not run: the session stopped before it (-x, an interrupt or a crashed worker)"
+FAILED_OUTCOMES = ("failed", "error", "xpassed")
+UNMEASURED_OUTCOMES = ("crashed", NOT_RUN)
+
+
+@dataclass
+class TestResult:
+    """One claim test: its outcome (passed / failed / error / skipped / xfailed / xpassed /
+    deselected / crashed / not run), why (the skip or xfail reason, the failing assertion's
+    message), where it ran, and what it measured (its ``evidence``)."""
+
+    __test__ = False  # not a pytest test class
+
+    test: str  # the node id
+    claims: tuple[str, ...] = ()
+    outcome: str = NOT_RUN
+    reason: str = ""
+    device: str | None = None  # where it ran (cuda:1 where `cuda` was placed there)
+    numerics: str = REFERENCE  # its numerics mode; ieee off the axis
+    evidence: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict | None = None  # a verdict the test concluded (else: holds if it passed)
+    why: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in FAILED_OUTCOMES
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "test": self.test,
+            "claims": list(self.claims),
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "device": self.device,
+            "numerics": self.numerics,
+            "verdict": self.verdict.value if self.verdict else None,
+            "why": self.why,
+            "evidence": self.evidence,
+        }
+        return json.loads(json.dumps(out, default=str))  # plain data: xdist and claims.json carry it
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "test") -> TestResult:
+        return cls(
+            test=data["test"],
+            claims=tuple(data.get("claims") or ()),
+            outcome=data.get("outcome", NOT_RUN),
+            reason=data.get("reason", ""),
+            device=data.get("device"),
+            numerics=data.get("numerics") or REFERENCE,
+            evidence=data.get("evidence") or {},
+            verdict=verdict_of(data["verdict"], where) if data.get("verdict") else None,
+            why=data.get("why", ""),
+        )
+
+
+def tally(tests: list[TestResult]) -> str:
+    """Tests as passed/failed/skipped (failed counts errors and xpasses)."""
+    outcomes = [t.outcome for t in tests]
+    return f"{outcomes.count('passed')}/{sum(t.failed for t in tests)}/{outcomes.count('skipped')}"
+
+
+@dataclass(frozen=True)
+class ModeVerdict:
+    verdict: Verdict
+    why: str = ""
+
+
+def row_key(claim_id: str, mode: str | None = None) -> str:
+    """The name of a claim's row (``S000-08``) or of its row in one numerics mode (``S000-08 [tf32]``)."""
+    return claim_id if mode is None else f"{claim_id} [{mode}]"
+
+
+def row_claim(key: str) -> str:
+    """The claim id of a row name (``S000-08 [tf32]`` -> ``S000-08``)."""
+    return key.partition(" [")[0]
+
+
+def row_mode_rank(key: str) -> int:
+    """A row's place among its claim's rows: the claim's own first, then the modes in order."""
+    mode = key.partition(" [")[2].rstrip("]")
+    return -1 if not mode else mode_order(mode)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A claim's verdict, or its verdict in one numerics mode: what the gate and the compare
+    report compare between runs."""
+
+    key: str
+    claim: str
+    verdict: Verdict
+    why: str
+    tests: list[TestResult]
+
+    @property
+    def tally(self) -> str:
+        return tally(self.tests)
+
+
+@dataclass
+class ClaimResult:
+    """A claim's verdict in a run, with why, its verdict per numerics mode, and its tests."""
+
+    id: str
+    family: str
+    statement: str
+    verdict: Verdict
+    why: str = ""
+    modes: dict[str, ModeVerdict] = field(default_factory=dict)
+    tests: list[TestResult] = field(default_factory=list)
+
+    @property
+    def in_modes(self) -> bool:
+        """Measured in a numerics mode beyond the reference (ieee)."""
+        return bool(set(self.modes) - {REFERENCE})
+
+    @property
+    def row(self) -> Row:
+        return Row(self.id, self.id, self.verdict, self.why, self.tests)
+
+    def mode_rows(self, every: bool = False) -> list[Row]:
+        """One row per numerics mode, where the claim was measured in modes beyond ieee (with
+        ``every``: also its one ieee row where it was not); else none."""
+        if not (self.in_modes or every):
+            return []
+        return [
+            Row(row_key(self.id, mode), self.id, mv.verdict, mv.why, [t for t in self.tests if t.numerics == mode])
+            for mode, mv in self.modes.items()
+        ]
+
+    def gated_rows(self) -> list[Row]:
+        """What a baseline holds the claim to: its verdict per mode where it ran several, else its one verdict."""
+        return self.mode_rows() or [self.row]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "family": self.family,
+            "statement": self.statement,
+            "verdict": self.verdict.value,
+            "why": self.why,
+            "modes": {m: {"verdict": mv.verdict.value, "why": mv.why} for m, mv in self.modes.items()},
+            "tests": [t.to_json() for t in self.tests],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ClaimResult:
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or "verdict" not in data:
+            raise ValueError(f"{where}: a claim without an id and a verdict ({str(data)[:60]})")
+        here = f"{where}: claim {data['id']}"
+        modes = data.get("modes") or {}
+        return cls(
+            id=data["id"],
+            family=data.get("family") or row_claim(data["id"]).split("-")[0],
+            statement=data.get("statement", ""),
+            verdict=verdict_of(data["verdict"], here),
+            why=data.get("why", ""),
+            modes={
+                m: ModeVerdict(verdict_of(mv.get("verdict"), f"{here} [{m}]"), mv.get("why", ""))
+                for m, mv in modes.items()
+            },
+            tests=[TestResult.from_json(t, here) for t in data.get("tests") or []],
+        )
+
+
+@dataclass
+class ClaimsReport:
+    """``claims.json``: the run's environment and every claim's result."""
+
+    environment: dict[str, Any]
+    claims: list[ClaimResult]
+    schema: int = SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": self.schema, "environment": self.environment, "claims": [c.to_json() for c in self.claims]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, default=str) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ClaimsReport:
+        """ValueError (one line, naming ``where``) for anything that is not a claims.json we read."""
+        if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
+            raise ValueError(f"{where} is not a trainclaims claims.json (no 'claims' list of id/verdict)")
+        schema = data.get("schema", 1)
+        if schema not in READS:
+            raise ValueError(f"{where}: claims.json schema {schema!r}; this trainclaims reads {READS}")
+        env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+        return cls(env, [ClaimResult.from_json(c, where) for c in data["claims"]], schema)
+
+    @classmethod
+    def read(cls, path: str | Path, what: str = "claims file") -> ClaimsReport:
+        """The claims.json at ``path``; ValueError (one line) where it is missing, unreadable or
+        another kind of file."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{what} {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{what} {path} cannot be read ({err})") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{what} {path} is not valid JSON ({err})") from None
+        return cls.from_json(data, f"{what} {path}")
