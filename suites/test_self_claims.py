@@ -46,9 +46,9 @@ NO_SHRINK = """
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
     from hypothesis import Phase, settings
-    from trainclaims.hypothesis_profiles import register_profiles
+    from trainclaims.hypothesis_profiles import register_profiles, registered
 
-    chosen = settings.get_profile(register_profiles())  # the suite's profile, less the shrinking
+    chosen = settings.get_profile(registered(register_profiles()))  # the suite's profile, less the shrinking
     settings.register_profile("no-shrink", chosen, phases=[Phase.explicit, Phase.generate])
     settings.load_profile("no-shrink")
 """
@@ -66,8 +66,9 @@ def claim_suite(pytester, monkeypatch):
         pytester.makepyfile(**{f"test_copy_of_{module}": (ROOT / "suites" / f"{module}.py").read_text()})
 
     pytester.add = add
+    before = settings.get_current_profile_name()
     yield pytester
-    settings.load_profile("default")  # hypothesis settings are process-wide: undo the inner run's load
+    settings.load_profile(before)  # hypothesis settings are process-wide: undo the inner run's load
 
 
 SELECT_RELU = ["--device=cpu", "--no-report", "-k", "pinned_convention and F.relu and float32"]

@@ -37,6 +37,7 @@ def suite(pytester, monkeypatch, tmp_path):
     inner runs are not xdist workers even where this test runs in one."""
     pytester.makeini(OPT_IN)
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    (tmp_path / "no-data").mkdir()  # an empty data root: every data set is missing
     monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
     monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
     return pytester
@@ -131,11 +132,11 @@ def test_a_truncated_gz_is_an_error_naming_the_gz(suite, tmp_path, monkeypatch):
     ("mark", "message"),
     [("claim('S999-01')", "unknown claim id 'S999-01'"), ("claim", "claim mark needs exactly one claim id, got ()")],
 )
-def test_an_unknown_or_missing_claim_id_is_a_collection_error(suite, mark, message):
+def test_an_unknown_or_missing_claim_id_stops_the_run_before_any_test(suite, mark, message):
     suite.makepyfile(f"import pytest\n\n@pytest.mark.{mark}\ndef test_x():\n    pass\n")
     result = suite.runpytest_inprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([f"*test_x: {message}*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: claim mark: *::test_x: {message}*"])
 
 
 def test_claims_lists_the_catalogue_and_the_tests_of_each_claim(suite):
@@ -245,6 +246,9 @@ def test_a_path_option_given_separately_runs_where_pytest_reads_it_right_and_sto
     if option.endswith("baseline"):  # the value reached the option: a baseline must exist
         assert fresh_run.ret == pytest.ExitCode.USAGE_ERROR
         fresh_run.stderr.fnmatch_lines([f"ERROR: * baseline {fresh} does not exist"])
+    elif option == "--data-root":  # and so must a data root given explicitly
+        assert fresh_run.ret == pytest.ExitCode.USAGE_ERROR
+        fresh_run.stderr.fnmatch_lines([f"ERROR: --data-root={fresh}: does not exist*"])
     else:
         fresh_run.assert_outcomes(passed=1)
     inside = "reports" if option in ("--data-root", "--report-dir") else "baseline-inside.json"

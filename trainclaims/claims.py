@@ -67,13 +67,17 @@ class Family:
     claims: dict[str, Claim] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        claims = {}
+        claims: dict[str, Claim] = {}
         for line in self.catalogue.strip().splitlines():
             cid, sep, text = (part.strip() for part in line.partition("|"))
+            if sep and text and _ID.match(cid.upper()) and cid != cid.upper():
+                raise ValueError(f"family {self.id}: claim id {cid!r} must be upper case ({cid.upper()!r})")
             if not sep or not _ID.match(cid) or not text:
                 raise ValueError(f"family {self.id}: catalogue line {line!r} is not 'ID | statement'")
             if not cid.startswith(f"{self.id}-"):
                 raise ValueError(f"family {self.id}: claim {cid} does not start with {self.id}-")
+            if cid in claims:
+                raise ValueError(f"family {self.id}: claim {cid} is in the catalogue twice")
             claims[cid] = Claim(cid, text)
         object.__setattr__(self, "claims", claims)
 
