@@ -238,12 +238,17 @@ class ClaimsReport:
     def read(cls, path: str | Path, what: str = "claims file") -> ClaimsReport:
         """The claims.json at ``path``; ValueError (one line) where it is missing, unreadable or
         another kind of file."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{what} {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"{what} {path} cannot be read ({err})") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{what} {path} is not valid JSON ({err})") from None
-        return cls.from_json(data, f"{what} {path}")
+        return cls.from_json(read_json(path, what), f"{what} {path}")
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON at ``path``; ValueError (one line, ``what`` and the path) where it is missing,
+    unreadable or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} {path} cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} {path} is not valid JSON ({err})") from None
