@@ -113,3 +113,14 @@ def test_worker_i_runs_its_cuda_instances_on_gpu_i_mod_n(asked, worker, gpus, pl
 )
 def test_xdist_worker_ids_are_read_as_their_number(worker_id, index):
     assert worker_index(worker_id) == index
+
+
+@pytest.mark.slow  # two worker processes: a few seconds
+def test_a_bad_claim_mark_under_xdist_is_a_collection_error_not_an_internal_error(pytester, monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    pytester.makeini("[pytest]\ntrainclaims_paths = .\n")
+    pytester.makepyfile("import pytest\n\n@pytest.mark.claim('S999-01')\ndef test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-n", "2", "--no-report", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["claim mark: *::test_x: unknown claim id 'S999-01'*"])
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
