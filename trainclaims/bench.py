@@ -1,8 +1,8 @@
 """What a throughput benchmark records (pytest-benchmark's ``extra_info``): the time of every round,
 their median and interquartile range, samples/s and FLOP/s from the median, and this machine's
 own matmul rate on the step's GEMM shapes, measured in the same run, with the step's FLOP/s as a
-fraction of it. Benchmarks that run unmeasured (``--benchmark-disable``) record nothing; the
-report lists them as not measured."""
+fraction of it; and the gate's own measurement, :func:`step_costs`. Benchmarks that run unmeasured
+(``--benchmark-disable``) record nothing; the report lists them as not measured."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from trainclaims.devices import device_name, synchronize
+from trainclaims.stats import spread
 
 
 def linear_flops(model: nn.Module, batch: int) -> int:
@@ -37,13 +38,15 @@ def record(
     dtype: torch.dtype = torch.float32,
     probe: GemmProbe | None = None,
     times: list[float] | None = None,
+    costs: list[float] | None = None,
     **extra: Any,
 ) -> float | None:
     """Call after ``benchmark.pedantic``: per-round times (``times`` where the test took them
     itself, e.g. with CUDA events; else pytest-benchmark's), their median and IQR, throughput from
     the median, and, given the ``probe`` that ran between the rounds, this machine's matmul rate on
-    the step's GEMMs and the step's share of it. Returns the median, or None (recording nothing)
-    where the benchmark was disabled."""
+    the step's GEMMs and the step's share of it; given :func:`step_costs`, the step's cost in units of
+    those GEMMs, round by round (what the benchmark gate compares). Returns the median, or None
+    (recording nothing) where the benchmark was disabled."""
     stats = getattr(benchmark, "stats", None)
     if stats is None:
         return None
@@ -62,6 +65,8 @@ def record(
     if probe is not None and probe.times:
         rate = probe.rate()
         info |= {"matmul_flops_per_s": rate, "matmul_fraction": flops / median / rate}
+    if costs:
+        info |= {"step_costs": costs, "step_cost": statistics.median(costs), "step_cost_spread": spread(costs)}
     benchmark.extra_info.update(
         **info,
         torch=torch.__version__,
@@ -153,3 +158,44 @@ def timed_rounds(
         if i >= warmup:
             times.append(elapsed)
     return times
+
+
+# Measured (2-core CI machine, seed-FC step, 30 rounds, 8 repeats each; /tmp measurement noted in
+# gating.py): the step's cost in GEMM units on one thread, quiet 1.29-1.34 and beside one busy core
+# 1.27-1.36, IQR/median 0.02-0.36; the same on two threads: 1.34-1.79 quiet, 1.37-1.71 loaded, and
+# a 1.5x slower step 1.82-2.26 loaded: on two threads a busy core (OpenMP's threads wait on the one
+# that lost its core) moves the cost more than a 1.5x slowdown does.
+COST_SPREAD_TARGET = 0.25  # above this, more rounds (up to MAX_COST_BATCHES times as many)
+MAX_COST_BATCHES = 3
+
+
+def step_costs(
+    fn: Callable[[], None],
+    gemms: tuple[Gemm, ...],
+    device: str,
+    rounds: int,
+    dtype: torch.dtype = torch.float32,
+    warmup: int = 2,
+) -> list[float]:
+    """The gate's measurement: each round of ``fn`` timed right after this machine's matmuls on
+    the step's GEMM shapes (:class:`GemmProbe`), and the step's time over theirs, round by round: the
+    step's cost in units of its own GEMMs. A machine that is slower for the moment (drift, a job
+    beside it) slows both; a slower step only the step. On CPU both run on one thread, so that a
+    core taken by another process leaves the measurement one of its own (on two threads a busy core
+    moves this cost more than a 1.5x slower step does; measured, see above). Where the middle half
+    of the costs spreads more than :data:`COST_SPREAD_TARGET` of their median, more rounds are
+    taken, up to :data:`MAX_COST_BATCHES` times ``rounds``."""
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        costs: list[float] = []
+        for _ in range(MAX_COST_BATCHES):
+            probe = GemmProbe(gemms, dtype, device)
+            steps = timed_rounds(fn, device, rounds, warmup, between=probe)
+            costs += [s / p for s, p in zip(steps, probe.times[warmup:], strict=True)]
+            if spread(costs) <= COST_SPREAD_TARGET:
+                break
+        return costs
+    finally:
+        torch.set_num_threads(threads)
