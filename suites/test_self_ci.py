@@ -184,7 +184,7 @@ def test_the_end_of_the_output_has_one_verdict_line_per_claim_and_says_where_the
             "*trainclaims: claims*",
             "S000-01    holds            1/0/0  ",
             "S000-02    holds            1/0/0  ",
-            "(31 more claims of the catalogue have no test in this run)",
+            "(32 more claims of the catalogue have no test in this run)",
             "trainclaims: reports written to */reports: claims.json, claims.md",
         ]
     )

@@ -106,10 +106,14 @@ def test_the_guard_pins_every_test_so_none_inherits_another_tests_tf32(suite):
 
 AXIS_TEST = """
 import pytest
+import torch
+from trainclaims import numerics as num
 from trainclaims.claims import Verdict
 
 @pytest.mark.claim("S000-08")
 def test_moves(device, numerics, evidence):
+    with num.autocast(numerics, device):  # the mode acts (a mode that does not fails the instance)
+        torch.nn.Linear(2, 2)(torch.ones(1, 2))
     evidence.record(numerics=numerics)
     if numerics != "ieee":
         evidence.conclude(Verdict.CONDITIONAL, f"{numerics}: moves by 1e-3")
@@ -181,3 +185,90 @@ def test_a_gap_is_asserted_in_ieee_and_judged_in_another_mode():
     assert ev.why == "bf16-autocast: runs agree only to the mode's rounding: 0.003 (ieee: < 0.0001) (s=255)"
     with pytest.raises(AssertionError, match=re.escape("fp16-autocast: runs agree: 6.00e-01, no rounding effect")):
         ev.judge_in_mode("fp16-autocast", 0.6, 1e-4, "runs agree")
+
+
+ACTING_TEST = """
+import pytest
+import torch
+from trainclaims import numerics as num
+
+@pytest.mark.claim("S000-08")
+def test_casts(device, numerics):
+    with num.autocast(numerics, device):
+        torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())(torch.ones(2, 4))
+
+@pytest.mark.claim("S000-08")
+def test_float64_only(device, numerics):  # autocast leaves float64 alone: the region casts nothing
+    with num.autocast(numerics, device):
+        torch.nn.Linear(4, 3).double()(torch.ones(2, 4, dtype=torch.float64))
+
+@pytest.mark.claim("S000-08")
+def test_no_region(device, numerics):
+    torch.nn.Linear(4, 3)(torch.ones(2, 4))
+"""
+
+
+def test_an_autocast_instance_passes_only_where_autocast_cast_something_and_says_what(suite):
+    suite.makepyfile(ACTING_TEST)
+    result = suite.runpytest_inprocess("--device", "cpu", "--numerics", "ieee,bf16-autocast", "-rf")
+    result.assert_outcomes(passed=4, failed=2)  # every ieee instance, and the one that cast
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_float64_only?cpu-bf16-autocast? _*",
+            "the numerics mode bf16-autocast did not act in this test: bf16-autocast: 1 autocast regions cast "
+            "nothing: none of their 1 floating module outputs was bfloat16",
+            "*_ test_no_region?cpu-bf16-autocast? _*",
+            "the numerics mode bf16-autocast did not act in this test: bf16-autocast: no autocast region was entered",
+        ]
+    )
+    report = json.loads((suite.path / "reports" / "claims.json").read_text())
+    tests = {t["test"].split("::")[1]: t for c in report["claims"] for t in c["tests"]}
+    # the outputs of the Linear, the ReLU and the Sequential around them
+    proof = "bf16-autocast: 3 of 3 module outputs in 1 autocast regions were bfloat16"
+    assert tests["test_casts[cpu-bf16-autocast]"]["mode_proof"] == proof
+    assert tests["test_casts[cpu-ieee]"]["mode_proof"] == ""
+    claim = next(c for c in report["claims"] if c["id"] == "S000-08")
+    assert claim["modes"]["bf16-autocast"]["verdict"] == "fails"
+    assert "the mode acted: bf16-autocast: " in (suite.path / "reports" / "claims.md").read_text()
+
+
+COMPILE_TEST = """
+import pytest
+import torch
+from trainclaims import numerics as num
+
+def net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+
+@pytest.mark.claim("S000-08")
+def test_compiled(device, numerics):
+    for _ in range(2):  # a second model of the same class reuses the first one's graph
+        num.compiled(net(), numerics)(torch.ones(2, 4)).sum().backward()
+
+@pytest.mark.claim("S000-08")
+def test_compiled_but_run_eager(device, numerics):
+    model = net()
+    num.compiled(model, numerics)
+    model(torch.ones(2, 4)).sum().backward()
+"""
+
+
+@pytest.mark.slow  # inductor builds C++ on CPU: 10-30 s the first time
+def test_a_compile_instance_passes_only_where_compiled_graphs_ran_cache_hits_included(suite):
+    suite.makepyfile(COMPILE_TEST)
+    result = suite.runpytest_subprocess("--device", "cpu", "--numerics", "compile", "-rf", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_compiled_but_run_eager?cpu-compile? _*",
+            "the numerics mode compile did not act in this test: compile: no compiled graph ran (0 graphs built); "
+            "the model ran eager",
+        ]
+    )
+    report = json.loads((suite.path / "reports" / "claims.json").read_text())
+    proof = next(t["mode_proof"] for c in report["claims"] for t in c["tests"] if "test_compiled[" in t["test"])
+    # one graph (torch 2.14: forward and backward in one), called by the first model and again by
+    # the second, which reused it without calling the backend
+    assert re.fullmatch(r"compile: \d+ calls of compiled graphs \(\d+ graphs, \d+ ops built .*\)", proof), proof
+    assert int(proof.split()[1]) >= 2, proof

@@ -144,7 +144,7 @@ def test_claims_lists_the_catalogue_and_the_tests_of_each_claim(suite):
     result = suite.runpytest_inprocess("--claims")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["S001-02  *at exactly 0*", "    test_*.py::test_relu_at_zero", "S001-03  *"])
-    result.stdout.fnmatch_lines(["33 claims, 1 with tests in this selection"])
+    result.stdout.fnmatch_lines(["34 claims, 1 with tests in this selection"])
     result.assert_outcomes()
 
 

@@ -17,10 +17,13 @@ on 2.1 even ``hasattr(torch.backends.cuda.matmul, "fp32_precision")`` raises Ass
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -190,10 +193,52 @@ def precision_settings() -> dict[str, Any]:
 
 def autocast(mode: str, device: str | torch.device) -> contextlib.AbstractContextManager:
     """The autocast region of ``mode`` on ``device`` (a no-op for the modes without one). Float64
-    tensors are never autocast: a float64 claim computes the same in every autocast mode."""
+    tensors are never autocast: a float64 claim computes the same in every autocast mode. The
+    region records what it cast (:func:`watch`): the dtype of every module's floating output
+    inside it, which is how an autocast instance proves that its mode acted."""
     if mode in AUTOCAST:
-        return torch.autocast(torch.device(device).type, dtype=AUTOCAST[mode])
+        return _AutocastRegion(torch.device(device).type, AUTOCAST[mode])
     return contextlib.nullcontext()
+
+
+class _AutocastRegion:
+    def __init__(self, kind: str, dtype: torch.dtype) -> None:
+        self.region = torch.autocast(kind, dtype=dtype)
+        self.dtype = dtype
+        self.handle: Any = None
+
+    def __enter__(self) -> None:
+        self.region.__enter__()
+        _note(regions=1)
+        # a global forward hook (public: torch.nn.modules.module.register_module_forward_hook)
+        self.handle = nn.modules.module.register_module_forward_hook(self._seen)
+        _REGIONS.__dict__.setdefault("open", []).append(self)
+        return None
+
+    def _seen(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        self.observe(output)
+
+    def observe(self, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            _note(outputs=1, cast=int(output.dtype == self.dtype))
+
+    def __exit__(self, *exc: Any) -> Any:
+        _REGIONS.open.remove(self)
+        self.handle.remove()
+        return self.region.__exit__(*exc)
+
+
+_REGIONS = threading.local()  # per thread: the autocast regions it is inside
+
+
+def observe(output: Any) -> Any:
+    """Count a tensor computed inside an autocast region as one of its outputs, where code without
+    modules (functional code) computes it: what the region cast shows in the test's proof that its
+    mode acted. Returns ``output``; a no-op outside an autocast region."""
+    regions = getattr(_REGIONS, "open", [])
+    if regions:
+        regions[-1].observe(output)
+    return output
 
 
 def _scaler_class(kind: str) -> Any:
@@ -227,6 +272,165 @@ def step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
         scaler.update()
 
 
-def compiled(model: nn.Module, mode: str) -> nn.Module:
-    """``torch.compile(model)`` in the compile mode (it shares the model's parameters), else the model."""
-    return torch.compile(model) if mode == "compile" else model
+def compiled(model: Any, mode: str) -> Any:
+    """``torch.compile(model)`` in the compile mode (a module: it shares the model's parameters; or
+    a function), else the model. It compiles with inductor through :func:`_counting_inductor`, which records the graphs
+    it built and every call of them (:func:`watch`): how a compile instance proves that compiled
+    code ran, not a fallback to eager."""
+    return torch.compile(model, backend=_counting_inductor) if mode == "compile" else model
+
+
+def _counting_inductor(gm: Any, example_inputs: Any) -> Any:
+    """Inductor (what ``backend="inductor"`` runs), counting graphs and ops at compile time and
+    calls of the compiled graph at run time. One function for the process: a backend made per
+    model would be a different backend to dynamo's guards (BACKEND_MATCH), recompiling each model
+    until its recompile limit (8) sends the rest to eager, measured on torch 2.14. Calls are
+    counted at run time because a later model of the same class reuses the cached graph without
+    calling the backend."""
+    from torch._inductor.compile_fx import compile_fx  # what torch.compile(backend="inductor") calls
+
+    _note(graphs=1, graph_ops=sum(1 for n in gm.graph.nodes if n.op in ("call_function", "call_method")))
+    inner = compile_fx(gm, example_inputs)
+
+    @functools.wraps(inner)  # its attributes too (_boxed_call): called as dynamo calls the inner one
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _note(compiled_calls=1)
+        return inner(*args, **kwargs)
+
+    return run
+
+
+# --------------------------------------------------------------------------- what a mode did
+
+
+ACTED_FIELDS = ("regions", "outputs", "cast", "graphs", "graph_ops", "compiled_calls", "tf32_probes")
+
+
+@dataclass
+class Acted:
+    """What the numerics modes did in a stretch of work: autocast regions entered, the floating
+    module outputs seen inside them and how many of those were in the autocast dtype; graphs
+    compile built (their ops) and calls of compiled graphs; tf32 probes that read TensorFloat-32."""
+
+    regions: int = 0
+    outputs: int = 0
+    cast: int = 0
+    graphs: int = 0
+    graph_ops: int = 0
+    compiled_calls: int = 0
+    tf32_probes: int = 0
+    tf32_error: float = 0.0  # the largest relative error of a tf32 probe's matmul against float64
+
+    def add(self, other: Acted) -> None:
+        for name in ACTED_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.tf32_error = max(self.tf32_error, other.tf32_error)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Acted:
+        return cls(**{k: v for k, v in (data or {}).items() if k in vars(cls()).keys()})
+
+    def proof(self, mode: str) -> tuple[bool, str]:
+        """(whether ``mode`` acted, what shows it or why not)."""
+        if mode in AUTOCAST:
+            dtype = str(AUTOCAST[mode]).removeprefix("torch.")
+            if not self.regions:
+                return False, f"{mode}: no autocast region was entered"
+            if not self.cast:
+                return False, (
+                    f"{mode}: {self.regions} autocast regions cast nothing: none of their {self.outputs} "
+                    f"floating module outputs was {dtype}"
+                )
+            return (
+                True,
+                f"{mode}: {self.cast} of {self.outputs} module outputs in {self.regions} autocast regions were {dtype}",
+            )
+        if mode == "compile":
+            if not self.compiled_calls:
+                return False, (f"compile: no compiled graph ran ({self.graphs} graphs built); the model ran eager")
+            return True, (
+                f"compile: {self.compiled_calls} calls of compiled graphs "
+                f"({self.graphs} graphs, {self.graph_ops} ops built in this stretch; others reused)"
+            )
+        if mode == "tf32":
+            if not self.tf32_probes:
+                return False, "tf32: no probe ran"
+            if self.tf32_error < TF32_MIN_ERROR:
+                return False, (
+                    f"tf32: a float32 matmul was IEEE-exact to {self.tf32_error:.1e} (TensorFloat-32 rounds to "
+                    f"about 1e-3); cuBLAS did not use TF32"
+                )
+            return True, f"tf32: a float32 matmul differed from float64 by {self.tf32_error:.1e} (IEEE: about 1e-6)"
+        return True, f"{mode}: the reference"
+
+
+_LOCK = threading.Lock()
+_PROCESS = Acted()  # everything this process did since the last reset
+_STACK = threading.local()  # per thread: the watch() blocks it is inside
+
+
+def _note(**counts: int) -> None:
+    with _LOCK:
+        for log in [_PROCESS, *getattr(_STACK, "logs", [])]:
+            for name, n in counts.items():
+                setattr(log, name, getattr(log, name) + n)
+
+
+def note(acted: Acted) -> None:
+    """Count work done elsewhere (a cached training run, another process) as done here."""
+    with _LOCK:
+        for log in [_PROCESS, *getattr(_STACK, "logs", [])]:
+            log.add(acted)
+
+
+@contextlib.contextmanager
+def watch() -> Iterator[Acted]:
+    """What the modes did inside the block, in this thread (a training run keeps it with its
+    result, so that a cache hit can :func:`note` it again)."""
+    acted = Acted()
+    logs = _STACK.__dict__.setdefault("logs", [])
+    logs.append(acted)
+    try:
+        yield acted
+    finally:
+        logs.remove(acted)
+
+
+def process_log() -> Acted:
+    """A copy of what the process did since the last reset (every thread)."""
+    with _LOCK:
+        copy = Acted()
+        copy.add(_PROCESS)
+    return copy
+
+
+def reset_process_log() -> Acted:
+    """What the process did since the last reset (every thread), and a fresh start."""
+    global _PROCESS
+    with _LOCK:
+        done, _PROCESS = _PROCESS, Acted()
+    return done
+
+
+# Relative error of a 256x256 float32 matmul of uniform [0, 1) numbers against float64: IEEE about
+# 1e-7 to 1e-6, TensorFloat-32 (10-bit mantissa) about 1e-4 to 1e-3.
+TF32_MIN_ERROR = 2e-5
+
+
+def tf32_probe(device: str | torch.device) -> None:
+    """A float32 matmul on ``device`` against float64, recorded (:class:`Acted`): the proof that
+    the tf32 mode's settings made cuBLAS use TensorFloat-32."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (
+        torch.rand(256, 256, generator=g, dtype=torch.float64),
+        torch.rand(256, 256, generator=g, dtype=torch.float64),
+    )
+    got = (a.float().to(device) @ b.float().to(device)).double().cpu()
+    error = float((got - a @ b).norm() / (a @ b).norm())
+    with _LOCK:
+        for log in [_PROCESS, *getattr(_STACK, "logs", [])]:
+            log.tf32_probes += 1
+            log.tf32_error = max(log.tf32_error, error)

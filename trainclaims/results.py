@@ -65,6 +65,7 @@ class TestResult:
     evidence: dict[str, Any] = field(default_factory=dict)
     verdict: Verdict | None = None  # a verdict the test concluded (else: holds if it passed)
     why: str = ""
+    mode_proof: str = ""  # how its numerics mode showed that it acted (trainclaims.numerics.Acted)
 
     @property
     def failed(self) -> bool:
@@ -81,6 +82,7 @@ class TestResult:
             "verdict": self.verdict.value if self.verdict else None,
             "why": self.why,
             "evidence": self.evidence,
+            "mode_proof": self.mode_proof,
         }
         return json.loads(json.dumps(out, default=str))  # plain data: xdist and claims.json carry it
 
@@ -96,6 +98,7 @@ class TestResult:
             evidence=data.get("evidence") or {},
             verdict=verdict_of(data["verdict"], where) if data.get("verdict") else None,
             why=data.get("why", ""),
+            mode_proof=data.get("mode_proof", ""),
         )
 
 

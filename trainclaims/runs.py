@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from trainclaims import numerics
 from trainclaims.batched import BATCHED_MODES, SHARED, train_batched
 from trainclaims.data import Dataset
 from trainclaims.engine import ProgressFn, TrainConfig, TrainResult, train
@@ -26,6 +27,8 @@ class TrainingCache:
             label = f"{data.name}[{data.device}] {config.describe()}"
             progress = self.progress_factory(label) if self.progress_factory else None
             self._results[key] = train(config, data, progress)
+        else:
+            numerics.note(self._results[key].acted)  # the mode acted for this test too, when it trained
         return self._results[key]
 
     def results(self) -> dict[tuple[TrainConfig, str, str], TrainResult]:

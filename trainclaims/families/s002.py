@@ -55,6 +55,7 @@ S002-11 | DDP averages gradients over ranks: k ranks with batch b each take the 
 S002-12 | Under DDP's no_sync() gradients accumulate locally: m micro-batches (loss/m, the last outside no_sync) equal one step of batch m*k*b, with one all-reduce per step, not m.
 S002-13 | BN under DDP normalizes with each rank's own batch, so DDP+BN differs from BN over the global batch; running stats are per rank, and with forward buffer sync (the default) rank 0's are broadcast before each training forward.
 S002-14 | SyncBatchNorm uses statistics over all ranks: DDP + SyncBatchNorm equals BN over the global batch (outputs, gradients, running stats); CUDA only.
+S002-15 | FSDP2 (fully_shard) over k ranks with batch b each takes the same optimizer steps as one process with batch k*b (no BN) within rounding, and the same as DDP, while each rank holds only a shard of the parameters.
 """,
     report_parts=(report_running_statistics,),
 )

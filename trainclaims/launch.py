@@ -1,0 +1,280 @@
+"""The data-parallel claims' experiments on ranks that a launcher started: torchrun, Slurm's srun,
+a Kubernetes job. Each process of the job runs this module::
+
+    torchrun --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
+        -m trainclaims.launch --out cluster-results
+
+Every rank reads the env:// variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``; under srun ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID`` where torchrun's are
+absent), uses NCCL on its own GPU (``cuda:LOCAL_RANK``) where CUDA is present and gloo on CPU, and
+runs each experiment of :func:`trainclaims.families.s002_ddp.plan` (the same functions, with the
+same arguments, that the suite's tests run on ranks it spawns). Rank 0 prints each experiment as it
+finishes and writes ``OUT/ranks.json``: every rank's result of every experiment and what they ran
+on (world size, nodes, backend, devices, torch, CUDA and NCCL versions, the launcher). The suite
+judges such a folder as it judges its own ranks::
+
+    pytest -m distributed --ranks-results=cluster-results
+
+Faults: a rank that raises tells the others through the job's store and every rank stops within a
+second or two, each naming the rank that failed (exit code 1); a rank that dies (killed, out of
+memory) is seen by its peers' collectives and by torchrun, which ends the rest. A process group
+that does not form (a rank that never starts, a wrong ``MASTER_ADDR``) ends after ``--timeout``
+seconds with one line naming the endpoint (exit code 2). Nothing is written unless every
+experiment ran on every rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "ranks.json"
+SCHEMA = 1
+FAILED_KEY = "trainclaims/failed"
+
+
+@dataclass(frozen=True)
+class RankEnv:
+    rank: int
+    world: int
+    local_rank: int
+    addr: str
+    port: int
+    launcher: str
+
+
+def rank_env(environ: dict[str, str] | None = None) -> RankEnv:
+    """This process's place in the job, from torchrun's variables or, failing those, Slurm's;
+    ValueError (one line) naming what is missing."""
+    env = os.environ if environ is None else environ
+    slurm = "RANK" not in env and "SLURM_PROCID" in env
+    names = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID") if slurm else ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    missing = [n for n in (*names[:2], "MASTER_ADDR", "MASTER_PORT") if n not in env]
+    if missing:
+        raise ValueError(
+            f"{', '.join(missing)} not set: run this under torchrun (torchrun ... -m trainclaims.launch) or srun "
+            "with MASTER_ADDR and MASTER_PORT exported"
+        )
+    if "TORCHELASTIC_RUN_ID" in env:
+        launcher = "torchrun"
+    elif slurm or "SLURM_JOB_ID" in env:
+        launcher = "slurm"
+    else:
+        launcher = "env"
+    return RankEnv(
+        rank=int(env[names[0]]),
+        world=int(env[names[1]]),
+        local_rank=int(env.get(names[2], "0")),
+        addr=env["MASTER_ADDR"],
+        port=int(env["MASTER_PORT"]),
+        launcher=launcher,
+    )
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from trainclaims.modes import parse_modes
+
+    p = argparse.ArgumentParser(prog="python -m trainclaims.launch", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, type=Path, help="folder rank 0 writes ranks.json into")
+    p.add_argument(
+        "--numerics",
+        default="ieee",
+        type=parse_modes,
+        help="comma list of numerics modes to run the experiments in (as pytest's --numerics). Default: ieee",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="cuda: NCCL, one GPU per LOCAL_RANK; cpu: gloo. Default: auto (cuda where present)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds for the process group to form and for any one collective. Default: %(default)s",
+    )
+    p.add_argument("--only", default="", help="run only the experiments whose name contains this text")
+    p.add_argument(
+        "--drill",
+        choices=("hold", "raise"),
+        help="a fault drill instead of the experiments, to see how the job ends: 'hold' keeps every rank in "
+        "collectives for --drill-seconds (each writes OUT/pids/rank-N.pid: kill one), 'raise' makes the last "
+        "rank raise after a second",
+    )
+    p.add_argument("--drill-seconds", type=float, default=60.0, help="how long 'hold' holds. Default: %(default)s")
+    return p.parse_args(argv)
+
+
+def _drill(env: RankEnv, args: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+
+    pids = args.out / "pids"
+    pids.mkdir(parents=True, exist_ok=True)
+    (pids / f"rank-{env.rank}.pid").write_text(str(os.getpid()))
+    end = time.monotonic() + (1.0 if args.drill == "raise" else args.drill_seconds)
+    while time.monotonic() < end:
+        dist.all_reduce(torch.ones(1))
+        time.sleep(0.01)
+    if args.drill == "raise" and env.rank == env.world - 1:
+        raise RuntimeError(f"fault drill: rank {env.rank} raises")
+    dist.all_reduce(torch.ones(1))  # the others wait here for the rank that raised
+
+
+def _say(env: RankEnv, text: str) -> None:
+    print(f"trainclaims.launch: rank {env.rank}: {text}", file=sys.stderr, flush=True)
+
+
+def _watch_for_failures(env: RankEnv, timeout: dt.timedelta) -> None:
+    """A daemon thread with a store connection of its own: when another rank reports a failure in
+    the job's store, stop this one at once (it may be blocked in a collective that will never
+    complete: gloo and NCCL would wait for their timeout)."""
+    import torch.distributed as dist
+
+    watcher = dist.TCPStore(env.addr, env.port, env.world, is_master=False, timeout=timeout)
+
+    def watch() -> None:
+        try:
+            watcher.wait([FAILED_KEY], dt.timedelta(days=7))
+            why = watcher.get(FAILED_KEY).decode()
+        except Exception:  # the store went away: the job is ending anyway
+            return
+        _say(env, f"stopping: {why}")
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="trainclaims-failure-watch").start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        env = rank_env()
+    except ValueError as err:
+        print(f"trainclaims.launch: {err}", file=sys.stderr)
+        return 2
+    if env.rank == 0 and args.out.exists() and not args.out.is_dir():
+        print(f"trainclaims.launch: --out {args.out} is a file, not a folder", file=sys.stderr)
+        return 2
+
+    import torch
+    import torch.distributed as dist
+
+    from trainclaims import numerics
+    from trainclaims.families import s002_ddp
+
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if cuda:
+        if torch.cuda.device_count() <= env.local_rank:
+            _say(env, f"LOCAL_RANK {env.local_rank} has no GPU: {torch.cuda.device_count()} visible")
+            return 2
+        torch.cuda.set_device(env.local_rank)
+    backend, device = ("nccl", f"cuda:{env.local_rank}") if cuda else ("gloo", "cpu")
+    timeout = dt.timedelta(seconds=args.timeout)
+    # torchrun's agent hosts the store on MASTER_PORT itself (TORCHELASTIC_USE_AGENT_STORE);
+    # elsewhere rank 0 does, and waits for every rank to join it
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    try:
+        store = dist.TCPStore(
+            env.addr,
+            env.port,
+            env.world,
+            is_master=env.rank == 0 and not agent_store,
+            timeout=timeout,
+            wait_for_workers=env.rank == 0 and not agent_store,
+        )
+        dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world, timeout=timeout)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        _say(
+            env,
+            f"the process group at {env.addr}:{env.port} ({env.world} ranks, {backend}) did not form within "
+            f"{args.timeout:g} s: {first}",
+        )
+        return 2
+    _watch_for_failures(env, timeout)
+
+    experiments = [] if args.drill else [e for e in s002_ddp.plan(args.numerics, device) if args.only in e.name]
+    results: dict[str, Any] = {}
+    try:
+        if args.drill:
+            _drill(env, args)
+        s002_ddp.set_rank_device(device)
+        for i, e in enumerate(experiments, 1):
+            start = time.perf_counter()
+            with numerics.watch() as acted:
+                mine = e.fn(env.rank, env.world, *e.args)
+            every = [None] * env.world
+            dist.all_gather_object(every, {"result": mine, "acted": acted.to_json()})
+            results[e.key] = every
+            if env.rank == 0:
+                _say(env, f"[{i}/{len(experiments)}] {e.name}: {time.perf_counter() - start:.1f} s")
+        where = [None] * env.world
+        dist.all_gather_object(where, {"host": socket.gethostname(), "device": _device_name(device)})
+    except Exception as err:
+        try:
+            if store.check([FAILED_KEY]):  # another rank failed first: this one's error is the echo of it
+                _say(env, f"stopping: {store.get(FAILED_KEY).decode()}")
+                os._exit(1)
+            why = f"rank {env.rank} failed: {type(err).__name__}: {err}"
+            traceback.print_exc()
+            store.set(FAILED_KEY, why)
+            _say(env, why)
+        finally:
+            os._exit(1)
+    if env.rank == 0 and not args.drill:
+        environment = {
+            "world_size": env.world,
+            # torchrun's agents (GROUP_WORLD_SIZE), Slurm's nodes, else the distinct hosts
+            "nodes": int(
+                os.environ.get("GROUP_WORLD_SIZE") or os.environ.get("SLURM_NNODES") or len({w["host"] for w in where})
+            ),
+            "hosts": sorted({w["host"] for w in where}),
+            "backend": backend,
+            "devices": [w["device"] for w in where],
+            "launcher": env.launcher,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None,
+            "python": platform.python_version(),
+            "numerics_modes": list(args.numerics),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        path = write_results(args.out, environment, results)
+        _say(env, f"{len(experiments)} experiments on {env.world} ranks written to {path}")
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({platform.machine()})"
+
+
+def write_results(out: Path, environment: dict[str, Any], results: dict[str, Any]) -> Path:
+    """``out/ranks.json``, written whole or not at all (a temporary file renamed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"schema": SCHEMA, "environment": environment, "experiments": results}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
