@@ -167,14 +167,20 @@ def _derivative_section(runs: list[Run]) -> list[str]:
         return []
     lines = ["## S001-02: derivative at exactly 0 of each ReLU-like op", ""]
     lines.append(
-        "One value where every dtype and device of the run agree, else each; **⚠** where it differs from run 1."
+        "One value where every dtype and device of the run agree, else each; **⚠** where it differs from run 1 "
+        "and no known change explains it; *known* where it is the value documented for that run's torch "
+        "(trainclaims/known.py)."
     )
     lines.append("")
     lines.append("| op | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
     lines.append("|---|" + "---|" * len(runs))
+    from trainclaims.families.relu_ops import OPS
+    from trainclaims.known import Known
+
+    known = {op.name: op.at_zero for op in OPS if isinstance(op.at_zero, Known)}
     for op in ops:
         cells, base = [], None
-        for t in tables:
+        for run, t in zip(runs, tables, strict=True):
             values = t.get(op, {})
             shown = (
                 "-"
@@ -184,7 +190,12 @@ def _derivative_section(runs: list[Run]) -> list[str]:
                 else ", ".join(f"{k}: {v:g}" for k, v in values.items())
             )
             base = shown if base is None else base
-            cells.append(shown + (" **⚠**" if shown != base else ""))
+            rule, torch_version = known.get(op), run.facts["torch"]
+            span = rule.range_for(torch_version) if rule is not None else None
+            if shown != base and span is not None and set(values.values()) == {span.value}:
+                cells.append(f"{shown} (*known*: torch {span.spec}, {span.source})")
+            else:
+                cells.append(shown + (" **⚠**" if shown != base else ""))
         lines.append(f"| {op} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
