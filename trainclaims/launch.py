@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import socket
@@ -39,8 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RESULTS_FILE = "ranks.json"
-SCHEMA = 1
+from trainclaims.ranks import RESULTS_FILE, write_results
+
+__all__ = ["RESULTS_FILE", "main", "rank_env", "write_results"]
+
 FAILED_KEY = "trainclaims/failed"
 
 
@@ -264,16 +265,6 @@ def _device_name(device: str) -> str:
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return f"cpu ({platform.machine()})"
-
-
-def write_results(out: Path, environment: dict[str, Any], results: dict[str, Any]) -> Path:
-    """``out/ranks.json``, written whole or not at all (a temporary file renamed)."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"schema": SCHEMA, "environment": environment, "experiments": results}, indent=1))
-    os.replace(tmp, path)
-    return path
 
 
 if __name__ == "__main__":

@@ -185,6 +185,23 @@ def _run_once(fn: Callable, world_size: int, args: tuple, backend: str, port: in
 # --------------------------------------------------------------------------- results of a launched job
 
 
+RESULTS_FILE = "ranks.json"  # what rank 0 of a launched job writes (trainclaims.launch)
+RESULTS_SCHEMA = 1
+
+
+def write_results(out: Path, environment: dict[str, Any], results: dict[str, Any]) -> Path:
+    """``out/ranks.json``: every rank's result of every experiment and what the job ran on,
+    written whole or not at all (a temporary file renamed)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"schema": RESULTS_SCHEMA, "environment": environment, "experiments": results}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
 def experiment_key(fn: Callable, args: tuple) -> str:
     """How an experiment (a rank function and its arguments) is named in a launched job's results:
     the suite's test and ``trainclaims.launch`` build the same key from the same call."""
@@ -204,8 +221,6 @@ class RankResults:
         """ValueError (one line) for a folder that is not there or holds no readable ranks.json."""
         import json
 
-        from trainclaims.launch import RESULTS_FILE, SCHEMA
-
         path = Path(folder) / RESULTS_FILE
         if not Path(folder).is_dir():
             raise ValueError(f"--ranks-results {folder}: no such folder (python -m trainclaims.launch --out writes it)")
@@ -217,8 +232,9 @@ class RankResults:
             ) from None
         except (OSError, ValueError) as err:
             raise ValueError(f"--ranks-results {path}: cannot be read: {err}") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("experiments"), dict):
-            raise ValueError(f"--ranks-results {path}: not a trainclaims.launch results file (schema {SCHEMA})")
+        experiments = data.get("experiments") if isinstance(data, dict) else None
+        if not isinstance(experiments, dict) or data.get("schema") != RESULTS_SCHEMA:
+            raise ValueError(f"--ranks-results {path}: not a trainclaims.launch results file (schema {RESULTS_SCHEMA})")
         return cls(Path(folder), data.get("environment") or {}, data["experiments"])
 
     def describe(self) -> str:
