@@ -139,12 +139,11 @@ def run(python: Path, version: Version, select: list[str], work: Path) -> dict[s
         for claim in json.loads(path.read_text())["claims"]:
             for t in claim["tests"]:
                 tests[t["test"]] = {"outcome": t["outcome"], "evidence": t.get("evidence") or {}}
-    return {
-        "rc": done.returncode,
-        "tally": tally.strip() or f"exit code {done.returncode}",
-        "tests": tests,
-        "reports": reports,
-    }
+    if done.returncode not in (0, 1) or " error" in tally or not tests:  # it did not run: nothing to compare
+        lines = (done.stdout + done.stderr).splitlines()
+        why = next((x for x in reversed(lines) if re.search(r"\w*(Error|Exception)\b", x)), tally)
+        return {"ran": False, "why": (why.strip() or f"pytest exited {done.returncode}")[:300]}
+    return {"ran": True, "tally": tally.strip(), "tests": tests, "reports": reports}
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -201,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f"[probe {probes[0]}] torch {v}: skipped, cannot be installed: {how}")
             return None
         result = run(python, v, select, args.out)
+        if not result["ran"]:
+            say(f"[probe {probes[0]}] torch {v}: {how}; skipped, the selection does not run there: {result['why']}")
+            return None
         same = (
             ""
             if v == args.good
