@@ -106,8 +106,8 @@ WIDE = [c * (0.5 if i % 2 else 1.5) for i, c in enumerate(STEADY)]
     ("baseline", "now", "verdict", "line"),
     [
         (STEADY, STEADY, "passed", None),
-        (STEADY, [c * 1.1 for c in STEADY], "passed", None),  # within the 20% allowed
-        (STEADY, SLOWED, "slower", "slower: step cost 1.95 GEMM units against the baseline's 1.3 (+50%, limit +20%;*"),
+        (STEADY, [c * 1.1 for c in STEADY], "passed", None),  # within the 25% allowed
+        (STEADY, SLOWED, "slower", "slower: step cost 1.95 GEMM units against the baseline's 1.3 (+50%, limit +25%;*"),
         (STEADY, WIDE, "inconclusive", "inconclusive, the rounds cannot rule out *spread 101% now, 2% in*"),
         (STEADY, SLOWED[:1], "inconclusive", "inconclusive, the rounds cannot rule out *(+48%, *1/30 rounds*"),
     ],
@@ -353,7 +353,9 @@ def test_the_benchmark_gate_catches_a_training_step_made_1_5_times_slower(pytest
     slowed = pytester.runpytest_inprocess(*select, "--no-report", f"--bench-baseline={baseline}")
     assert slowed.ret == pytest.ExitCode.TESTS_FAILED
     # The gate compares the step's cost in units of its own GEMMs, round by round, on one thread
-    # (trainclaims.gating.BenchGate). MEASURED_GATE_SELF_TEST
+    # (trainclaims.gating.BenchGate). Measured (2 cores): caught in 10 of 10 runs on a quiet machine
+    # and in 10 of 10 beside one busy core (a bounded CPU loop), where the old gate on raw round
+    # times passed the slowdown.
     slowed.stdout.fnmatch_lines(["GATE: *::test_seed_fc_training_step_throughput[[]cpu[]] [[]cpu[]]: slower: *"])
 
 
