@@ -39,7 +39,7 @@ DDP_TOL = {"float64": 1e-12, "float32": 1e-5}
 @pytest.mark.claim("S002-11")
 @pytest.mark.parametrize("dtype", list(DDP_TOL))
 def test_ddp_over_k_ranks_takes_the_steps_of_one_process_with_k_times_the_batch(dtype, numerics, ranks, evidence):
-    if numerics in num.AUTOCAST and dtype == "float64":
+    if not ddp.measures(numerics, dtype):
         pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
     results = ranks(ddp.ddp_against_one_large_batch, dtype, ddp.DDP_STEPS, B, SEED, numerics)
     gaps = [g for r in results for g in r["gaps"]]
@@ -72,26 +72,14 @@ def test_no_sync_accumulation_equals_the_global_batch_with_one_allreduce_per_ste
 
 
 @pytest.fixture
-def ddp_bn_runs(ranks, _ddp_bn_cache) -> Callable[[bool, str], list[dict]]:
+def ddp_bn_runs(ranks) -> Callable[[bool, str], list[dict]]:
     """DDP + BN on the ranks, with the forward buffer sync on (the default) or off, in a numerics
-    mode: ``ddp_bn_runs(sync, mode)``, each run once for the module."""
-    runs = _ddp_bn_cache
+    mode: ``ddp_bn_runs(sync, mode)`` (the ``ranks`` fixture runs each once for the session)."""
 
     def get(sync: bool, numerics: str = num.REFERENCE) -> list[dict]:
-        if (sync, numerics) not in runs:
-            with num.watch() as acted:
-                results = ranks(ddp.ddp_batchnorm, sync, B, SEED, numerics)
-            runs[(sync, numerics)] = results, acted
-        else:
-            num.note(runs[(sync, numerics)][1])  # the mode acted for this test too, when the ranks ran
-        return runs[(sync, numerics)][0]
+        return ranks(ddp.ddp_batchnorm, sync, B, SEED, numerics)
 
     return get
-
-
-@pytest.fixture(scope="module")
-def _ddp_bn_cache() -> dict:
-    return {}
 
 
 # Measured (gloo, CPU, float64, torch 2.14.1, 2 ranks x 8, seeds 0-4), relative to BN over the
@@ -172,7 +160,7 @@ FSDP_TOL = {"float64": 1e-12, "float32": 1e-5}
 @pytest.mark.claim("S002-15")
 @pytest.mark.parametrize("dtype", list(FSDP_TOL))
 def test_fsdp2_over_k_ranks_takes_the_steps_of_one_process_and_of_ddp(dtype, numerics, ranks, evidence):
-    if numerics in num.AUTOCAST and dtype == "float64":
+    if not ddp.measures(numerics, dtype):
         pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
     results = ranks(ddp.fsdp_against_one_large_batch, dtype, ddp.FSDP_STEPS, B, SEED, numerics)
     if "unsupported" in results[0]:

@@ -373,14 +373,12 @@ _STACK = threading.local()  # per thread: the watch() blocks it is inside
 
 
 def _note(**counts: int) -> None:
-    with _LOCK:
-        for log in [_PROCESS, *getattr(_STACK, "logs", [])]:
-            for name, n in counts.items():
-                setattr(log, name, getattr(log, name) + n)
+    note(Acted(**counts))
 
 
 def note(acted: Acted) -> None:
-    """Count work done elsewhere (a cached training run, another process) as done here."""
+    """Count work done elsewhere (a cached training run, another process) as done here: in the
+    process's count and in every :func:`watch` block this thread is inside."""
     with _LOCK:
         for log in [_PROCESS, *getattr(_STACK, "logs", [])]:
             log.add(acted)
@@ -429,8 +427,4 @@ def tf32_probe(device: str | torch.device) -> None:
         torch.rand(256, 256, generator=g, dtype=torch.float64),
     )
     got = (a.float().to(device) @ b.float().to(device)).double().cpu()
-    error = float((got - a @ b).norm() / (a @ b).norm())
-    with _LOCK:
-        for log in [_PROCESS, *getattr(_STACK, "logs", [])]:
-            log.tf32_probes += 1
-            log.tf32_error = max(log.tf32_error, error)
+    note(Acted(tf32_probes=1, tf32_error=float((got - a @ b).norm() / (a @ b).norm())))

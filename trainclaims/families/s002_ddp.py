@@ -317,23 +317,24 @@ class Experiment:
         return experiment_key(self.fn, self.args)
 
 
+def measures(mode: str, dtype: str) -> bool:
+    """Whether a float experiment in ``dtype`` measures ``mode``: autocast leaves float64 alone,
+    so its float32 instance measures an autocast mode."""
+    return not (mode in num.AUTOCAST and dtype == "float64")
+
+
 def plan(modes: tuple[str, ...] = (num.REFERENCE,), device: str = "cpu") -> list[Experiment]:
     """Every rank experiment of S002-11..15's tests in these numerics modes, with the arguments the
     tests call them with (trainclaims.launch runs these on a launched job's ranks)."""
     out = []
     for mode in modes:
-        for dtype in DTYPES:
-            if mode in num.AUTOCAST and dtype == "float64":
-                continue  # autocast leaves float64 alone: the float32 instance measures the mode
-            out.append(Experiment(ddp_against_one_large_batch, (dtype, DDP_STEPS, B, SEED, mode)))
+        measured = [dtype for dtype in DTYPES if measures(mode, dtype)]
+        out += [Experiment(ddp_against_one_large_batch, (dtype, DDP_STEPS, B, SEED, mode)) for dtype in measured]
         out += [Experiment(no_sync_accumulation, (m, NO_SYNC_STEPS, B, SEED, mode)) for m in MICRO_BATCHES]
         out.append(Experiment(ddp_batchnorm, (True, B, SEED, mode)))
         if mode == num.REFERENCE:
             out.append(Experiment(ddp_batchnorm, (False, B, SEED, mode)))
-        for dtype in DTYPES:
-            if mode in num.AUTOCAST and dtype == "float64":
-                continue
-            out.append(Experiment(fsdp_against_one_large_batch, (dtype, FSDP_STEPS, B, SEED, mode)))
+        out += [Experiment(fsdp_against_one_large_batch, (dtype, FSDP_STEPS, B, SEED, mode)) for dtype in measured]
     out.append(Experiment(sync_batchnorm, ("cuda" if device.startswith("cuda") else "cpu", B, SEED)))
     return out
 
