@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     from trainclaims import numerics
+    from trainclaims.devices import device_name
     from trainclaims.families import s002_ddp
 
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             if env.rank == 0:
                 _say(env, f"[{i}/{len(experiments)}] {e.name}: {time.perf_counter() - start:.1f} s")
         where = [None] * env.world
-        dist.all_gather_object(where, {"host": socket.gethostname(), "device": _device_name(device)})
+        where_mine = {"host": socket.gethostname(), "device": f"{device} ({device_name(device)})"}
+        dist.all_gather_object(where, where_mine)
     except Exception as err:
         try:
             if store.check([FAILED_KEY]):  # another rank failed first: this one's error is the echo of it
@@ -257,14 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     dist.barrier()
     dist.destroy_process_group()
     return 0
-
-
-def _device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"cpu ({platform.machine()})"
 
 
 if __name__ == "__main__":
