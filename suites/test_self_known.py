@@ -5,7 +5,7 @@ change says so."""
 import pytest
 
 from trainclaims.families.relu_ops import CLAMP_AT_ZERO
-from trainclaims.known import Known, Range, base_version
+from trainclaims.known import CAPABILITIES, DEPRECATIONS, Known, Range, base_version, gap_reason, known_gap
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,26 @@ def test_overlapping_ranges_are_an_error_and_local_versions_compare_as_their_rel
     with pytest.raises(ValueError, match=r"overlap at torch 2\.6\.0"):
         bad.expected("2.6.0")
     assert str(base_version("2.14.1+cu130")) == "2.14.1"
+
+
+# Capability gaps and deprecations: measured on the installed torch and held to the table (every
+# torch line's tox environment runs these: torch 2.1 the "missing" and "no warning" ranges).
+
+
+@pytest.mark.parametrize("cap", CAPABILITIES, ids=lambda c: c.name)
+def test_each_capability_is_present_exactly_where_the_table_says(cap):
+    assert cap.known.check(cap.present()) is None
+
+
+@pytest.mark.parametrize("old", DEPRECATIONS, ids=lambda d: d.name)
+def test_each_deprecation_warns_exactly_where_the_table_says(old):
+    assert old.known.check(old.warns()) is None
+
+
+def test_an_error_is_matched_to_its_known_gap_and_an_unknown_one_to_none():
+    gap = known_gap(RuntimeError("\"batch_norm\" not implemented for 'Half'"))
+    assert gap is not None
+    assert gap.name == "float16 batch_norm on CPU"
+    assert known_gap(RuntimeError("\"bernoulli_scalar_cpu_\" not implemented for 'Half'")).name.startswith("float16 b")
+    assert known_gap(RuntimeError("\"foo\" not implemented for 'Half'")) is None
+    assert gap_reason(gap).startswith("a known gap: float16 batch_norm on CPU (torch >=2.2 has it: measured")

@@ -81,6 +81,11 @@ class Family:
             claims[cid] = Claim(cid, text)
         object.__setattr__(self, "claims", claims)
 
+    def to_json(self) -> dict[str, str]:
+        """Its id, title and catalogue (not its report parts): how an xdist worker tells the
+        controller of a family declared in a conftest the controller did not load."""
+        return {"id": self.id, "title": self.title, "catalogue": self.catalogue}
+
 
 @dataclass(frozen=True)
 class Catalogue:
@@ -96,6 +101,15 @@ class Catalogue:
                 raise ValueError(f"two claim families register the id {family.id}")
             by_id[family.id] = family
         return cls(by_id)
+
+    def with_(self, families: Iterable[Family]) -> Catalogue:
+        """This catalogue and ``families`` (a family already here by its id is kept as it is)."""
+        return Catalogue.of([*self.families.values(), *(f for f in families if f.id not in self.families)])
+
+    def only(self, ids: Iterable[str]) -> Catalogue:
+        """The families among ``ids``, in family order."""
+        wanted = set(ids)
+        return Catalogue({fid: f for fid, f in self.families.items() if fid in wanted})
 
     @property
     def claims(self) -> dict[str, Claim]:

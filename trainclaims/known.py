@@ -8,6 +8,9 @@ the same way (``DecorateInfo(..., active_if=...)`` in its OpInfo database).
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,3 +83,162 @@ class Known:
         before = [r for r in self.ranges if r is not here and r.value != here.value]
         was = f", was {before[0].value!r} before" if before else ""
         return f"known change in torch {max(lower, key=Version)}{was} ({here.source})"
+
+
+# --------------------------------------------------------------------------- capabilities, deprecations
+
+
+@dataclass(frozen=True)
+class Capability:
+    """An op or API that some torch versions lack: ``known`` says per range whether this torch has
+    it (True/False), ``probe`` measures it (returns normally where torch has it, raises where
+    not), and ``refusal`` matches the error a test meets where it is missing."""
+
+    known: Known
+    probe: Callable[[], Any]
+    refusal: str = ""  # a regular expression searched in the error's text
+
+    @property
+    def name(self) -> str:
+        return self.known.what
+
+    def present(self) -> bool:
+        """Measured on the installed torch."""
+        try:
+            self.probe()
+        except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Deprecation:
+    """An API the suite meets that some torch versions deprecate: ``known`` says per range whether
+    calling it warns (True/False), ``probe`` calls it; the suite's own code uses the replacement."""
+
+    known: Known
+    probe: Callable[[], Any]
+    category: type[Warning] = FutureWarning
+
+    @property
+    def name(self) -> str:
+        return self.known.what
+
+    def warns(self) -> bool:
+        """Measured on the installed torch: whether the probe raises a ``category`` warning."""
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            self.probe()
+        return any(issubclass(w.category, self.category) for w in seen)
+
+
+def _half_cpu(fn: Callable[..., Any]) -> Callable[[], Any]:
+    def probe() -> Any:
+        import torch
+
+        return fn(torch, torch.ones(4, 3, dtype=torch.float16))
+
+    return probe
+
+
+def _ddp_broadcast_buffers() -> None:
+    """A one-rank gloo group on the loopback, DDP with ``broadcast_buffers``, torn down."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from trainclaims.ranks import LOOPBACK, free_port
+
+    dist.init_process_group("gloo", init_method=f"tcp://{LOOPBACK}:{free_port()}", rank=0, world_size=1)
+    try:
+        DistributedDataParallel(torch.nn.Linear(2, 2), broadcast_buffers=False)
+    finally:
+        dist.destroy_process_group()
+
+
+# Measured on CPU (2 cores) with torch 2.1.2, 2.2.0 (trainclaims-bisect), 2.2.2, 2.3.0, 2.4.0, 2.10.0,
+# 2.11.0, 2.12.1, 2.13.0, 2.14.1 and 2.15.0; each entry's first version is the first that had it.
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability(
+        Known(
+            "float16 batch_norm on CPU",
+            (
+                Range("<2.2", False, "measured: torch 2.1.2 raises '\"batch_norm\" not implemented for 'Half''"),
+                Range(">=2.2", True, "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)"),
+            ),
+        ),
+        _half_cpu(lambda torch, x: torch.nn.functional.batch_norm(x, torch.zeros(3), torch.ones(3), training=True)),
+        r"\"batch_norm\" not implemented for 'Half'",
+    ),
+    Capability(
+        Known(
+            "float16 bernoulli_ (Dropout in training) on CPU",
+            (
+                Range("<2.2", False, "measured: torch 2.1.2 raises '\"bernoulli_scalar_cpu_\" not implemented'"),
+                Range(">=2.2", True, "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)"),
+            ),
+        ),
+        _half_cpu(lambda torch, x: torch.nn.functional.dropout(x, 0.5, training=True)),
+        r"\"bernoulli_\w*\" not implemented for 'Half'",
+    ),
+    Capability(
+        Known(
+            "torch.amp.GradScaler for any device (fp16-autocast training on CPU)",
+            (
+                Range("<2.3", False, "measured: torch 2.1.2 and 2.2.2 have torch.cuda.amp.GradScaler only"),
+                Range(">=2.3", True, "measured from torch 2.3.0 (torch.amp.GradScaler(device))"),
+            ),
+        ),
+        lambda: __import__("torch").amp.GradScaler("cpu"),
+    ),
+)
+
+DEPRECATIONS: tuple[Deprecation, ...] = (
+    Deprecation(
+        Known(
+            "torch.cuda.amp.GradScaler(...) warns FutureWarning (use torch.amp.GradScaler('cuda'))",
+            (
+                Range("<2.4", False, "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0"),
+                Range(">=2.4", True, "measured from torch 2.4.0"),
+            ),
+        ),
+        lambda: __import__("torch").cuda.amp.GradScaler(enabled=False),
+    ),
+    Deprecation(
+        Known(
+            "torch.cpu.amp.autocast(...) warns FutureWarning (use torch.autocast('cpu'))",
+            (
+                Range("<2.4", False, "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0"),
+                Range(">=2.4", True, "measured from torch 2.4.0"),
+            ),
+        ),
+        lambda: __import__("torch").cpu.amp.autocast(),
+    ),
+    Deprecation(
+        Known(
+            "DistributedDataParallel(broadcast_buffers=...) warns FutureWarning (use forward_sync_buffers)",
+            (
+                Range("<2.13", False, "measured: no warning on torch 2.1.2 to 2.12.1"),
+                Range(">=2.13", True, "measured from torch 2.13.0"),
+            ),
+        ),
+        _ddp_broadcast_buffers,
+    ),
+)
+
+
+def known_gap(err: BaseException) -> Capability | None:
+    """The capability of :data:`CAPABILITIES` whose refusal ``err``'s text is, or None."""
+    text = str(err)
+    return next((c for c in CAPABILITIES if c.refusal and re.search(c.refusal, text)), None)
+
+
+def capability(name: str) -> Capability:
+    return next(c for c in CAPABILITIES if c.name == name)
+
+
+def gap_reason(cap: Capability) -> str:
+    """Why a test skips where this torch lacks ``cap`` as the table says: "a known gap: float16
+    batch_norm on CPU (torch >=2.2 has it: measured from torch 2.2.0 ...)"."""
+    has = next((r for r in cap.known.ranges if r.value is True), None)
+    return f"a known gap: {cap.name}" + (f" (torch {has.spec} has it: {has.source})" if has else "")

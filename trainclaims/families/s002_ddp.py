@@ -84,7 +84,7 @@ def loss_in(numerics: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
 
 def buffers_kwargs(forward_sync: bool) -> dict[str, bool]:
     """DDP's switch for broadcasting rank 0's buffers before each forward: ``forward_sync_buffers``
-    where this torch has it (2.14 deprecates ``broadcast_buffers`` with a FutureWarning), else
+    where this torch has it (torch 2.13 deprecates ``broadcast_buffers`` with a FutureWarning: ``trainclaims.known.DEPRECATIONS``), else
     ``broadcast_buffers``."""
     if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
         return {"forward_sync_buffers": forward_sync}
