@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -353,12 +353,11 @@ def mlp(seed: int, device: str, dtype: torch.dtype, bn: bool = False) -> nn.Sequ
     return nn.Sequential(*layers).to(device, dtype)
 
 
-def accumulate_then_step(model, opt, micro_batches, divide: bool) -> None:
+def accumulate(model, opt, micro_batches, divide: bool) -> None:
     opt.zero_grad()
     for x, y in micro_batches:
         loss = F.cross_entropy(model(x), y)
         (loss / len(micro_batches) if divide else loss).backward()
-    opt.step()
 
 
 @st.composite
@@ -375,18 +374,35 @@ def accumulation_runs(draw: st.DrawFn) -> dict:
 @pytest.mark.claim("S002-07")
 @pytest.mark.parametrize("dtype", list(ACCUM_TOL), ids=str)
 @given(run=accumulation_runs())
+@example(run={"k": 3, "micro": 3, "steps": 1, "seed": 2150304, "optimizer": "adam"})  # see below
 def test_accumulating_k_micro_batches_with_loss_over_k_equals_one_k_times_larger_batch(device, dtype, run):
+    """At every step the accumulated gradient (loss/k) equals the large batch's to the dtype's
+    rounding, and so do the parameters after the steps. Adam in float32 is the exception for the
+    parameters: its first step is lr * g / (|g| + eps), so a gradient element that is rounding noise
+    (~1e-11 here) on both sides becomes a step of up to 1e-4 in opposite directions (hypothesis'
+    example above: 1 of 48 elements off by 1.0e-4, torch 2.1.2 and any other). There the gradients
+    are compared from the same parameters: the large-batch copy takes the accumulated copy's
+    parameters after each step."""
     k, micro = run["k"], run["micro"]
     g = torch.Generator().manual_seed(run["seed"])
     accumulated, large = mlp(run["seed"], device, dtype), mlp(run["seed"], device, dtype)
     opt_a = ACCUM_OPTIMIZERS[run["optimizer"]](accumulated.parameters())
     opt_l = ACCUM_OPTIMIZERS[run["optimizer"]](large.parameters())
+    resync = run["optimizer"] == "adam" and dtype == torch.float32
+    atol, rtol = ACCUM_TOL[dtype]
     for _ in range(run["steps"]):
         x = torch.randn(k * micro, 6, generator=g, dtype=dtype).to(device)
         y = torch.randint(3, (k * micro,), generator=g).to(device)
-        accumulate_then_step(accumulated, opt_a, list(zip(x.split(micro), y.split(micro), strict=True)), True)
-        accumulate_then_step(large, opt_l, [(x, y)], True)
-    atol, rtol = ACCUM_TOL[dtype]
+        accumulate(accumulated, opt_a, list(zip(x.split(micro), y.split(micro), strict=True)), True)
+        accumulate(large, opt_l, [(x, y)], True)
+        for p_a, p_l in zip(accumulated.parameters(), large.parameters(), strict=True):
+            torch.testing.assert_close(p_a.grad, p_l.grad, atol=atol, rtol=rtol)
+        opt_a.step()
+        opt_l.step()
+        if resync:
+            with torch.no_grad():
+                for p_a, p_l in zip(accumulated.parameters(), large.parameters(), strict=True):
+                    p_l.copy_(p_a)
     for p_a, p_l in zip(accumulated.parameters(), large.parameters(), strict=True):
         torch.testing.assert_close(p_a, p_l, atol=atol, rtol=rtol)
 
