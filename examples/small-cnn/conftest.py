@@ -1,0 +1,23 @@
+"""This project's claim family: the claims its tests encode (`pytest --claims` lists them)."""
+
+import pytest
+
+from trainclaims.claims import Family
+
+FAMILY = Family(
+    id="CNN",
+    title="Training our small CNN",
+    catalogue="""
+CNN-01 | Accumulating 4 micro-batches with loss/4 trains the CNN (without BatchNorm) as batches 4 times larger.
+CNN-02 | With BatchNorm, k micro-batches give another gradient than the k-times batch; running stats take k updates.
+CNN-03 | In eval the CNN's BatchNorm uses its running statistics: a prediction does not depend on its batch.
+CNN-04 | Eval-mode predictions are deterministic although the CNN has Dropout.
+CNN-05 | DDP on 2 gloo ranks trains the CNN (no BatchNorm) as one process on the whole batch, also under no_sync.
+CNN-06 | Inputs x255 with the first layer's W/255, lr/255^2 and weight decay x255^2 train the CNN as inputs in [0, 1].
+""",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_trainclaims_families():
+    return [FAMILY]

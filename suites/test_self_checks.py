@@ -1,0 +1,99 @@
+"""Self-tests of trainclaims.checks, the checks users run on their own models: each one holds
+where the claim is true and reports "does not hold", with the numbers, where it is not."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainclaims import checks
+
+pytestmark = pytest.mark.trainclaims
+
+
+def mlp(bn: bool = False) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), *([nn.BatchNorm1d(16)] if bn else []), nn.ReLU(), nn.Linear(16, 3))
+
+
+def data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(3, (n,), generator=g)
+
+
+class AlwaysDropout(nn.Module):
+    """Dropout that ignores eval(): what eval_determinism exists to catch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, 0.5, training=True)
+
+
+def test_accumulation_holds_with_loss_over_k_and_not_without():
+    batches = [data(16, s) for s in range(3)]
+    assert checks.accumulation(mlp, batches, k=4).holds
+    undivided = checks.accumulation(mlp, batches, k=4, divide=False)
+    assert not undivided.holds
+    with pytest.raises(AssertionError, match=r"with the loss undivided .* gap .* \(needs <= 0\.0001\): does not hold"):
+        undivided.assert_holds()
+
+
+def test_accumulation_with_batchnorm_differs_and_needs_a_batchnorm():
+    result = checks.accumulation_with_batchnorm(lambda: mlp(bn=True), data(16), k=2)
+    assert result.holds, str(result)
+    assert result.values["running_stat_updates"] == [2]
+    with pytest.raises(ValueError, match="no BatchNorm layer"):
+        checks.accumulation_with_batchnorm(mlp, data(16), k=2)
+
+
+def test_eval_determinism_catches_a_dropout_that_ignores_eval():
+    assert checks.eval_determinism(lambda: nn.Sequential(mlp(), nn.Dropout(0.5)), data(8)[0]).holds
+    broken = checks.eval_determinism(lambda: nn.Sequential(mlp(), AlwaysDropout()), data(8)[0])
+    assert not broken.holds
+    assert broken.gap > 0
+
+
+def test_batchnorm_eval_holds_and_a_batch_statistics_model_does_not():
+    x = data(64)[0]
+    assert checks.batchnorm_eval(lambda: mlp(bn=True), list(x.split(16)), data(8, 1)[0]).holds
+
+    def batch_stats() -> nn.Module:  # track_running_stats=False: batch statistics in eval too
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16, track_running_stats=False), nn.Linear(16, 3))
+
+    with pytest.raises(ValueError, match="keeps no running statistics"):
+        checks.batchnorm_eval(batch_stats, list(x.split(16)), data(8, 1)[0])
+
+
+def test_reparametrization_holds_with_lr_over_s_squared_and_gradients_scale_with_s():
+    batches = [data(16, s) for s in range(3)]
+    assert checks.reparametrization(mlp, batches, s=255.0).holds
+    grads = checks.gradient_scaling(mlp, data(16), s=255.0)
+    assert grads.holds
+    assert grads.values["norm_ratio"] == pytest.approx(255.0, rel=1e-4)
+
+
+def test_derivative_at_zero_is_exact():
+    assert checks.derivative_at_zero(F.relu, 0.0).holds
+    half = checks.derivative_at_zero(lambda x: torch.maximum(x, torch.zeros_like(x)), 0.0)
+    assert not half.holds
+    assert half.values["at_plus_zero"] == 0.5
+
+
+def test_a_training_steps_flops_are_counted_for_any_model():
+    x, y = data(16)
+    flops = checks.step_flops(nn.Linear(6, 3), (x, y))
+    # forward addmm 2*B*I*O and the weight's gradient as much again (the input needs none)
+    assert flops["total"] == 4 * 16 * 6 * 3
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    counted = checks.step_flops(conv, (torch.randn(2, 1, 8, 8), torch.randint(3, (2,))))
+    assert counted["convolution"] == 2 * 2 * 4 * 6 * 6 * 9  # forward: 2 * N * C_out * H_out * W_out * k*k
+
+
+def test_judge_makes_an_equality_in_another_numerics_mode_conditional_with_the_gap():
+    from trainclaims.claims import Evidence
+    from trainclaims.results import Verdict
+
+    evidence = Evidence("t", ("X-01",))
+    checks.Checked("c", "a equals b", "equal", 3e-3, 1e-4).judge(evidence, "bf16-autocast")
+    assert evidence.verdict == Verdict.CONDITIONAL
+    assert evidence.values["gap"] == 3e-3

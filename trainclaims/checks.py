@@ -1,0 +1,675 @@
+"""Checks of PyTorch's training claims on your own model.
+
+Each function takes what a user of PyTorch has — a model factory (any ``nn.Module``: called once
+per copy it trains, so every copy starts from the same weights; seed inside it), batches, a loss,
+an optimizer factory, a device, a numerics mode — measures one claim on it and returns a
+:class:`Checked`: the gap it measured, the bound for the dtype, whether the claim holds, and the
+numbers behind it. Nothing is asserted inside a check: ``result.assert_holds()`` raises with the
+numbers, and ``result.judge(evidence, numerics)`` records them in a trainclaims test's evidence
+and applies the verdict rules (in a numerics mode other than ieee an equality that holds only to
+the mode's rounding is *conditional*, with the gap).
+
+::
+
+    from trainclaims import checks
+
+    def test_accumulation(evidence, numerics):
+        result = checks.accumulation(make_model, batches, k=4, numerics=numerics)
+        result.judge(evidence, numerics)
+
+Tolerances are data, per dtype (:data:`TOLERANCE`), and every comparison is a relative norm gap
+(``|a - b| / |b|`` over all parameters) or an exact equality; :func:`assert_close` is
+``torch.testing.assert_close`` with this table's bounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainclaims import numerics as num
+
+ModelFactory = Callable[[], nn.Module]
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+# The relative gap two computations that are equal in exact arithmetic keep after a few training
+# steps, per dtype: float64 and float32 as the suite's accumulation properties measured them (the
+# largest gap over hypothesis' examples stays 10-100x below: float32 2.4e-7 after 3 steps); the
+# half types from autocast runs (bf16-autocast 5.3e-4 on the seed net). (atol, rtol)
+TOLERANCE: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-12, 1e-10),
+    torch.float32: (1e-5, 1e-4),
+    torch.bfloat16: (1e-2, 2e-2),
+    torch.float16: (1e-3, 5e-3),
+}
+# With BatchNorm, k micro-batches are not one large batch. "Differs" means a gap no rounding makes:
+# 100x float32's equality bound. Measured (CPU, seeds 0-19): the suite's BN net (float64) 17-92%
+# (k=2) and 27-87% (k=4); the example CNN (examples/small-cnn, float32, batch 32) 4.0-14.5% (k=2)
+# and 6.9-25.7% (k=4); without BN the same comparison stays below 1.6e-8.
+BATCHNORM_MIN_GAP = 1e-2
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(atol, rtol) for ``dtype``; float32's for a dtype not in the table."""
+    return TOLERANCE.get(dtype, TOLERANCE[torch.float32])
+
+
+def assert_close(actual: Any, expected: Any, dtype: torch.dtype | None = None, msg: str = "") -> None:
+    """``torch.testing.assert_close`` with :data:`TOLERANCE`'s bounds for ``dtype`` (default: the
+    expected tensor's)."""
+    atol, rtol = tolerance(dtype or expected.dtype)
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=(lambda m: f"{msg}\n{m}") if msg else None)
+
+
+def relative_gap(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> float:
+    """``|a - b| / |b|`` over all the tensors together (float64), 0 where both are zero."""
+    a_flat = torch.cat([t.detach().double().flatten().cpu() for t in a])
+    b_flat = torch.cat([t.detach().double().flatten().cpu() for t in b])
+    denominator = b_flat.norm().item()
+    difference = (a_flat - b_flat).norm().item()
+    return difference / denominator if denominator else difference
+
+
+@dataclass
+class Checked:
+    """What a check measured.
+
+    ``expect`` is ``"equal"`` (the claim holds where ``gap <= bound``), ``"differs"`` (it holds
+    where ``gap > bound``: a claim that two things are not the same) or ``"exact"`` (``gap`` must
+    be 0, bit for bit).
+    """
+
+    check: str
+    claim: str  # what was checked, in words
+    expect: str
+    gap: float
+    bound: float
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def holds(self) -> bool:
+        if math.isnan(self.gap):
+            return False
+        if self.expect == "differs":
+            return self.gap > self.bound
+        return self.gap <= self.bound
+
+    def __str__(self) -> str:
+        relation = {"equal": "<=", "exact": "==", "differs": ">"}[self.expect]
+        state = "holds" if self.holds else "does not hold"
+        return f"{self.check}: {self.claim}: gap {self.gap:.3g} (needs {relation} {self.bound:g}): {state}"
+
+    def numbers(self) -> dict[str, Any]:
+        """The evidence: gap, bound, expectation and what was measured, as plain data."""
+        return {"check": self.check, "gap": self.gap, "bound": self.bound, "expect": self.expect, **self.values}
+
+    def assert_holds(self) -> None:
+        if not self.holds:
+            detail = ", ".join(f"{k}={_short(v)}" for k, v in self.values.items())
+            raise AssertionError(f"{self} [{detail}]")
+
+    def judge(self, evidence: Any, numerics: str = num.REFERENCE) -> None:
+        """Record the numbers in a trainclaims test's ``evidence`` and apply the verdict rules: in
+        ieee the claim must hold (asserted); an equality measured in another numerics mode holds
+        there within the bound, else is *conditional* with the gap (``Evidence.judge_in_mode``)."""
+        evidence.record(**self.numbers())
+        if self.expect == "equal" and numerics != num.REFERENCE:
+            evidence.judge_in_mode(numerics, self.gap, self.bound, f"{self.check}: {self.claim}")
+        else:
+            self.assert_holds()
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{', '.join(_short(v) for v in value[:6])}, ...]"
+    return repr(value)
+
+
+# --------------------------------------------------------------------------- training, shared
+
+
+def sgd(lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0) -> OptimizerFactory:
+    """An optimizer factory (picklable, for the data-parallel checks): SGD with these settings."""
+    return functools.partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _build(model_fn: ModelFactory, device: str, dtype: torch.dtype | None) -> nn.Module:
+    model = model_fn()
+    return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+
+
+def _dtype_of(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _to(batch: Batch, device: str, dtype: torch.dtype) -> Batch:
+    x, y = batch
+    x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
+    return x, y.to(device)
+
+
+def _train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps: Sequence[Sequence[Batch]],
+    loss_fn: LossFn,
+    numerics: str,
+    device: str,
+    divide: bool = True,
+) -> list[float]:
+    """One optimizer step per element of ``steps``, accumulating over its micro-batches (the loss
+    divided by their number where ``divide``). Returns each step's summed loss."""
+    run = num.compiled(model, numerics)
+    scaler = num.grad_scaler(numerics, device)
+    losses = []
+    for micro_batches in steps:
+        optimizer.zero_grad()
+        total = 0.0
+        for x, y in micro_batches:
+            with num.autocast(numerics, device):
+                loss = loss_fn(run(x), y)
+                if divide:
+                    loss = loss / len(micro_batches)
+            num.backward(loss, scaler)
+            total += loss.item()
+        num.step(optimizer, scaler)
+        losses.append(total)
+    return losses
+
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _split(batch: Batch, k: int) -> list[Batch]:
+    x, y = batch
+    if x.shape[0] % k:
+        raise ValueError(f"a batch of {x.shape[0]} does not split into k={k} equal micro-batches")
+    return list(zip(x.chunk(k), y.chunk(k), strict=True))
+
+
+# --------------------------------------------------------------------------- accumulation
+
+
+def accumulation(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    k: int,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    optimizer_fn: OptimizerFactory | None = None,
+    divide: bool = True,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: str = num.REFERENCE,
+) -> Checked:
+    """Gradient accumulation imitates a k-times larger batch: one copy of the model steps on k
+    micro-batches of each batch (loss/k each, ``divide=False``: the loss as it is), the other on
+    the whole batch; after ``len(batches)`` steps their parameters agree to the dtype's rounding.
+
+    Holds for a model without BatchNorm and with ``divide``; undivided the accumulated gradient is k
+    times the large batch's (the check then fails, with the gap); with BatchNorm see
+    :func:`accumulation_with_batchnorm`."""
+    optimizer_fn = optimizer_fn or sgd()
+    accumulated, large = _build(model_fn, device, dtype), _build(model_fn, device, dtype)
+    dt = _dtype_of(large)
+    data = [_to(b, device, dt) for b in batches]
+    opt_a, opt_l = optimizer_fn(accumulated.parameters()), optimizer_fn(large.parameters())
+    _train(accumulated, opt_a, [_split(b, k) for b in data], loss_fn, numerics, device, divide=divide)
+    _train(large, opt_l, [[b] for b in data], loss_fn, numerics, device)
+    gap = relative_gap(accumulated.parameters(), large.parameters())
+    return Checked(
+        "accumulation",
+        f"{k} micro-batches {'with loss/k' if divide else 'with the loss undivided'} equal one batch "
+        f"{k} times larger after {len(data)} steps",
+        "equal",
+        gap,
+        tolerance(dt)[1],
+        {
+            "k": k,
+            "steps": len(data),
+            "batch": int(data[0][0].shape[0]),
+            "divide": divide,
+            "dtype": str(dt),
+            "device": device,
+            "numerics": numerics,
+            "batchnorm_layers": len(_batchnorms(large)),
+        },
+    )
+
+
+def accumulation_with_batchnorm(
+    model_fn: ModelFactory,
+    batch: Batch,
+    k: int,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: str = num.REFERENCE,
+    min_gap: float = BATCHNORM_MIN_GAP,
+) -> Checked:
+    """Accumulation does not fix BatchNorm: each micro-batch is normalized with its own statistics,
+    so the accumulated gradient (loss/k) differs from the large batch's by more than ``min_gap``
+    (relative), and every BN layer's running statistics take k updates instead of one."""
+    accumulated, large = _build(model_fn, device, dtype), _build(model_fn, device, dtype)
+    if not _batchnorms(large):
+        raise ValueError("accumulation_with_batchnorm: the model has no BatchNorm layer")
+    dt = _dtype_of(large)
+    x, y = _to(batch, device, dt)
+    for model, parts in ((accumulated, _split((x, y), k)), (large, [(x, y)])):
+        model.train()
+        run = num.compiled(model, numerics)
+        for xb, yb in parts:
+            with num.autocast(numerics, device):
+                loss = loss_fn(run(xb), yb) / len(parts)
+            loss.backward()
+    gap = relative_gap(
+        [p.grad for p in accumulated.parameters() if p.grad is not None],
+        [p.grad for p in large.parameters() if p.grad is not None],
+    )
+    updates = [int(m.num_batches_tracked) for m in _batchnorms(accumulated)]
+    large_updates = [int(m.num_batches_tracked) for m in _batchnorms(large)]
+    result = Checked(
+        "accumulation_with_batchnorm",
+        f"with BatchNorm, {k} micro-batches (loss/k) give a different gradient than one batch {k} times larger",
+        "differs",
+        gap,
+        min_gap,
+        {
+            "k": k,
+            "batch": int(x.shape[0]),
+            "dtype": str(dt),
+            "device": device,
+            "numerics": numerics,
+            "running_stat_updates": updates,
+            "large_batch_updates": large_updates,
+        },
+    )
+    if any(u != k for u in updates) or any(u != 1 for u in large_updates):
+        result.gap = float("nan")  # the updates' count is part of the claim
+        result.claim += f"; running statistics took {updates} updates (expected {k} each)"
+    return result
+
+
+# --------------------------------------------------------------------------- train/eval
+
+
+def batchnorm_eval(
+    model_fn: ModelFactory,
+    train_batches: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Checked:
+    """In eval mode BatchNorm normalizes with its running statistics: after forward passes in
+    training mode over ``train_batches``, each BN layer's eval output equals
+    ``(input - running_mean) / sqrt(running_var + eps) * weight + bias`` computed by hand from its
+    own input, and a sample's output does not depend on the rest of its batch (the model's output
+    for ``x[:1]`` alone equals its row in the output for ``x``)."""
+    model = _build(model_fn, device, dtype)
+    bns = _batchnorms(model)
+    if not bns:
+        raise ValueError("batchnorm_eval: the model has no BatchNorm layer")
+    if any(m.running_mean is None for m in bns):
+        raise ValueError("batchnorm_eval: a BatchNorm layer keeps no running statistics (track_running_stats=False)")
+    dt = _dtype_of(model)
+    model.train()
+    with torch.no_grad():
+        for xb in train_batches:
+            model(xb.to(device=device, dtype=dt))
+    model.eval()
+    gaps: list[float] = []
+
+    def by_hand(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        (inp,) = inputs
+        shape = [1, -1] + [1] * (inp.dim() - 2)
+        want = (inp - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
+        if module.affine:
+            want = want * module.weight.view(shape) + module.bias.view(shape)
+        gaps.append(relative_gap([output], [want]))
+
+    hooks = [m.register_forward_hook(by_hand) for m in bns]
+    try:
+        with torch.no_grad():
+            xd = x.to(device=device, dtype=dt)
+            full = model(xd)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        alone = model(xd[:1])
+    batch_gap = relative_gap([full[:1]], [alone])
+    return Checked(
+        "batchnorm_eval",
+        "eval-mode BatchNorm uses the running statistics; a sample's output does not depend on its batch",
+        "equal",
+        max([*gaps, batch_gap]),
+        tolerance(dt)[1],
+        {
+            "layers": len(bns),
+            "layer_gaps": gaps,
+            "batch_dependence": batch_gap,
+            "dtype": str(dt),
+            "device": device,
+            "tracked": [int(m.num_batches_tracked) for m in bns],
+        },
+    )
+
+
+def eval_determinism(
+    model_fn: ModelFactory,
+    x: torch.Tensor,
+    *,
+    repeats: int = 3,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Checked:
+    """``model.eval()`` makes the forward pass deterministic: Dropout is the identity, so
+    ``repeats`` eval passes over ``x`` are bit-for-bit equal; where the model has Dropout with
+    p > 0 its training-mode passes differ from each other (recorded as ``train_gap``: evidence
+    that the eval passes did not agree only because nothing was random)."""
+    model = _build(model_fn, device, dtype)
+    dt = _dtype_of(model)
+    xd = x.to(device=device, dtype=dt)
+    dropouts = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    with torch.no_grad():
+        model.train()
+        train_out = [model(xd) for _ in range(2)]
+        model.eval()
+        outs = [model(xd) for _ in range(repeats)]
+    gap = max(float((o - outs[0]).abs().max()) for o in outs)
+    result = Checked(
+        "eval_determinism",
+        f"{repeats} eval-mode forward passes are bit-for-bit equal (Dropout is the identity in eval)",
+        "exact",
+        gap,
+        0.0,
+        {
+            "dropout_layers": len(dropouts),
+            "train_gap": relative_gap([train_out[1]], [train_out[0]]),
+            "dtype": str(dt),
+            "device": device,
+        },
+    )
+    if dropouts and result.values["train_gap"] == 0:
+        result.gap = float("nan")  # Dropout that never drops in training is no Dropout
+        result.claim += "; but the training-mode passes were equal too, with Dropout present"
+    return result
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def derivative_at_zero(
+    activation: Callable[[torch.Tensor], torch.Tensor],
+    expected: float,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Checked:
+    """An activation's derivative at exactly +0.0 and -0.0 is ``expected`` (the convention it
+    picks at a kink: 0 for ReLU); exact, in ``dtype``."""
+    x = torch.tensor([0.0, -0.0], device=device, dtype=dtype, requires_grad=True)
+    activation(x).sum().backward()
+    got = [float(g) for g in x.grad]
+    return Checked(
+        "derivative_at_zero",
+        f"the derivative at exactly 0 is {expected:g}",
+        "exact",
+        max(abs(g - expected) for g in got),
+        0.0,
+        {"at_plus_zero": got[0], "at_minus_zero": got[1], "expected": expected, "dtype": str(dtype), "device": device},
+    )
+
+
+# --------------------------------------------------------------------------- input scale
+
+
+def first_layer(model: nn.Module) -> nn.Module:
+    """The first Linear or Conv layer in the model's module order: the one the inputs enter."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            return m
+    raise ValueError(f"no Linear or Conv layer in {type(model).__name__}")
+
+
+def reparametrization(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    s: float,
+    *,
+    lr: float = 0.02,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    loss_fn: LossFn = F.cross_entropy,
+    layer: Callable[[nn.Module], nn.Module] = first_layer,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: str = num.REFERENCE,
+) -> Checked:
+    """Scaling the inputs by ``s`` changes nothing when the first layer's weight is divided by s, its
+    learning rate by s² and its weight decay multiplied by s² (SGD with momentum): the scaled
+    model's first-layer weight times s, and its other parameters, follow the original's
+    trajectory to rounding. (With the learning rate divided by s only, they do not.)"""
+    base, scaled = _build(model_fn, device, dtype), _build(model_fn, device, dtype)
+    dt = _dtype_of(base)
+    w_base, w_scaled = layer(base).weight, layer(scaled).weight
+    with torch.no_grad():
+        w_scaled.div_(s)
+
+    def groups(model: nn.Module, w: nn.Parameter, scale: float) -> list[dict[str, Any]]:
+        rest = [p for p in model.parameters() if p is not w]
+        return [
+            {"params": [w], "lr": lr / scale**2, "weight_decay": weight_decay * scale**2},
+            {"params": rest, "lr": lr, "weight_decay": weight_decay},
+        ]
+
+    opt_base = torch.optim.SGD(groups(base, w_base, 1.0), lr=lr, momentum=momentum)
+    opt_scaled = torch.optim.SGD(groups(scaled, w_scaled, s), lr=lr, momentum=momentum)
+    data = [_to(b, device, dt) for b in batches]
+    _train(base, opt_base, [[b] for b in data], loss_fn, numerics, device)
+    _train(scaled, opt_scaled, [[(x * s, y)] for x, y in data], loss_fn, numerics, device)
+    rest_base = [p for p in base.parameters() if p is not w_base]
+    rest_scaled = [p for p in scaled.parameters() if p is not w_scaled]
+    gap_w = relative_gap([w_scaled * s], [w_base])
+    gap_rest = relative_gap(rest_scaled, rest_base) if rest_base else 0.0
+    return Checked(
+        "reparametrization",
+        f"inputs x{s:g} with the first layer's W/{s:g}, lr/{s:g}^2 and weight decay x{s:g}^2 follow the "
+        f"same trajectory for {len(data)} steps",
+        "equal",
+        max(gap_w, gap_rest),
+        tolerance(dt)[1],
+        {
+            "s": s,
+            "steps": len(data),
+            "first_layer_gap": gap_w,
+            "other_parameters_gap": gap_rest,
+            "dtype": str(dt),
+            "device": device,
+            "numerics": numerics,
+        },
+    )
+
+
+def gradient_scaling(
+    model_fn: ModelFactory,
+    batch: Batch,
+    s: float,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    layer: Callable[[nn.Module], nn.Module] = first_layer,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Checked:
+    """For the same function (inputs x s, the first layer's weight / s) the first layer's weight
+    gradient is s times larger, every other gradient unchanged: why inputs in [0, 255] need the
+    first layer's learning rate divided by s²."""
+    base, scaled = _build(model_fn, device, dtype), _build(model_fn, device, dtype)
+    dt = _dtype_of(base)
+    with torch.no_grad():
+        layer(scaled).weight.div_(s)
+    x, y = _to(batch, device, dt)
+    base.train(), scaled.train()
+    loss_fn(base(x), y).backward()
+    loss_fn(scaled(x * s), y).backward()
+    g_base, g_scaled = layer(base).weight.grad, layer(scaled).weight.grad
+    ratio = (g_scaled.norm() / g_base.norm()).item()
+    rest = [
+        (a.grad, b.grad)
+        for a, b in zip(scaled.parameters(), base.parameters(), strict=True)
+        if a is not layer(scaled).weight and a.grad is not None
+    ]
+    gap_rest = relative_gap([a for a, _ in rest], [b for _, b in rest]) if rest else 0.0
+    gap = max(relative_gap([g_scaled], [g_base * s]), gap_rest)
+    return Checked(
+        "gradient_scaling",
+        f"the first layer's weight gradient is x{s:g} for inputs x{s:g} (weights /{s:g}); other gradients unchanged",
+        "equal",
+        gap,
+        tolerance(dt)[1],
+        {"s": s, "norm_ratio": ratio, "other_gradients_gap": gap_rest, "dtype": str(dt), "device": device},
+    )
+
+
+# --------------------------------------------------------------------------- data parallel
+
+
+def _ddp_rank(
+    rank: int,
+    world: int,
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    loss_fn: LossFn,
+    optimizer_fn: OptimizerFactory,
+    numerics: str,
+    no_sync_micro: int,
+) -> dict[str, Any]:
+    """One rank of :func:`ddp_against_one_process`: DDP over this rank's shard of each batch."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = DDP(model_fn())
+    opt = optimizer_fn(model.parameters())
+    reductions = [0]
+
+    def counting(state, bucket):  # unannotated: DDP refuses a hook whose bucket annotation is not GradBucket
+        reductions[0] += 1
+        tensor = bucket.buffer().div_(world)
+        return dist.all_reduce(tensor, async_op=True).get_future().then(lambda f: f.value()[0])
+
+    model.register_comm_hook(None, counting)
+    synced_backwards = []  # per step: how many of its backward passes all-reduced
+    for x, y in batches:
+        xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
+        opt.zero_grad()
+        parts = list(zip(xs.chunk(no_sync_micro), ys.chunk(no_sync_micro), strict=True))
+        synced = 0
+        for i, (xb, yb) in enumerate(parts):
+            last = i == len(parts) - 1
+            before = reductions[0]
+            with contextlib.nullcontext() if last else model.no_sync():
+                with num.autocast(numerics, "cpu"):
+                    loss = loss_fn(model(xb), yb) / len(parts)
+                loss.backward()
+            synced += reductions[0] > before
+        synced_backwards.append(synced)
+        opt.step()
+    return {
+        # plain lists: a tensor sent through the queue is shared memory that dies with this process
+        "parameters": [p.detach().cpu().double().flatten().tolist() for p in model.module.parameters()],
+        "synced_backwards": synced_backwards,
+    }
+
+
+def ddp_against_one_process(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    *,
+    world: int = 2,
+    loss_fn: LossFn = F.cross_entropy,
+    optimizer_fn: OptimizerFactory | None = None,
+    micro_batches: int = 1,
+    numerics: str = num.REFERENCE,
+) -> Checked:
+    """DDP averages gradients over ranks: ``world`` gloo ranks (CPU processes), each with its
+    1/world shard of every batch, take the same optimizer steps as one process on the whole batch,
+    and the replicas stay identical. With ``micro_batches`` m > 1 each rank accumulates m
+    micro-batches under ``no_sync()`` (loss/m, the last outside it): still one step of the whole
+    batch, with one all-reduce round per step, not m (counted through a communication hook).
+
+    ``model_fn``, ``loss_fn`` and ``optimizer_fn`` go to the rank processes: they must be
+    picklable (module-level functions, ``functools.partial``, :func:`sgd`). Holds for a model
+    without BatchNorm (each rank normalizes with its own shard's statistics)."""
+    from trainclaims.ranks import run_ranks
+
+    optimizer_fn = optimizer_fn or sgd()
+    batches = [(x.cpu(), y.cpu()) for x, y in batches]
+    for x, _ in batches:
+        if x.shape[0] % (world * micro_batches):
+            raise ValueError(
+                f"a batch of {x.shape[0]} does not split into {world} ranks x {micro_batches} micro-batches"
+            )
+    reference = model_fn()
+    _train(reference, optimizer_fn(reference.parameters()), [[b] for b in batches], loss_fn, numerics, "cpu")
+    ranks = run_ranks(_ddp_rank, world, model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches)
+    results = [{**r, "parameters": [torch.tensor(p, dtype=torch.float64) for p in r["parameters"]]} for r in ranks]
+    gaps = [relative_gap(r["parameters"], list(reference.parameters())) for r in results]
+    replica_gap = max(relative_gap(r["parameters"], results[0]["parameters"]) for r in results)
+    synced = [r["synced_backwards"] for r in results]
+    dt = _dtype_of(reference)
+    result = Checked(
+        "ddp_against_one_process",
+        f"{world} DDP ranks take the same {len(batches)} steps as one process with the whole batch"
+        + (f" ({micro_batches} micro-batches under no_sync)" if micro_batches > 1 else ""),
+        "equal",
+        max([*gaps, replica_gap]),
+        tolerance(dt)[1],
+        {
+            "world": world,
+            "steps": len(batches),
+            "micro_batches": micro_batches,
+            "rank_gaps": gaps,
+            "replica_gap": replica_gap,
+            "synced_backwards_per_step": synced[0],
+            "dtype": str(dt),
+            "numerics": numerics,
+        },
+    )
+    if any(n != 1 for per_rank in synced for n in per_rank):  # no_sync: one all-reduce round a step, not m
+        result.gap = float("nan")
+        result.claim += f"; backward passes that all-reduced, per step and rank: {synced} (expected 1 each)"
+    return result
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def step_flops(model: nn.Module, batch: Batch, loss_fn: LossFn = F.cross_entropy) -> dict[str, int]:
+    """The floating-point operations of one training step (forward, loss, backward) of any model,
+    counted by ``torch.utils.flop_counter.FlopCounterMode``: ``{"total": N, "<op>": n, ...}`` (a
+    multiply-add counts 2). With the step's time this gives its FLOP/s on any model, convolutions
+    included."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y = batch
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_fn(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.flop_counts["Global"].items()}
+    return {"total": int(counter.get_total_flops()), **by_op}
