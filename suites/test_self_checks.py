@@ -72,9 +72,9 @@ def test_reparametrization_holds_with_lr_over_s_squared_and_gradients_scale_with
     assert grads.values["norm_ratio"] == pytest.approx(255.0, rel=1e-4)
 
 
-def test_derivative_at_zero_is_exact():
-    assert checks.derivative_at_zero(F.relu, 0.0).holds
-    half = checks.derivative_at_zero(lambda x: torch.maximum(x, torch.zeros_like(x)), 0.0)
+def test_gradient_at_zero_is_exact():
+    assert checks.gradient_at_zero(F.relu, 0.0).holds
+    half = checks.gradient_at_zero(lambda x: torch.maximum(x, torch.zeros_like(x)), 0.0)
     assert not half.holds
     assert half.values["at_plus_zero"] == 0.5
 

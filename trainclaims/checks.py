@@ -414,7 +414,7 @@ def eval_determinism(
 # --------------------------------------------------------------------------- activations
 
 
-def derivative_at_zero(
+def gradient_at_zero(
     activation: Callable[[torch.Tensor], torch.Tensor],
     expected: float,
     *,
@@ -427,7 +427,7 @@ def derivative_at_zero(
     activation(x).sum().backward()
     got = [float(g) for g in x.grad]
     return Checked(
-        "derivative_at_zero",
+        "gradient_at_zero",
         f"the derivative at exactly 0 is {expected:g}",
         "exact",
         max(abs(g - expected) for g in got),
