@@ -142,18 +142,19 @@ def _half_cpu(fn: Callable[..., Any]) -> Callable[[], Any]:
 
 
 def _ddp_broadcast_buffers() -> None:
-    """A one-rank gloo group on the loopback, DDP with ``broadcast_buffers``, torn down."""
+    """A one-rank gloo group (a file store: no port to find), DDP with ``broadcast_buffers``."""
+    import tempfile
+
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from trainclaims.ranks import LOOPBACK, free_port
-
-    dist.init_process_group("gloo", init_method=f"tcp://{LOOPBACK}:{free_port()}", rank=0, world_size=1)
-    try:
-        DistributedDataParallel(torch.nn.Linear(2, 2), broadcast_buffers=False)
-    finally:
-        dist.destroy_process_group()
+    with tempfile.TemporaryDirectory() as folder:
+        dist.init_process_group("gloo", store=dist.FileStore(f"{folder}/store", 1), rank=0, world_size=1)
+        try:
+            DistributedDataParallel(torch.nn.Linear(2, 2), broadcast_buffers=False)
+        finally:
+            dist.destroy_process_group()
 
 
 # Measured on CPU (2 cores) with torch 2.1.2, 2.2.0 (trainclaims-bisect), 2.2.2, 2.3.0, 2.4.0, 2.10.0,
