@@ -39,13 +39,15 @@ def record(
     probe: GemmProbe | None = None,
     times: list[float] | None = None,
     costs: list[float] | None = None,
+    note: str = "",
     **extra: Any,
 ) -> float | None:
     """Call after ``benchmark.pedantic``: per-round times (``times`` where the test took them
     itself, e.g. with CUDA events; else pytest-benchmark's), their median and IQR, throughput from
     the median, and, given the ``probe`` that ran between the rounds, this machine's matmul rate on
     the step's GEMMs and the step's share of it; given :func:`step_costs`, the step's cost in units of
-    those GEMMs, round by round (what the benchmark gate compares). Returns the median, or None
+    those GEMMs, round by round (what the benchmark gate compares). ``note``: what the benchmark
+    says of its numbers, shown beside them in the report (markdown). Returns the median, or None
     (recording nothing) where the benchmark was disabled."""
     stats = getattr(benchmark, "stats", None)
     if stats is None:
@@ -67,6 +69,8 @@ def record(
         info |= {"matmul_flops_per_s": rate, "matmul_fraction": flops / median / rate}
     if costs:
         info |= {"step_costs": costs, "step_cost": statistics.median(costs), "step_cost_spread": spread(costs)}
+    if note:
+        info["note"] = note
     benchmark.extra_info.update(
         **info,
         torch=torch.__version__,

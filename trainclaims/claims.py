@@ -54,16 +54,21 @@ class ReportContext:
 
 
 ReportPart = Callable[[ReportContext], list[Path]]  # writes files (atomically), returns their paths
+# a section of trainclaims-compare's report: the compared runs (trainclaims.compare.Run) -> markdown lines
+CompareSection = Callable[[list[Any]], list[str]]
 
 
 @dataclass(frozen=True)
 class Family:
-    """A source document's claims: ``catalogue`` is one ``ID | statement`` line per claim."""
+    """A source document's claims: ``catalogue`` is one ``ID | statement`` line per claim; its
+    report parts draw what a run measured, its compare sections what several runs did (found by
+    ``trainclaims-compare`` through the ``trainclaims.families`` entry-point group)."""
 
     id: str
     title: str
     catalogue: str
     report_parts: tuple[ReportPart, ...] = ()
+    compare_sections: tuple[CompareSection, ...] = ()
     claims: dict[str, Claim] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -3,8 +3,8 @@ settings): ``python -m trainclaims.compare RUN_DIR... --out DIR`` (or ``traincla
 
 Each RUN_DIR is a ``--report-dir`` of a run (its ``claims.json``; ``benchmarks.json`` where
 benchmarks ran). Writes ``compare.md`` and ``compare.png``: claims x runs with verdicts and the
-tests behind them, changes against the first run marked; the derivative of each ReLU-like op at
-exactly 0 in each run (S001-02's evidence); benchmarks x runs as ratios to the first run, flagged
+tests behind them, changes against the first run marked; the sections the claim families add
+(``Family.compare_sections``); benchmarks x runs as ratios to the first run, flagged
 where the runs were on different machines. Runs are labelled by what differs between them.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 
 from trainclaims.files import atomic_write
 from trainclaims.results import ClaimResult, ClaimsReport, Row, row_claim, row_mode_rank
+from trainclaims.tiers import TIERS
 
 VERDICT_COLOURS = {
     "holds": "#4caf50",
@@ -28,7 +29,7 @@ VERDICT_COLOURS = {
     "fails": "#f44336",
     "not measured": "#bdbdbd",
 }
-_TIER = re.compile(r"[\[-](synthetic|fashion-mnist|cifar10)[\]-]")
+_TIER = re.compile(r"[\[-](" + "|".join(map(re.escape, TIERS)) + r")[\]-]")
 
 
 @dataclass
@@ -87,19 +88,6 @@ def label_runs(runs: list[Run]) -> None:
         run.label = "; ".join(f"{k} {f[k]}" if k != "torch" else f"torch {f[k]}" for k in differing) or run.path.name
 
 
-def derivatives_at_zero(run: Run) -> dict[str, dict[str, float]]:
-    """{op: {"dtype device": d/dx at +0}} from the run's S001-02 evidence."""
-    table: dict[str, dict[str, float]] = {}
-    for claim in run.claims:
-        for t in claim.tests:
-            ev = t.evidence
-            if claim.key == "S001-02" and t.outcome == "passed" and "derivative_at_zero" in ev:
-                column = f"{str(ev.get('dtype', '')).removeprefix('torch.')} {ev.get('device', '')}".strip()
-                for op, value in ev["derivative_at_zero"].items():
-                    table.setdefault(op, {})[column] = value
-    return table
-
-
 def _cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
@@ -155,49 +143,22 @@ def markdown(runs: list[Run]) -> str:
                     detail = c.why
                 lines.append(f"- run {i} ({_cell(runs[i - 1].label)}): **{c.verdict.value}** {_cell(detail)}")
         lines.append("")
-    lines += _derivative_section(runs)
+    lines += family_sections(runs)
     lines += _benchmark_section(runs, first)
     return "\n".join(lines) + "\n"
 
 
-def _derivative_section(runs: list[Run]) -> list[str]:
-    tables = [derivatives_at_zero(r) for r in runs]
-    ops = list(dict.fromkeys(op for t in tables for op in t))
-    if not ops:
-        return []
-    lines = ["## S001-02: derivative at exactly 0 of each ReLU-like op", ""]
-    lines.append(
-        "One value where every dtype and device of the run agree, else each; **⚠** where it differs from run 1 "
-        "and no known change explains it; *known* where it is the value documented for that run's torch "
-        "(trainclaims/known.py)."
-    )
-    lines.append("")
-    lines.append("| op | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
-    lines.append("|---|" + "---|" * len(runs))
-    from trainclaims.families.relu_ops import OPS
-    from trainclaims.known import Known
+def family_sections(runs: list[Run]) -> list[str]:
+    """What the installed claim families add to the comparison: each family registered under the
+    ``trainclaims.families`` entry-point group may have ``compare_sections``, functions from the
+    runs to markdown lines (nothing where the runs measured nothing of theirs)."""
+    from importlib.metadata import entry_points
 
-    known = {op.name: op.at_zero for op in OPS if isinstance(op.at_zero, Known)}
-    for op in ops:
-        cells, base = [], None
-        for run, t in zip(runs, tables, strict=True):
-            values = t.get(op, {})
-            shown = (
-                "-"
-                if not values
-                else f"{next(iter(values.values())):g}"
-                if len(set(values.values())) == 1
-                else ", ".join(f"{k}: {v:g}" for k, v in values.items())
-            )
-            base = shown if base is None else base
-            rule, torch_version = known.get(op), run.facts["torch"]
-            span = rule.range_for(torch_version) if rule is not None else None
-            if shown != base and span is not None and set(values.values()) == {span.value}:
-                cells.append(f"{shown} (*known*: torch {span.spec}, {span.source})")
-            else:
-                cells.append(shown + (" **⚠**" if shown != base else ""))
-        lines.append(f"| {op} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    lines: list[str] = []
+    for entry in sorted(entry_points(group="trainclaims.families"), key=lambda e: e.name):
+        for section in getattr(entry.load(), "compare_sections", ()):
+            lines += section(runs)
+    return lines
 
 
 def _benchmark_section(runs: list[Run], first: Run) -> list[str]:

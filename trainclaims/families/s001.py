@@ -5,11 +5,13 @@ the family's ops and the source's XOR net)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
+from trainclaims.known import Known
 
 AT_ZERO_CLAIM = "S001-02"
 AT_ZERO_EVIDENCE = "derivative_at_zero"  # {op name: d/dx at +0.0}, recorded per dtype and device
@@ -38,6 +40,62 @@ def report_derivatives_at_zero(ctx: ReportContext) -> list[Path]:
     return [plots.save(fig, ctx.report_dir / "s001_relu_derivatives.png")]
 
 
+def derivatives_at_zero(run: Any) -> dict[str, dict[str, float]]:
+    """{op: {"dtype device": d/dx at +0}} from the run's S001-02 evidence."""
+    table: dict[str, dict[str, float]] = {}
+    for claim in run.claims:
+        for t in claim.tests:
+            ev = t.evidence
+            if claim.key == AT_ZERO_CLAIM and t.outcome == "passed" and AT_ZERO_EVIDENCE in ev:
+                column = f"{str(ev.get('dtype', '')).removeprefix('torch.')} {ev.get('device', '')}".strip()
+                for op, value in ev[AT_ZERO_EVIDENCE].items():
+                    table.setdefault(op, {})[column] = value
+    return table
+
+
+def compare_derivatives_at_zero(runs: list[Any]) -> list[str]:
+    """trainclaims-compare's section: the derivative at exactly 0 of each ReLU-like op per run, a
+    change marked known where ``relu_ops``' per-version table documents it for that run's torch."""
+    from trainclaims.compare import _cell
+
+    tables = [derivatives_at_zero(r) for r in runs]
+    ops = list(dict.fromkeys(op for t in tables for op in t))
+    if not ops:
+        return []
+    lines = ["## S001-02: derivative at exactly 0 of each ReLU-like op", ""]
+    lines.append(
+        "One value where every dtype and device of the run agree, else each; **⚠** where it differs from run 1 "
+        "and no known change explains it; *known* where it is the value documented for that run's torch "
+        "(trainclaims/known.py)."
+    )
+    lines.append("")
+    lines.append("| op | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
+    lines.append("|---|" + "---|" * len(runs))
+    from trainclaims.families.relu_ops import OPS
+
+    known = {op.name: op.at_zero for op in OPS if isinstance(op.at_zero, Known)}
+    for op in ops:
+        cells, base = [], None
+        for run, t in zip(runs, tables, strict=True):
+            values = t.get(op, {})
+            shown = (
+                "-"
+                if not values
+                else f"{next(iter(values.values())):g}"
+                if len(set(values.values())) == 1
+                else ", ".join(f"{k}: {v:g}" for k, v in values.items())
+            )
+            base = shown if base is None else base
+            rule, torch_version = known.get(op), run.facts["torch"]
+            span = rule.range_for(torch_version) if rule is not None else None
+            if shown != base and span is not None and set(values.values()) == {span.value}:
+                cells.append(f"{shown} (*known*: torch {span.spec}, {span.source})")
+            else:
+                cells.append(shown + (" **⚠**" if shown != base else ""))
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 FAMILY = Family(
     id="S001",
     title="Backpropagation through ReLU",
@@ -52,4 +110,5 @@ S001-07 | Leaky ReLU scales negative inputs and their gradient by negative_slope
 S001-08 | A single ReLU unit before softmax outputs 0 for every negative input, carrying no information forward.
 """,
     report_parts=(report_derivatives_at_zero,),
+    compare_sections=(compare_derivatives_at_zero,),
 )
