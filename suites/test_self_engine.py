@@ -109,3 +109,37 @@ def test_a_failing_variant_stops_the_side_by_side_sweep_with_its_error():
         train_side_by_side(configs, tiny_data(), count)
     assert max(epochs_done) < good.epochs, f"the other runs went on after the failure: {epochs_done}"
     assert torch.get_num_threads() == threads
+
+
+def small_cnn(in_features: int, hidden: int, classes: int) -> torch.nn.Module:
+    """A user's model factory, not one of the seed nets: a convolution, BatchNorm and no fc1/fc2."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * in_features, classes),
+    )
+
+
+def test_the_engine_trains_any_model_factory_and_the_cache_trains_what_it_cannot_batch_alone(device):
+    tiny = tiny_data(device)
+    by_function = TrainConfig(model=small_cnn, epochs=1, batch_size=50, dtype="float64")
+    by_path = TrainConfig(model=f"{__name__}:small_cnn", epochs=1, batch_size=50, dtype="float64")
+    assert by_function == by_path  # one cache key: the factory's import path
+    assert by_function.model == f"{__name__}:small_cnn"
+    one = train(by_function, tiny)
+    assert one.layers == ("0", "4")  # the weighted layers: the convolution and the Linear
+    # the cache batches the seed net's variants on accelerators; this model trains alone there
+    seed_net = TrainConfig(epochs=1, batch_size=50, dtype="float64", hidden=16)
+    many = TrainingCache().many({"cnn": by_path, "fc": seed_net}, tiny)
+    torch.testing.assert_close(many["cnn"].loss, one.loss, atol=1e-12, rtol=1e-10)
+    # across processes (pytest-xdist) the config travels as plain data and comes back the same
+    assert type(one).from_state(one.to_state()).config == by_function
+
+
+def test_a_model_that_cannot_be_found_again_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="is not importable: define it at module level"):
+        TrainConfig(model=lambda d, h, c: torch.nn.Linear(d, c))
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'; accepted: fc, fc-bn, mlp-strong or an import path"):
+        TrainConfig(model="resnet")

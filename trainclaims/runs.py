@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trainclaims import numerics
-from trainclaims.batched import BATCHED_MODES, SHARED, train_batched
+from trainclaims.batched import SHARED, can_batch, train_batched
 from trainclaims.data import Dataset
 from trainclaims.engine import ProgressFn, TrainConfig, TrainResult, train
 from trainclaims.side_by_side import train_side_by_side
@@ -44,10 +44,10 @@ class TrainingCache:
         todo = [c for c in configs.values() if (c, data.name, str(data.device)) not in self._results]
         if todo and data.device.type != "cpu":
             # one batched run per group of variants that can share batches (same seed, epochs,
-            # numerics...); autocast and compile modes train one by one
+            # numerics...); other models, and the autocast and compile modes, train one by one
             groups: dict[tuple, list[TrainConfig]] = {}
             for config in todo:
-                if config.numerics in BATCHED_MODES:
+                if can_batch(config):
                     groups.setdefault(tuple(getattr(config, f) for f in SHARED), []).append(config)
             for group in groups.values():
                 label = f"{data.name}[{data.device}] {len(group)} variants batched"

@@ -359,7 +359,7 @@ def ddp_step_throughput(rank: int, world: int, global_batch_size: int, rounds: i
     import time
 
     from trainclaims.bench import GemmProbe, linear_gemms
-    from trainclaims.models import seed_fc
+    from trainclaims.families.nets import seed_fc
 
     torch.manual_seed(0)
     model = ddp_module(seed_fc(3072)) if world > 1 else seed_fc(3072)
