@@ -12,6 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import nn
 
+from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.claims import Verdict
 from trainclaims.devices import skip_unless_cuda
@@ -428,27 +429,23 @@ ACCUM_MODE = {"k": 4, "micro": 8, "steps": 3, "seeds": (0, 1, 2, 3, 4)}
 
 
 def accumulation_gap(device: str, seed: int, numerics: str) -> float:
-    """max over parameters of |accumulated - large batch| / |large batch| (norms), in ``numerics``."""
+    """max over parameters of |accumulated - large batch| / |large batch| (norms), in ``numerics``:
+    trainclaims.checks.accumulation on the mlp above, the check users run on their own models."""
     k, micro = ACCUM_MODE["k"], ACCUM_MODE["micro"]
     g = torch.Generator().manual_seed(seed)
-    models = [mlp(seed, device, torch.float32), mlp(seed, device, torch.float32)]
-    steppers = [num.compiled(m, numerics) for m in models]
-    opts = [ACCUM_OPTIMIZERS["sgd-momentum"](m.parameters()) for m in models]
-    scalers = [num.grad_scaler(numerics, device) for _ in models]
+    batches = []
     for _ in range(ACCUM_MODE["steps"]):
-        x = torch.randn(k * micro, 6, generator=g).to(device)
-        y = torch.randint(3, (k * micro,), generator=g).to(device)
-        micro_batches = list(zip(x.split(micro), y.split(micro), strict=True))
-        for stepper, opt, scaler, batches in zip(steppers, opts, scalers, (micro_batches, [(x, y)]), strict=True):
-            opt.zero_grad()
-            for xb, yb in batches:
-                with num.autocast(numerics, device):
-                    loss = F.cross_entropy(stepper(xb), yb) / len(batches)
-                num.backward(loss, scaler)
-            num.step(opt, scaler)
-    return max(
-        ((a - b).norm() / b.norm()).item() for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True)
+        x = torch.randn(k * micro, 6, generator=g)
+        batches.append((x, torch.randint(3, (k * micro,), generator=g)))
+    result = checks.accumulation(
+        lambda: mlp(seed, device, torch.float32),
+        batches,
+        k,
+        optimizer_fn=ACCUM_OPTIMIZERS["sgd-momentum"],
+        device=device,
+        numerics=numerics,
     )
+    return result.gap
 
 
 @pytest.mark.claim("S002-07")
@@ -483,20 +480,17 @@ def test_with_batchnorm_accumulation_differs_from_the_large_batch_and_updates_st
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(8 * k, 6, generator=g, dtype=dtype).to(device) * 2 + 1
         y = torch.randint(3, (8 * k,), generator=g).to(device)
-        accumulated, large = mlp(seed, device, dtype, bn=True), mlp(seed, device, dtype, bn=True)
-        step_a, step_l = num.compiled(accumulated, numerics), num.compiled(large, numerics)
-        for xb, yb in zip(x.split(8), y.split(8), strict=True):
-            with num.autocast(numerics, device):
-                loss = F.cross_entropy(step_a(xb), yb) / k
-            loss.backward()
-        with num.autocast(numerics, device):
-            loss = F.cross_entropy(step_l(x), y)
-        loss.backward()
-        grad_a = torch.cat([p.grad.flatten() for p in accumulated.parameters()])
-        grad_l = torch.cat([p.grad.flatten() for p in large.parameters()])
-        diffs.append(((grad_a - grad_l).norm() / grad_l.norm()).item())
-        assert int(accumulated[1].num_batches_tracked) == k
-        assert int(large[1].num_batches_tracked) == 1
+        result = checks.accumulation_with_batchnorm(
+            lambda seed=seed: mlp(seed, device, dtype, bn=True),
+            (x, y),
+            k,
+            device=device,
+            numerics=numerics,
+            min_gap=BN_ACCUM_MIN_REL_DIFF,
+        )
+        assert result.values["running_stat_updates"] == [k]  # the micro-batches' k updates
+        assert result.values["large_batch_updates"] == [1]
+        diffs.append(result.gap)
     evidence.record(k=k, dtype=str(dtype), relative_gradient_difference=diffs)
     assert min(diffs) > BN_ACCUM_MIN_REL_DIFF, f"relative gradient differences {diffs}"
 

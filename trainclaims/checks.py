@@ -18,7 +18,7 @@ the mode's rounding is *conditional*, with the gap).
         result.judge(evidence, numerics)
 
 Tolerances are data, per dtype (:data:`TOLERANCE`), and every comparison is a relative norm gap
-(``|a - b| / |b|`` over all parameters) or an exact equality; :func:`assert_close` is
+(``|a - b| / |b|``; for parameters the largest over the model's tensors) or an exact equality; :func:`assert_close` is
 ``torch.testing.assert_close`` with this table's bounds.
 """
 
@@ -78,6 +78,12 @@ def relative_gap(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> float:
     denominator = b_flat.norm().item()
     difference = (a_flat - b_flat).norm().item()
     return difference / denominator if denominator else difference
+
+
+def parameter_gap(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> float:
+    """The largest :func:`relative_gap` of one tensor of ``a`` to its counterpart in ``b``: how two
+    models' parameters are compared (a small layer's gap is not hidden by a large one's norm)."""
+    return max(relative_gap([x], [y]) for x, y in zip(a, b, strict=True))
 
 
 @dataclass
@@ -229,7 +235,7 @@ def accumulation(
     opt_a, opt_l = optimizer_fn(accumulated.parameters()), optimizer_fn(large.parameters())
     _train(accumulated, opt_a, [_split(b, k) for b in data], loss_fn, numerics, device, divide=divide)
     _train(large, opt_l, [[b] for b in data], loss_fn, numerics, device)
-    gap = relative_gap(accumulated.parameters(), large.parameters())
+    gap = parameter_gap(accumulated.parameters(), large.parameters())
     return Checked(
         "accumulation",
         f"{k} micro-batches {'with loss/k' if divide else 'with the loss undivided'} equal one batch "
@@ -486,7 +492,7 @@ def reparametrization(
     rest_base = [p for p in base.parameters() if p is not w_base]
     rest_scaled = [p for p in scaled.parameters() if p is not w_scaled]
     gap_w = relative_gap([w_scaled * s], [w_base])
-    gap_rest = relative_gap(rest_scaled, rest_base) if rest_base else 0.0
+    gap_rest = parameter_gap(rest_scaled, rest_base) if rest_base else 0.0
     return Checked(
         "reparametrization",
         f"inputs x{s:g} with the first layer's W/{s:g}, lr/{s:g}^2 and weight decay x{s:g}^2 follow the "
@@ -534,7 +540,7 @@ def gradient_scaling(
         for a, b in zip(scaled.parameters(), base.parameters(), strict=True)
         if a is not layer(scaled).weight and a.grad is not None
     ]
-    gap_rest = relative_gap([a for a, _ in rest], [b for _, b in rest]) if rest else 0.0
+    gap_rest = parameter_gap([a for a, _ in rest], [b for _, b in rest]) if rest else 0.0
     gap = max(relative_gap([g_scaled], [g_base * s]), gap_rest)
     return Checked(
         "gradient_scaling",
@@ -628,8 +634,8 @@ def ddp_against_one_process(
     _train(reference, optimizer_fn(reference.parameters()), [[b] for b in batches], loss_fn, numerics, "cpu")
     ranks = run_ranks(_ddp_rank, world, model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches)
     results = [{**r, "parameters": [torch.tensor(p, dtype=torch.float64) for p in r["parameters"]]} for r in ranks]
-    gaps = [relative_gap(r["parameters"], list(reference.parameters())) for r in results]
-    replica_gap = max(relative_gap(r["parameters"], results[0]["parameters"]) for r in results)
+    gaps = [parameter_gap(r["parameters"], list(reference.parameters())) for r in results]
+    replica_gap = max(parameter_gap(r["parameters"], results[0]["parameters"]) for r in results)
     synced = [r["synced_backwards"] for r in results]
     dt = _dtype_of(reference)
     result = Checked(

@@ -140,7 +140,7 @@ class Why(enum.Enum):
 
 # A gap between two runs that should agree this large (relative) is no rounding effect of a
 # numerics mode: the mode breaks the property (Evidence.judge_in_mode). Every mode measured here
-# stayed below 3e-2 (fp16-autocast on S000-08; the closing note of the numerics issue).
+# stayed below 3e-2 (fp16-autocast on the input-scaling reparametrization; the closing note of the numerics issue).
 RUNS_PART = 0.5
 
 
