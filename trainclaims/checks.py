@@ -469,8 +469,8 @@ def reparametrization(
 ) -> Checked:
     """Scaling the inputs by ``s`` changes nothing when the first layer's weight is divided by s, its
     learning rate by s² and its weight decay multiplied by s² (SGD with momentum): the scaled
-    model's first-layer weight times s, and its other parameters, follow the original's
-    trajectory to rounding. (With the learning rate divided by s only, they do not.)"""
+    model's first-layer weight times s, its other parameters and each step's loss follow the
+    original's trajectory to rounding. (With the learning rate divided by s only, they do not.)"""
     base, scaled = _build(model_fn, device, dtype), _build(model_fn, device, dtype)
     dt = _dtype_of(base)
     w_base, w_scaled = layer(base).weight, layer(scaled).weight
@@ -487,8 +487,9 @@ def reparametrization(
     opt_base = torch.optim.SGD(groups(base, w_base, 1.0), lr=lr, momentum=momentum)
     opt_scaled = torch.optim.SGD(groups(scaled, w_scaled, s), lr=lr, momentum=momentum)
     data = [_to(b, device, dt) for b in batches]
-    _train(base, opt_base, [[b] for b in data], loss_fn, numerics, device)
-    _train(scaled, opt_scaled, [[(x * s, y)] for x, y in data], loss_fn, numerics, device)
+    losses = _train(base, opt_base, [[b] for b in data], loss_fn, numerics, device)
+    scaled_losses = _train(scaled, opt_scaled, [[(x * s, y)] for x, y in data], loss_fn, numerics, device)
+    loss_gap = max(abs(a - b) / abs(a) if a else abs(b) for a, b in zip(losses, scaled_losses, strict=True))
     rest_base = [p for p in base.parameters() if p is not w_base]
     rest_scaled = [p for p in scaled.parameters() if p is not w_scaled]
     gap_w = relative_gap([w_scaled * s], [w_base])
@@ -498,13 +499,14 @@ def reparametrization(
         f"inputs x{s:g} with the first layer's W/{s:g}, lr/{s:g}^2 and weight decay x{s:g}^2 follow the "
         f"same trajectory for {len(data)} steps",
         "equal",
-        max(gap_w, gap_rest),
+        max(gap_w, gap_rest, loss_gap),
         tolerance(dt)[1],
         {
             "s": s,
             "steps": len(data),
             "first_layer_gap": gap_w,
             "other_parameters_gap": gap_rest,
+            "loss_gap": loss_gap,  # the largest relative gap of a step's loss
             "dtype": str(dt),
             "device": device,
             "numerics": numerics,
