@@ -18,11 +18,11 @@ from torch import nn
 
 from trainclaims.bench import (
     GemmProbe,
-    linear_flops,
     linear_gemms,
     median_seconds,
     record,
     step_costs,
+    step_flops,
     timed_rounds,
 )
 from trainclaims.devices import synchronize
@@ -82,7 +82,7 @@ def test_seed_fc_training_step_throughput(benchmark, device):
     model = seed_fc(3072).to(device)
     x, y = torch.rand(250, 3, 32, 32, device=device), torch.randint(10, (250,), device=device)
     timing = measure(benchmark, sgd_step(model, seed_optimizer(model), x, y, device), device, linear_gemms(model, 250))
-    record(benchmark, device, 250, linear_flops(model, 250), **timing)
+    record(benchmark, device, 250, step_flops(seed_fc(3072).to(device), (x, y))["total"], **timing)
 
 
 @pytest.mark.benchmark(group="S002 BN net, 1000 samples per optimizer step")
@@ -103,7 +103,8 @@ def test_bn_net_step_with_and_without_gradient_accumulation(benchmark, device, m
 
     timing = measure(benchmark, step, device, linear_gemms(model, 1000 // k) * k)
     note = f"{k} micro-batch(es) per step"
-    record(benchmark, device, 1000, linear_flops(model, 1000), micro_batches=k, note=note, **timing)
+    flops = step_flops(bn_fc(3072).to(device), (x, y))["total"]
+    record(benchmark, device, 1000, flops, micro_batches=k, note=note, **timing)
 
 
 @pytest.mark.benchmark(group="S001 XOR net, 200 iterations of the source's loop")
@@ -126,7 +127,8 @@ def test_xor_net_training_throughput(benchmark, device):
     # The gate's limit for this launch-bound loop (its GEMMs are 4x2 products: the cost is Python's
     # and the dispatcher's against theirs): measured over 11 unchanged runs (2 cores, quiet) the
     # median cost moved by 28% (18.1-23.1), so the gate allows 40% and catches slowdowns past that.
-    record(benchmark, device, 4 * 200, 200 * linear_flops(xor_net(), 4), gate_min_effect=0.40, **timing)
+    flops = 200 * step_flops(xor_net().to(device), (x, y), lambda out, t: (out - t).square().sum())["total"]
+    record(benchmark, device, 4 * 200, flops, gate_min_effect=0.40, **timing)
 
 
 PIPELINE_BATCHES = 40  # 10,000 images of each loop
@@ -175,11 +177,12 @@ def test_device_resident_tensors_against_the_sources_dataloader_loop(benchmark, 
     if resident_s is None:
         return  # --benchmark-disable: the loops ran once, unmeasured (the report says so)
     samples = PIPELINE_BATCHES * 250
+    first_batch = (data.x_train[:250], data.y_train[:250])
     record(
         benchmark,
         device,
         samples,
-        PIPELINE_BATCHES * linear_flops(model, 250),
+        PIPELINE_BATCHES * step_flops(seed_fc(data.in_features).to(device), first_batch)["total"],
         **timing,
         source_loop_samples_per_s=samples / source_s,
         resident_speedup=source_s / resident_s,

@@ -219,7 +219,7 @@ DDP_BATCH, DDP_ROUNDS = 250, 30
 def test_ddp_step_on_two_processes_against_one_process_with_the_same_global_batch(benchmark):
     """Seconds per step timed on rank 0 (after 3 warm-up steps); pytest-benchmark's own round
     is the whole 2-rank run, process start-up included."""
-    from trainclaims.bench import linear_flops, record
+    from trainclaims.bench import record, step_flops
     from trainclaims.families.nets import seed_fc
 
     one = run_ranks(ddp.ddp_step_throughput, 1, DDP_BATCH, DDP_ROUNDS)[0]
@@ -230,7 +230,7 @@ def test_ddp_step_on_two_processes_against_one_process_with_the_same_global_batc
         benchmark,
         "cpu",
         DDP_BATCH,
-        linear_flops(seed_fc(3072), DDP_BATCH),
+        step_flops(seed_fc(3072), (torch.rand(DDP_BATCH, 3072), torch.randint(10, (DDP_BATCH,))))["total"],
         times=two["rounds_s"],
         costs=two["costs"],
         # the gate's limit for two rank processes on two cores: over 11 unchanged runs (quiet) the

@@ -12,16 +12,30 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trainclaims.devices import device_name, synchronize
 from trainclaims.stats import spread
 
 
-def linear_flops(model: nn.Module, batch: int) -> int:
-    """FLOPs of one training step of the model's Linear layers (2 per multiply-add): forward, weight
-    gradients, and input gradients but for the first layer (the FLOPs of :func:`linear_gemms`)."""
-    return gemm_flops(linear_gemms(model, batch))
+def step_flops(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], loss_fn: Callable[..., torch.Tensor] = F.cross_entropy
+) -> dict[str, int]:
+    """The floating-point operations of one training step (forward, loss, backward) of any model,
+    counted by ``torch.utils.flop_counter.FlopCounterMode``: ``{"total": N, "<op>": n, ...}`` (a
+    multiply-add counts 2; matrix products and convolutions, not elementwise work). For a model of
+    Linear layers the total is :func:`linear_gemms`' FLOPs (the shapes the matmul-rate share is
+    measured on); for any other model it still gives FLOP/s. The gradients it leaves are cleared."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, y = batch
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_fn(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.flop_counts["Global"].items()}
+    return {"total": int(counter.get_total_flops()), **by_op}
 
 
 def median_seconds(benchmark: Any) -> float | None:
@@ -91,7 +105,7 @@ Gemm = tuple[int, int, int]  # (m, k, n): an (m x k) by (k x n) product, 2*m*k*n
 def linear_gemms(model: nn.Module, batch: int) -> tuple[Gemm, ...]:
     """The matrix products of one training step of the model's Linear layers, as shapes: forward
     (batch x in) @ (in x out), weight gradient (out x batch) @ (batch x in), and input gradient
-    (batch x out) @ (out x in) for every layer but the first. Their FLOPs are :func:`linear_flops`."""
+    (batch x out) @ (out x in) for every layer but the first (what :func:`step_flops` counts for such a model)."""
     gemms: list[Gemm] = []
     for i, m in enumerate(x for x in model.modules() if isinstance(x, nn.Linear)):
         gemms += [(batch, m.in_features, m.out_features), (m.out_features, batch, m.in_features)]

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainclaims import numerics as num
+from trainclaims.bench import step_flops  # noqa: F401  the FLOPs of a step of any model, with the checks
 
 ModelFactory = Callable[[], nn.Module]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -662,22 +663,3 @@ def ddp_against_one_process(
         result.gap = float("nan")
         result.claim += f"; backward passes that all-reduced, per step and rank: {synced} (expected 1 each)"
     return result
-
-
-# --------------------------------------------------------------------------- FLOPs
-
-
-def step_flops(model: nn.Module, batch: Batch, loss_fn: LossFn = F.cross_entropy) -> dict[str, int]:
-    """The floating-point operations of one training step (forward, loss, backward) of any model,
-    counted by ``torch.utils.flop_counter.FlopCounterMode``: ``{"total": N, "<op>": n, ...}`` (a
-    multiply-add counts 2). With the step's time this gives its FLOP/s on any model, convolutions
-    included."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x, y = batch
-    counter = FlopCounterMode(display=False)
-    with counter:
-        loss_fn(model(x), y).backward()
-    model.zero_grad(set_to_none=True)
-    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.flop_counts["Global"].items()}
-    return {"total": int(counter.get_total_flops()), **by_op}
