@@ -88,10 +88,6 @@ def reparametrized_runs(
     return Reparametrized(losses[0], losses[1], w_a, w_b, steps, flip_margin)
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
-
-
 @pytest.mark.deterministic
 @pytest.mark.claim("S000-08")
 @pytest.mark.parametrize("dtype", list(DTYPE_NAMES), ids=str)
@@ -131,7 +127,7 @@ def test_any_input_scale_with_w1_lr_and_wd_rescaled_reproduces_the_trajectory_wi
         assert run.flip_margin < FLIP_MARGIN[dtype], (
             f"s={s}: a ReLU flipped at step {run.steps} at |pre-activation| {run.flip_margin:.2e} of the largest"
         )
-    diff = rel(run.w_b, run.w_a)
+    diff = checks.relative_gap(run.w_b, run.w_a)
     assert diff < tol, f"s={s}: s*W1' differs from W1 by {diff:.2e} after {run.steps} steps"
     worst = max((abs(a - b) / abs(a) for a, b in zip(run.loss_a, run.loss_b, strict=True)), default=0.0)
     assert worst < tol, f"s={s}: losses differ by {worst:.2e}"
@@ -143,9 +139,9 @@ def test_w1_over_s_with_lr_over_s_instead_of_s_squared_does_not_reproduce_it(dev
     # Measured (float64, s=255, 50 steps, seeds 0-4): s*W1' differs from W1 by 560-935%, losses by
     # 10-18%; with lr/s^2 but weight decay left unscaled, by 8e-4 (small, but not rounding).
     _, _, w_a, w_b, *_ = reparametrized_runs(255.0, torch.float64, 50, seed, device, lr_power=1, scale_wd=False)
-    assert rel(w_b, w_a) > 0.5
+    assert checks.relative_gap(w_b, w_a) > 0.5
     _, _, w_a, w_b, *_ = reparametrized_runs(255.0, torch.float64, 50, seed, device, lr_power=2, scale_wd=False)
-    assert 1e-6 < rel(w_b, w_a) < 1e-2, "weight decay must be scaled by s^2 too for an exact match"
+    assert 1e-6 < checks.relative_gap(w_b, w_a) < 1e-2, "weight decay must be scaled by s^2 too for an exact match"
 
 
 # S000-08 per numerics mode: how far the exact reparametrization moves when the float32 steps run

@@ -72,8 +72,10 @@ def assert_close(actual: Any, expected: Any, dtype: torch.dtype | None = None, m
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=(lambda m: f"{msg}\n{m}") if msg else None)
 
 
-def relative_gap(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> float:
-    """``|a - b| / |b|`` over all the tensors together (float64), 0 where both are zero."""
+def relative_gap(a: torch.Tensor | Iterable[torch.Tensor], b: torch.Tensor | Iterable[torch.Tensor]) -> float:
+    """``|a - b| / |b|`` of two tensors, or over all the tensors of two sequences together
+    (computed in float64), 0 where both are zero."""
+    a, b = ([t] if isinstance(t, torch.Tensor) else t for t in (a, b))
     a_flat = torch.cat([t.detach().double().flatten().cpu() for t in a])
     b_flat = torch.cat([t.detach().double().flatten().cpu() for t in b])
     denominator = b_flat.norm().item()

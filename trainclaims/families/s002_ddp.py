@@ -22,6 +22,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainclaims import numerics as num
+from trainclaims.checks import relative_gap
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-3
@@ -61,10 +62,6 @@ def global_batch(seed: int, step: int, n: int, dtype: torch.dtype) -> tuple[torc
 
 def flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 def ddp_module(model: nn.Module, **kwargs: Any) -> DDP:
@@ -114,7 +111,7 @@ def ddp_against_one_large_batch(
         opt_ref.zero_grad()
         num.backward(loss_in(numerics, run_ref, x, y), scaler_ref)
         num.step(opt_ref, scaler_ref)
-        gaps.append(relative(flat(model.module), flat(reference)))
+        gaps.append(relative_gap(flat(model.module), flat(reference)))
     return {"gaps": gaps, "params": flat(model.module).tolist()}
 
 
@@ -162,7 +159,7 @@ def no_sync_accumulation(
         opt_ref.zero_grad()
         num.backward(loss_in(numerics, run_ref, x, y), scaler_ref)
         num.step(opt_ref, scaler_ref)
-        gaps.append(relative(flat(model.module), flat(reference)))
+        gaps.append(relative_gap(flat(model.module), flat(reference)))
     return {"allreduces_per_step": per_step, "gaps": gaps}
 
 
@@ -196,12 +193,12 @@ def ddp_batchnorm(rank: int, world: int, forward_sync: bool, b: int, seed: int, 
                 ref_logits = run_ref(x)
                 ref_loss = F.cross_entropy(ref_logits, y)
             ref_loss.backward()
-            out["output_gap"] = relative(
+            out["output_gap"] = relative_gap(
                 logits.detach().double(), ref_logits.detach().double()[rank * b : (rank + 1) * b]
             )
             grads = torch.cat([p.grad.flatten() for p in model.module.parameters()])
             ref_grads = torch.cat([p.grad.flatten() for p in reference.parameters()])
-            out["gradient_gap"] = relative(grads, ref_grads)
+            out["gradient_gap"] = relative_gap(grads, ref_grads)
     out["momentum"] = bn.momentum
     return out
 
@@ -231,10 +228,10 @@ def sync_batchnorm(rank: int, world: int, backend_device: str, b: int, seed: int
     grads = torch.cat([p.grad.flatten() for p in model.module.parameters()])
     ref_grads = torch.cat([p.grad.flatten() for p in reference.parameters()])
     return {
-        "output_gap": relative(logits.detach(), ref_logits.detach()[rank * b : (rank + 1) * b]),
-        "gradient_gap": relative(grads, ref_grads),
-        "running_mean_gap": relative(model.module[1].running_mean, reference[1].running_mean),
-        "running_var_gap": relative(model.module[1].running_var, reference[1].running_var),
+        "output_gap": relative_gap(logits.detach(), ref_logits.detach()[rank * b : (rank + 1) * b]),
+        "gradient_gap": relative_gap(grads, ref_grads),
+        "running_mean_gap": relative_gap(model.module[1].running_mean, reference[1].running_mean),
+        "running_var_gap": relative_gap(model.module[1].running_var, reference[1].running_var),
     }
 
 
@@ -293,8 +290,8 @@ def fsdp_against_one_large_batch(
             num.backward(loss_in(numerics, net, xb, yb), scaler)
             num.step(opt, scaler)
         full = torch.cat([p.full_tensor().detach().flatten() for p in model.parameters()])
-        gaps.append(relative(full, flat(reference)))
-        ddp_gaps.append(relative(full, flat(replica.module)))
+        gaps.append(relative_gap(full, flat(reference)))
+        ddp_gaps.append(relative_gap(full, flat(replica.module)))
     return {"gaps": gaps, "ddp_gaps": ddp_gaps, "local_fraction": local_numel / full_numel}
 
 
