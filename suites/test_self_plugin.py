@@ -364,7 +364,9 @@ def test_x(evidence):
 """
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+@pytest.mark.parametrize(
+    "workers", [[], pytest.param(["-n", "2"], marks=pytest.mark.slow)], ids=["one process", "xdist"]
+)
 def test_a_family_in_a_nested_conftest_exists_for_its_tests_and_only_it_is_reported(suite, workers):
     if workers:
         pytest.importorskip("xdist")
