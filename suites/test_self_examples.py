@@ -41,6 +41,7 @@ def test_the_example_project_passes_its_gate_and_reports_only_its_own_family(pro
     assert "S001" not in text
 
 
+@pytest.mark.slow  # 8 s of a pytest start in a subprocess; test_self_checks.py has the failure in the fast tier
 def test_a_broken_variant_fails_with_the_checks_numbers(project):
     test_file = project.path / "tests" / "test_cnn_claims.py"
     test_file.write_text(test_file.read_text().replace("k=4, divide=True", "k=4, divide=False"))
