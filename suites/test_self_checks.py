@@ -97,3 +97,24 @@ def test_judge_makes_an_equality_in_another_numerics_mode_conditional_with_the_g
     checks.Checked("c", "a equals b", "equal", 3e-3, 1e-4).judge(evidence, "bf16-autocast")
     assert evidence.verdict == Verdict.CONDITIONAL
     assert evidence.values["gap"] == 3e-3
+
+
+def test_running_statistics_follow_the_ema_and_the_check_tells_the_biased_variance_apart():
+    result = checks.running_statistics(lambda: mlp(bn=True), list(data(64)[0].split(8)))
+    assert result.holds, str(result)
+    assert result.values["biased_var_gap"] > 100 * result.values["var_gap"]
+
+    class BiasedBN(nn.BatchNorm1d):  # stores the biased variance: the EMA the check must refuse
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = super().forward(x)
+            if self.training:
+                with torch.no_grad():
+                    n = x.shape[0]
+                    self.running_var.sub_(self.momentum * x.var(0) * (1 - (n - 1) / n))
+            return out
+
+    def biased() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), BiasedBN(16), nn.Linear(16, 3))
+
+    assert not checks.running_statistics(biased, list(data(64)[0].split(8))).holds

@@ -379,6 +379,77 @@ def batchnorm_eval(
     )
 
 
+def running_statistics(
+    model_fn: ModelFactory,
+    batches: Sequence[torch.Tensor],
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Checked:
+    """BatchNorm's running statistics are an EMA of the batch statistics, computed by hand from each
+    BN layer's own inputs over training-mode forward passes: ``running = (1 - m) * running + m *
+    observed`` with the batch mean and the *unbiased* batch variance (``momentum=None``: the
+    cumulative average). Records the gap of the biased-variance reading too (``biased_var_gap``:
+    evidence that the check tells the two apart)."""
+    model = _build(model_fn, device, dtype)
+    bns = _batchnorms(model)
+    if not bns or any(m.running_mean is None for m in bns):
+        raise ValueError("running_statistics: the model has no BatchNorm layer that keeps running statistics")
+    dt = _dtype_of(model)
+    by_hand = {
+        id(m): {
+            "mean": m.running_mean.detach().double().clone(),
+            "var": m.running_var.detach().double().clone(),
+            "biased": m.running_var.detach().double().clone(),
+            "n": 0,
+        }
+        for m in bns
+    }
+
+    def follow(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        (inp,) = inputs
+        dims = [d for d in range(inp.dim()) if d != 1]
+        x = inp.detach().double()
+        count = x.numel() // x.shape[1]
+        mean, biased = x.mean(dims), x.var(dims, unbiased=False)
+        state = by_hand[id(module)]
+        state["n"] += 1
+        m = module.momentum if module.momentum is not None else 1.0 / state["n"]
+        state["mean"] = (1 - m) * state["mean"] + m * mean
+        state["var"] = (1 - m) * state["var"] + m * biased * count / (count - 1)
+        state["biased"] = (1 - m) * state["biased"] + m * biased
+
+    hooks = [m.register_forward_hook(follow) for m in bns]
+    model.train()
+    try:
+        with torch.no_grad():
+            for xb in batches:
+                model(xb.to(device=device, dtype=dt))
+    finally:
+        for h in hooks:
+            h.remove()
+    mean_gap = max(relative_gap(m.running_mean, by_hand[id(m)]["mean"]) for m in bns)
+    var_gap = max(relative_gap(m.running_var, by_hand[id(m)]["var"]) for m in bns)
+    biased_gap = max(relative_gap(m.running_var, by_hand[id(m)]["biased"]) for m in bns)
+    return Checked(
+        "running_statistics",
+        f"BatchNorm's running mean and variance follow the EMA of the batch mean and unbiased variance "
+        f"over {len(batches)} training batches",
+        "equal",
+        max(mean_gap, var_gap),
+        tolerance(dt)[1],
+        {
+            "layers": len(bns),
+            "momentum": [m.momentum for m in bns],
+            "mean_gap": mean_gap,
+            "var_gap": var_gap,
+            "biased_var_gap": biased_gap,
+            "dtype": str(dt),
+            "device": device,
+        },
+    )
+
+
 def eval_determinism(
     model_fn: ModelFactory,
     x: torch.Tensor,
@@ -605,6 +676,68 @@ def _ddp_rank(
         "parameters": [p.detach().cpu().double().flatten().tolist() for p in model.module.parameters()],
         "synced_backwards": synced_backwards,
     }
+
+
+def _ddp_bn_rank(rank: int, world: int, model_fn: ModelFactory, batch: Batch, loss_fn: LossFn) -> dict[str, Any]:
+    """One rank of :func:`ddp_batchnorm`: one DDP forward and backward on this rank's shard."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = DDP(model_fn())
+    x, y = (t.chunk(world)[rank] for t in batch)
+    loss_fn(model(x), y).backward()
+    return {
+        "gradients": [p.grad.double().flatten().tolist() for p in model.module.parameters()],
+        "running_means": [m.running_mean.double().tolist() for m in _batchnorms(model.module)],
+    }
+
+
+def ddp_batchnorm(
+    model_fn: ModelFactory,
+    batch: Batch,
+    *,
+    world: int = 2,
+    loss_fn: LossFn = F.cross_entropy,
+    min_gap: float = BATCHNORM_MIN_GAP,
+) -> Checked:
+    """BatchNorm under DDP normalizes with each rank's own batch: ``world`` gloo ranks, each with its
+    shard of ``batch``, average gradients that differ from one process's on the whole batch (by
+    more than ``min_gap``, relative), and each rank's running statistics are those of its own shard
+    (equal, to rounding, to a single process's BN run on that shard). SyncBatchNorm is what makes
+    them agree; it needs CUDA (and NCCL) and is not checked here."""
+    from trainclaims.ranks import run_ranks
+
+    batch = (batch[0].cpu(), batch[1].cpu())
+    if batch[0].shape[0] % world:
+        raise ValueError(f"a batch of {batch[0].shape[0]} does not split into {world} ranks")
+    reference = model_fn()
+    if not _batchnorms(reference):
+        raise ValueError("ddp_batchnorm: the model has no BatchNorm layer")
+    reference.train()
+    loss_fn(reference(batch[0]), batch[1]).backward()
+    ranks = run_ranks(_ddp_bn_rank, world, model_fn, batch, loss_fn)
+    gradients = [torch.tensor(g, dtype=torch.float64) for g in ranks[0]["gradients"]]
+    gap = relative_gap(gradients, [p.grad for p in reference.parameters()])
+    stat_gaps = []
+    for rank, out in enumerate(ranks):
+        alone = model_fn()
+        alone.train()
+        with torch.no_grad():
+            alone(batch[0].chunk(world)[rank])
+        mine = [torch.tensor(m, dtype=torch.float64) for m in out["running_means"]]
+        stat_gaps.append(parameter_gap(mine, [m.running_mean for m in _batchnorms(alone)]))
+    result = Checked(
+        "ddp_batchnorm",
+        f"with BatchNorm, {world} DDP ranks' averaged gradient differs from one process's on the whole batch",
+        "differs",
+        gap,
+        min_gap,
+        {"world": world, "batch": int(batch[0].shape[0]), "rank_running_stat_gaps": stat_gaps},
+    )
+    bound = tolerance(_dtype_of(reference))[1]
+    if any(g > bound for g in stat_gaps):
+        result.gap = float("nan")
+        result.claim += f"; but a rank's running statistics are not its own shard's: gaps {stat_gaps} (bound {bound:g})"
+    return result
 
 
 def ddp_against_one_process(

@@ -14,6 +14,8 @@ CNN-03 | In eval the CNN's BatchNorm uses its running statistics: a prediction d
 CNN-04 | Eval-mode predictions are deterministic although the CNN has Dropout.
 CNN-05 | DDP on 2 gloo ranks trains the CNN (no BatchNorm) as one process on the whole batch, also under no_sync.
 CNN-06 | Inputs x255 with the first layer's W/255, lr/255^2 and weight decay x255^2 train the CNN as inputs in [0, 1].
+CNN-07 | With BatchNorm, DDP ranks normalize with their own shard: the gradient differs from one process's on the batch.
+CNN-08 | BatchNorm's running statistics are the EMA (momentum 0.1) of the batch mean and the unbiased batch variance.
 """,
 )
 

@@ -45,3 +45,16 @@ def test_ddp_on_two_gloo_ranks_equals_one_process(micro_batches, evidence):
 def test_inputs_times_255_with_the_first_layer_rescaled_train_the_same(device, evidence):
     result = checks.reparametrization(cnn_without_dropout, batches(3, 16), s=255.0, device=device, dtype=torch.float64)
     result.judge(evidence)
+
+
+@pytest.mark.claim("CNN-07")
+def test_ddp_with_batchnorm_differs_from_one_process(evidence):
+    result = checks.ddp_batchnorm(cnn_without_dropout, batches(1, 32)[0], world=2)
+    result.judge(evidence)
+
+
+@pytest.mark.claim("CNN-08")
+def test_running_statistics_follow_the_ema_of_the_unbiased_batch_variance(device, evidence):
+    x, _ = images(80, seed=3)
+    result = checks.running_statistics(cnn, list(x.split(16)), device=device)
+    result.judge(evidence)
