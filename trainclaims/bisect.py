@@ -94,9 +94,30 @@ def environment(version: Version, cache: Path, work: Path) -> tuple[Path | None,
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"PIP_CONSTRAINT": ""})
         if done.returncode != 0:
             shutil.rmtree(env, ignore_errors=True)
+            if NO_SPACE in done.stderr:  # this machine's problem, not the release's: every later install fails too
+                raise SystemExit(
+                    f"trainclaims-bisect: no space left on the device under {cache} while installing torch {version} "
+                    "(an environment takes about 5 GB): free some, or pass --cache on a larger disk"
+                )
             lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
             return None, (lines[0] if lines else f"pip exited {done.returncode}")[:300]
     return python, f"installed in {time.monotonic() - start:.0f} s"
+
+
+NO_SPACE = "No space left on device"
+
+
+def conclusion(releases: list[Version], before: Version, first: Version, skipped: dict[Version, str]) -> str:
+    """The bisection's answer: ``first`` where every release between ``before`` (which behaves as
+    the good one) and it ran; else the range, naming the releases in it that could not be run."""
+    between = [v for v in releases if before < v < first and v in skipped]
+    if not between:
+        return f"first release that differs: torch {first} (torch {before} behaves as the good release)"
+    names = ", ".join(str(v) for v in between)
+    return (
+        f"the change lies after torch {before} (behaves as the good release) and at or before torch {first} "
+        f"(differs): {names} in between could not be run ({skipped[between[0]]})"
+    )
 
 
 def selection(args: list[str]) -> list[str]:
@@ -190,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     select = selection(args.select)
     say(f"{len(releases)} releases from {args.good} to {args.bad}; selection: {len(select)} pytest arguments")
     runs: dict[Version, dict[str, Any]] = {}
+    skipped: dict[Version, str] = {}  # releases that could not be installed or run here, and why
     probes = [0]
 
     def probe(v: Version) -> dict[str, Any] | None:
@@ -198,10 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         python, how = environment(v, args.cache, args.out)
         if python is None:
             say(f"[probe {probes[0]}] torch {v}: skipped, cannot be installed: {how}")
+            skipped[v] = f"cannot be installed: {how}"
             return None
         result = run(python, v, select, args.out)
         if not result["ran"]:
             say(f"[probe {probes[0]}] torch {v}: {how}; skipped, the selection does not run there: {result['why']}")
+            skipped[v] = f"the selection does not run there: {result['why']}"
             return None
         same = (
             ""
@@ -232,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lo = mid
     first, before = candidates[hi], candidates[lo]
-    say(f"first release that differs: torch {first} (torch {before} behaves as {args.good})")
+    say(conclusion(releases, before, first, skipped))
     for line in differences(runs[before], runs[first]):
         say(f"  {line}")
     compare = args.out / f"compare-{before}-{first}"

@@ -1,0 +1,38 @@
+"""trainclaims-bisect's answer (trainclaims/bisect.py): a first changed release only where every
+release before it down to the last good one ran; else the range, with what could not be run."""
+
+import pytest
+from packaging.version import Version
+
+from trainclaims import bisect
+
+pytestmark = pytest.mark.trainclaims
+
+RELEASES = [Version(v) for v in ("2.11.0", "2.12.0", "2.12.1", "2.13.0", "2.14.0", "2.14.1")]
+
+
+def test_the_first_release_that_differs_is_named_where_its_neighbour_ran():
+    answer = bisect.conclusion(RELEASES, Version("2.13.0"), Version("2.14.0"), {Version("2.12.0"): "no wheel"})
+    assert answer == "first release that differs: torch 2.14.0 (torch 2.13.0 behaves as the good release)"
+
+
+def test_releases_that_could_not_be_run_between_make_the_answer_a_range():
+    skipped = {Version("2.12.1"): "cannot be installed: no wheel", Version("2.14.0"): "cannot be installed: x"}
+    answer = bisect.conclusion(RELEASES, Version("2.11.0"), Version("2.14.1"), skipped)
+    assert answer == (
+        "the change lies after torch 2.11.0 (behaves as the good release) and at or before torch 2.14.1 "
+        "(differs): 2.12.1, 2.14.0 in between could not be run (cannot be installed: no wheel)"
+    )
+
+
+def test_a_full_disk_stops_the_bisection_instead_of_skipping_every_release(tmp_path, monkeypatch):
+    class Done:
+        returncode, stdout, stderr = (
+            1,
+            "",
+            "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device",
+        )
+
+    monkeypatch.setattr(bisect.subprocess, "run", lambda *a, **k: Done())
+    with pytest.raises(SystemExit, match=r"no space left on the device under .* while installing torch 2\.14\.0"):
+        bisect.environment(Version("2.14.0"), tmp_path / "cache", tmp_path)
