@@ -84,7 +84,9 @@ def environment(version: Version, cache: Path, work: Path) -> tuple[Path | None,
         shutil.rmtree(env)
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "venv", env], check=True)
-    pins = [f"torch=={version}", "torchvision"] + (["numpy<2"] if version < Version("2.3") else ["numpy"])
+    # === : the release itself, not a local build beside it on the index (2.13.0+cpu, whose torchvision
+    # then lacks its operators: "operator torchvision::nms does not exist")
+    pins = [f"torch==={version}", "torchvision"] + (["numpy<2"] if version < Version("2.3") else ["numpy"])
     steps = [
         [python, "-m", "pip", "install", "-q", *pins],
         [python, "-m", "pip", "install", "-q", "-c", constraints_without_torch(work), *TOOLS],
