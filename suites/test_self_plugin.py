@@ -10,7 +10,7 @@ import torch
 import torchvision  # noqa: F401  imported here, not first inside an in-process run: pytester unloads
 
 from trainclaims.claims import Family
-from trainclaims.known import capability
+from trainclaims.known import HALF_BATCH_NORM_CPU
 
 # what a run imported, and torchvision cannot be imported twice in one process
 
@@ -428,7 +428,7 @@ def test_an_op_this_torch_lacks_is_unsupported_not_failed_and_every_other_error_
     result = suite.runpytest_inprocess("--device=cpu", "-rs")
     # float16 batch_norm on CPU: missing before torch 2.2 (a known gap, skipped), there from 2.2 on
     # (where torch refuses it, that is an unknown change: it fails, naming the table's range)
-    has_it = capability("float16 batch_norm on CPU").known.expected()
+    has_it = HALF_BATCH_NORM_CPU.known.expected()
     result.assert_outcomes(skipped=2 + (not has_it), failed=2 + has_it)
     claims = {c["id"]: c for c in json.loads((suite.path / "reports" / "claims.json").read_text())["claims"]}
     version = torch.__version__

@@ -157,71 +157,69 @@ def _ddp_broadcast_buffers() -> None:
             dist.destroy_process_group()
 
 
+def _since(what: str, version: str, before: str, since: str) -> Known:
+    """False before torch ``version``, True from it: a capability torch gained, a warning it added."""
+    return Known(what, (Range(f"<{version}", False, before), Range(f">={version}", True, since)))
+
+
 # Measured on CPU (2 cores) with torch 2.1.2, 2.2.0 (trainclaims-bisect), 2.2.2, 2.3.0, 2.4.0, 2.10.0,
 # 2.11.0, 2.12.1, 2.13.0, 2.14.1 and 2.15.0; each entry's first version is the first that had it.
-CAPABILITIES: tuple[Capability, ...] = (
-    Capability(
-        Known(
-            "float16 batch_norm on CPU",
-            (
-                Range("<2.2", False, "measured: torch 2.1.2 raises '\"batch_norm\" not implemented for 'Half''"),
-                Range(">=2.2", True, "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)"),
-            ),
-        ),
-        _half_cpu(lambda torch, x: torch.nn.functional.batch_norm(x, torch.zeros(3), torch.ones(3), training=True)),
-        r"\"batch_norm\" not implemented for 'Half'",
+HALF_BATCH_NORM_CPU = Capability(
+    _since(
+        "float16 batch_norm on CPU",
+        "2.2",
+        "measured: torch 2.1.2 raises '\"batch_norm\" not implemented for 'Half''",
+        "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)",
     ),
-    Capability(
-        Known(
-            "float16 bernoulli_ (Dropout in training) on CPU",
-            (
-                Range("<2.2", False, "measured: torch 2.1.2 raises '\"bernoulli_scalar_cpu_\" not implemented'"),
-                Range(">=2.2", True, "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)"),
-            ),
-        ),
-        _half_cpu(lambda torch, x: torch.nn.functional.dropout(x, 0.5, training=True)),
-        r"\"bernoulli_\w*\" not implemented for 'Half'",
-    ),
-    Capability(
-        Known(
-            "torch.amp.GradScaler for any device (fp16-autocast training on CPU)",
-            (
-                Range("<2.3", False, "measured: torch 2.1.2 and 2.2.2 have torch.cuda.amp.GradScaler only"),
-                Range(">=2.3", True, "measured from torch 2.3.0 (torch.amp.GradScaler(device))"),
-            ),
-        ),
-        lambda: __import__("torch").amp.GradScaler("cpu"),
-    ),
+    _half_cpu(lambda torch, x: torch.nn.functional.batch_norm(x, torch.zeros(3), torch.ones(3), training=True)),
+    r"\"batch_norm\" not implemented for 'Half'",
 )
+HALF_BERNOULLI_CPU = Capability(
+    _since(
+        "float16 bernoulli_ (Dropout in training) on CPU",
+        "2.2",
+        "measured: torch 2.1.2 raises '\"bernoulli_scalar_cpu_\" not implemented'",
+        "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)",
+    ),
+    _half_cpu(lambda torch, x: torch.nn.functional.dropout(x, 0.5, training=True)),
+    r"\"bernoulli_\w*\" not implemented for 'Half'",
+)
+AMP_GRAD_SCALER = Capability(
+    _since(
+        "torch.amp.GradScaler for any device (fp16-autocast training on CPU)",
+        "2.3",
+        "measured: torch 2.1.2 and 2.2.2 have torch.cuda.amp.GradScaler only",
+        "measured from torch 2.3.0 (torch.amp.GradScaler(device))",
+    ),
+    lambda: __import__("torch").amp.GradScaler("cpu"),
+)
+CAPABILITIES: tuple[Capability, ...] = (HALF_BATCH_NORM_CPU, HALF_BERNOULLI_CPU, AMP_GRAD_SCALER)
 
 DEPRECATIONS: tuple[Deprecation, ...] = (
     Deprecation(
-        Known(
+        _since(
             "torch.cuda.amp.GradScaler(...) warns FutureWarning (use torch.amp.GradScaler('cuda'))",
-            (
-                Range("<2.4", False, "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0"),
-                Range(">=2.4", True, "measured from torch 2.4.0"),
-            ),
+            "2.4",
+            "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0",
+            "measured from torch 2.4.0",
         ),
         lambda: __import__("torch").cuda.amp.GradScaler(enabled=False),
     ),
     Deprecation(
-        Known(
+        _since(
             "torch.cpu.amp.autocast(...) warns FutureWarning (use torch.autocast('cpu'))",
-            (
-                Range("<2.4", False, "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0"),
-                Range(">=2.4", True, "measured from torch 2.4.0"),
-            ),
+            "2.4",
+            "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0",
+            "measured from torch 2.4.0",
         ),
         lambda: __import__("torch").cpu.amp.autocast(),
     ),
     Deprecation(
-        Known(
+        _since(
             "DistributedDataParallel(broadcast_buffers=...) warns FutureWarning (use forward_sync_buffers)",
-            (
-                Range("<2.13", False, "measured: no warning on torch 2.1.2 to 2.12.1"),
-                Range(">=2.13", True, "measured from torch 2.13.0"),
-            ),
+            "2.13",
+            "measured: no warning on torch 2.1.2 to 2.12.1",
+            "measured from torch 2.13.0",
         ),
         _ddp_broadcast_buffers,
     ),
@@ -232,10 +230,6 @@ def known_gap(err: BaseException) -> Capability | None:
     """The capability of :data:`CAPABILITIES` whose refusal ``err``'s text is, or None."""
     text = str(err)
     return next((c for c in CAPABILITIES if c.refusal and re.search(c.refusal, text)), None)
-
-
-def capability(name: str) -> Capability:
-    return next(c for c in CAPABILITIES if c.name == name)
 
 
 def gap_reason(cap: Capability) -> str:

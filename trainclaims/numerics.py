@@ -47,9 +47,9 @@ def unsupported(mode: str, device: str) -> str | None:
         if torch.cuda.is_available() and torch.cuda.get_device_capability(torch.device(device)) < (8, 0):
             return f"tf32 needs an Ampere or newer GPU; {torch.cuda.get_device_name(torch.device(device))} has none"
     if mode == "fp16-autocast" and _scaler_class(kind) is None:
-        from trainclaims.known import capability, gap_reason
+        from trainclaims.known import AMP_GRAD_SCALER as scaler
+        from trainclaims.known import gap_reason
 
-        scaler = capability("torch.amp.GradScaler for any device (fp16-autocast training on CPU)")
         return f"fp16-autocast trains with a GradScaler, which torch {torch.__version__} has for CUDA only: " + (
             scaler.known.check(False) or gap_reason(scaler)
         )
