@@ -118,6 +118,12 @@ class Checked:
         state = "holds" if self.holds else "does not hold"
         return f"{self.check}: {self.claim}: gap {self.gap:.3g} (needs {relation} {self.bound:g}): {state}"
 
+    def refute(self, why: str) -> None:
+        """The claim does not hold for a reason the gap does not show (a count, a side condition):
+        the gap becomes NaN, which never holds, and ``why`` is added to the claim's words."""
+        self.gap = float("nan")
+        self.claim += f"; {why}"
+
     def numbers(self) -> dict[str, Any]:
         """The evidence: gap, bound, expectation and what was measured, as plain data."""
         return {"check": self.check, "gap": self.gap, "bound": self.bound, "expect": self.expect, **self.values}
@@ -308,8 +314,7 @@ def accumulation_with_batchnorm(
         },
     )
     if any(u != k for u in updates) or any(u != 1 for u in large_updates):
-        result.gap = float("nan")  # the updates' count is part of the claim
-        result.claim += f"; running statistics took {updates} updates (expected {k} each)"
+        result.refute(f"running statistics took {updates} updates (expected {k} each)")
     return result
 
 
@@ -486,8 +491,7 @@ def eval_determinism(
         },
     )
     if dropouts and result.values["train_gap"] == 0:
-        result.gap = float("nan")  # Dropout that never drops in training is no Dropout
-        result.claim += "; but the training-mode passes were equal too, with Dropout present"
+        result.refute("but the training-mode passes were equal too, with Dropout present")
     return result
 
 
@@ -735,8 +739,7 @@ def ddp_batchnorm(
     )
     bound = tolerance(_dtype_of(reference))[1]
     if any(g > bound for g in stat_gaps):
-        result.gap = float("nan")
-        result.claim += f"; but a rank's running statistics are not its own shard's: gaps {stat_gaps} (bound {bound:g})"
+        result.refute(f"but a rank's running statistics are not its own shard's: gaps {stat_gaps} (bound {bound:g})")
     return result
 
 
@@ -795,6 +798,5 @@ def ddp_against_one_process(
         },
     )
     if any(n != 1 for per_rank in synced for n in per_rank):  # no_sync: one all-reduce round a step, not m
-        result.gap = float("nan")
-        result.claim += f"; backward passes that all-reduced, per step and rank: {synced} (expected 1 each)"
+        result.refute(f"backward passes that all-reduced, per step and rank: {synced} (expected 1 each)")
     return result

@@ -88,8 +88,14 @@ def label_runs(runs: list[Run]) -> None:
         run.label = "; ".join(f"{k} {f[k]}" if k != "torch" else f"torch {f[k]}" for k in differing) or run.path.name
 
 
-def _cell(value: str) -> str:
+def cell(value: str) -> str:
+    """``value`` as a markdown table cell (a family's compare section uses it too)."""
     return value.replace("|", "\\|").replace("\n", " ")
+
+
+def run_columns(runs: list[Run]) -> str:
+    """The runs' column headers of a compare table: ``1: <label> | 2: <label> ...``."""
+    return " | ".join(f"{i}: {cell(r.label)}" for i, r in enumerate(runs, 1))
 
 
 def markdown(runs: list[Run]) -> str:
@@ -99,13 +105,13 @@ def markdown(runs: list[Run]) -> str:
     for i, r in enumerate(runs, 1):
         f, env = r.facts, r.environment
         lines.append(
-            f"| {i}: **{_cell(r.label)}** | `{r.path}` | {f['torch']} | {f['cuda']} | {_cell(f['devices'])} | "
-            f"{_cell(f['machine'])} | {f['data']} | {env.get('date', '?')} | {env.get('commit', '?')} |"
+            f"| {i}: **{cell(r.label)}** | `{r.path}` | {f['torch']} | {f['cuda']} | {cell(f['devices'])} | "
+            f"{cell(f['machine'])} | {f['data']} | {env.get('date', '?')} | {env.get('commit', '?')} |"
         )
     lines += ["", "![verdicts](compare.png)", "", "## Claims", ""]
     lines.append("Verdict (tests passed/failed/skipped) per run; **⚠** marks a verdict that differs from run 1's.")
     lines.append("")
-    lines.append("| claim | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
+    lines.append("| claim | " + run_columns(runs) + " |")
     lines.append("|---|" + "---|" * len(runs))
     ids = list(dict.fromkeys(c.key for r in runs for c in r.claims))
     first_seen = {row_claim(cid): i for i, cid in reversed(list(enumerate(ids)))}
@@ -141,7 +147,7 @@ def markdown(runs: list[Run]) -> str:
                     detail = f"{len(failing)} test(s) failed: " + "; ".join(lines_)
                 else:
                     detail = c.why
-                lines.append(f"- run {i} ({_cell(runs[i - 1].label)}): **{c.verdict.value}** {_cell(detail)}")
+                lines.append(f"- run {i} ({cell(runs[i - 1].label)}): **{c.verdict.value}** {cell(detail)}")
         lines.append("")
     lines += family_sections(runs)
     lines += _benchmark_section(runs, first)
@@ -171,7 +177,7 @@ def _benchmark_section(runs: list[Run], first: Run) -> list[str]:
         "Samples/s per run, as a ratio to run 1; (machine differs) where the runs ran on other hardware.",
     ]
     lines.append("")
-    lines.append("| benchmark | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
+    lines.append("| benchmark | " + run_columns(runs) + " |")
     lines.append("|---|" + "---|" * len(runs))
     for name, device in keys:
         rows = [{(b["fullname"], b["device"]): b for b in r.benchmarks}.get((name, device)) for r in runs]

@@ -56,7 +56,7 @@ def derivatives_at_zero(run: Any) -> dict[str, dict[str, float]]:
 def compare_derivatives_at_zero(runs: list[Any]) -> list[str]:
     """trainclaims-compare's section: the derivative at exactly 0 of each ReLU-like op per run, a
     change marked known where ``relu_ops``' per-version table documents it for that run's torch."""
-    from trainclaims.compare import _cell
+    from trainclaims.compare import run_columns
 
     tables = [derivatives_at_zero(r) for r in runs]
     ops = list(dict.fromkeys(op for t in tables for op in t))
@@ -69,7 +69,7 @@ def compare_derivatives_at_zero(runs: list[Any]) -> list[str]:
         "(trainclaims/known.py)."
     )
     lines.append("")
-    lines.append("| op | " + " | ".join(f"{i}: {_cell(r.label)}" for i, r in enumerate(runs, 1)) + " |")
+    lines.append("| op | " + run_columns(runs) + " |")
     lines.append("|---|" + "---|" * len(runs))
     from trainclaims.families.relu_ops import OPS
 
