@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.claims import Verdict
 from trainclaims.families import s002_ddp as ddp
@@ -26,34 +27,15 @@ pytestmark = [
 
 WORLD = 2  # ranks the tests start themselves (a launched job's results have their own world size)
 B, SEED = ddp.B, ddp.SEED
-# {dtype: relative tolerance} of DDP (2 ranks x 8) against one process with batch 16, 5 SGD steps.
-# Measured (gloo, CPU, 1 thread a rank, torch 2.14.1, seeds 0-4), largest parameter gap over the
-# steps: float64 3.2e-17 - 5.3e-17, float32 1.2e-8 - 2.5e-8 (the all-reduce sums in another order).
-# no_sync with 2 and 4 micro-batches, float64, seeds 0-2: 1.7e-17 - 3.0e-17, one all-reduce a step.
-DDP_TOL = {"float64": 1e-12, "float32": 1e-5}
-# In a numerics mode other than ieee the gap is measured (Evidence.judge_in_mode).
-# Measured (gloo, CPU, seed 0): DDP float32 bf16-autocast 2.8e-4, fp16-autocast 3.7e-5, compile
-# 2.2e-8 (as eager); no_sync bf16-autocast 1.1-1.2e-4, fp16-autocast 1.2-1.7e-5, compile 1.2-1.3e-8.
 
 
 @pytest.mark.claim("S002-11")
-@pytest.mark.parametrize("dtype", list(DDP_TOL))
+@pytest.mark.parametrize("dtype", list(ddp.DDP_TOL))
 def test_ddp_over_k_ranks_takes_the_steps_of_one_process_with_k_times_the_batch(dtype, numerics, ranks, evidence):
     if not ddp.measures(numerics, dtype):
         pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
     results = ranks(ddp.ddp_against_one_large_batch, dtype, ddp.DDP_STEPS, B, SEED, numerics)
-    gaps = [g for r in results for g in r["gaps"]]
-    evidence.record(
-        dtype=dtype,
-        ranks=len(results),
-        batch_per_rank=B,
-        steps=ddp.DDP_STEPS,
-        worst_gap=max(gaps),
-        gaps_rank0=results[0]["gaps"],
-    )
-    assert all(r["params"] == results[0]["params"] for r in results), "the replicas differ between ranks"
-    what = f"{dtype}: DDP takes the steps of one process with the global batch"
-    evidence.judge_in_mode(numerics, max(gaps), DDP_TOL[dtype], what)
+    checks.ddp_verdict(results, ddp.DDP_TOL[dtype]).judge(evidence, numerics)
 
 
 @pytest.mark.claim("S002-12")
@@ -62,13 +44,8 @@ def test_no_sync_accumulation_equals_the_global_batch_with_one_allreduce_per_ste
     """float64 in ieee; float32 in another mode (the dtype it acts on), judged against float32's
     tolerance."""
     results = ranks(ddp.no_sync_accumulation, micro, ddp.NO_SYNC_STEPS, B, SEED, numerics)
-    per_step = results[0]["allreduces_per_step"]
-    gaps = [g for r in results for g in r["gaps"]]
-    evidence.record(micro_batches=micro, allreduces_per_step=per_step, worst_gap=max(gaps))
-    assert per_step == [1] * ddp.NO_SYNC_STEPS, f"gradient all-reduces per step with {micro} micro-batches: {per_step}"
     dtype = "float64" if numerics == num.REFERENCE else "float32"
-    what = f"no_sync accumulation equals one process with batch {micro * len(results) * B}"
-    evidence.judge_in_mode(numerics, max(gaps), DDP_TOL[dtype], what)
+    checks.ddp_verdict(results, ddp.DDP_TOL[dtype]).judge(evidence, numerics)
 
 
 @pytest.fixture
@@ -82,19 +59,9 @@ def ddp_bn_runs(ranks) -> Callable[[bool, str], list[dict]]:
     return get
 
 
-# Measured (gloo, CPU, float64, torch 2.14.1, 2 ranks x 8, seeds 0-4), relative to BN over the
-# global batch of 16 at the same weights: outputs 0.196 - 0.631 (per rank), all-reduced gradients
-# 0.247 - 0.425. The line sits well below: DDP + BN is not BN over the global batch.
-BN_MIN_GAP = 0.05
-
-
 @pytest.mark.claim("S002-13")
 def test_ddp_with_batchnorm_differs_from_bn_over_the_global_batch(ddp_bn_runs, numerics, evidence):
-    ranks = ddp_bn_runs(True, numerics)
-    outputs, grads = [r["output_gap"] for r in ranks], [r["gradient_gap"] for r in ranks]
-    evidence.record(output_gap_per_rank=outputs, gradient_gap_per_rank=grads)
-    assert min(outputs) > BN_MIN_GAP, f"outputs match BN over the global batch: {outputs}"
-    assert min(grads) > BN_MIN_GAP, f"gradients match BN over the global batch: {grads}"
+    checks.ddp_batchnorm_verdict(ddp_bn_runs(True, numerics), ddp.BN_MIN_GAP).judge(evidence, numerics)
 
 
 def ema(running: list[float], batch_mean: list[float], m: float) -> torch.Tensor:
@@ -104,20 +71,21 @@ def ema(running: list[float], batch_mean: list[float], m: float) -> torch.Tensor
 @pytest.mark.claim("S002-13")
 def test_running_statistics_are_per_rank_and_rank_0s_are_broadcast_before_each_forward(ddp_bn_runs, evidence):
     on, off = ddp_bn_runs(True), ddp_bn_runs(False)
-    m = on[0]["momentum"]
-    zeros = [0.0] * len(on[0]["running_mean"][0])
+    m = on[0]["momentum"][0]  # of the net's one BatchNorm layer: index 0 below
+    zeros = [0.0] * len(on[0]["running_means"][0][0])
     # sync on: after step 1 each rank holds its own EMA; at step 2's forward rank 0's buffers are
     # broadcast first, so rank 1 ends with rank 0's step-1 stats updated by rank 1's own batch
     for r in range(len(on)):
-        torch.testing.assert_close(torch.tensor(on[r]["running_mean"][0]), ema(zeros, on[r]["batch_mean"][0], m))
+        after_one = ema(zeros, on[r]["batch_means"][0][0], m)
+        torch.testing.assert_close(torch.tensor(on[r]["running_means"][0][0]), after_one)
     for r in range(1, len(on)):
-        after_two = ema(on[0]["running_mean"][0], on[r]["batch_mean"][1], m)
-        torch.testing.assert_close(torch.tensor(on[r]["running_mean"][1]), after_two)
+        after_two = ema(on[0]["running_means"][0][0], on[r]["batch_means"][1][0], m)
+        torch.testing.assert_close(torch.tensor(on[r]["running_means"][1][0]), after_two)
     # sync off: every rank keeps its own EMA of its own batches
     for r in range(len(off)):
-        own = ema(off[r]["running_mean"][0], off[r]["batch_mean"][1], m)
-        torch.testing.assert_close(torch.tensor(off[r]["running_mean"][1]), own)
-    differ = (torch.tensor(off[0]["running_mean"][1]) - torch.tensor(off[1]["running_mean"][1])).norm().item()
+        own = ema(off[r]["running_means"][0][0], off[r]["batch_means"][1][0], m)
+        torch.testing.assert_close(torch.tensor(off[r]["running_means"][1][0]), own)
+    differ = (torch.tensor(off[0]["running_means"][1][0]) - torch.tensor(off[1]["running_means"][1][0])).norm().item()
     evidence.record(momentum=m, rank_gap_without_sync=differ)
     assert differ > 0, "without the sync the ranks' running means are their own"
     evidence.conclude(
@@ -148,18 +116,8 @@ def test_syncbatchnorm_equals_bn_over_the_global_batch(device, ranks, evidence):
     pytest.skip(f"SyncBatchNorm on CPU (PyTorch: {error!r}); measured on CUDA with {WORLD} GPUs")
 
 
-# {dtype: relative tolerance} of FSDP2 (2 ranks x 8) against one process with batch 16 and against
-# DDP with the same batches, 3 SGD steps. Measured (gloo, CPU, torch 2.14.1, 2 ranks x 8, seeds 0-4),
-# largest parameter gap over the steps: float64 1.7e-17 - 2.5e-17, float32 1.0e-8 - 2.7e-8 against
-# one process, and 0 against DDP (the same all-reduced numbers); each rank held 55% of the
-# parameters (the shards of a 16-row layer over 2 ranks and the biases). Seed 0 in another mode:
-# bf16-autocast 1.7e-4, fp16-autocast 2.3e-5, compile 1.6e-8 against one process, 0 against DDP:
-# the same rounding as DDP's, so the same tolerances.
-FSDP_TOL = DDP_TOL
-
-
 @pytest.mark.claim("S002-15")
-@pytest.mark.parametrize("dtype", list(FSDP_TOL))
+@pytest.mark.parametrize("dtype", list(ddp.FSDP_TOL))
 def test_fsdp2_over_k_ranks_takes_the_steps_of_one_process_and_of_ddp(dtype, numerics, ranks, evidence):
     if not ddp.measures(numerics, dtype):
         pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
@@ -175,9 +133,9 @@ def test_fsdp2_over_k_ranks_takes_the_steps_of_one_process_and_of_ddp(dtype, num
     evidence.record(parameter_fraction_per_rank=held)
     assert max(held) < 1, f"every rank holds all the parameters: not sharded ({held})"
     evidence.judge_in_mode(
-        numerics, max(gaps), FSDP_TOL[dtype], f"{dtype}: FSDP2 takes the steps of one process with the global batch"
+        numerics, max(gaps), ddp.FSDP_TOL[dtype], f"{dtype}: FSDP2 takes the steps of one process with the global batch"
     )
-    evidence.judge_in_mode(numerics, max(ddp_gaps), FSDP_TOL[dtype], f"{dtype}: FSDP2 takes the steps of DDP")
+    evidence.judge_in_mode(numerics, max(ddp_gaps), ddp.FSDP_TOL[dtype], f"{dtype}: FSDP2 takes the steps of DDP")
 
 
 # --------------------------------------------------------------------------- the launcher
@@ -205,7 +163,7 @@ def test_a_port_taken_by_someone_else_is_retried_on_another():
         taken.listen()
         port = taken.getsockname()[1]
         ranks = run_ranks(ddp.ddp_against_one_large_batch, WORLD, "float64", 1, B, SEED, port=port)
-    assert ranks[0]["params"] == ranks[1]["params"]
+    assert ranks[0]["parameters"] == ranks[1]["parameters"]
     assert not mp.active_children()
 
 

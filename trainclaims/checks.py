@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +175,38 @@ def _to(batch: Batch, device: str, dtype: torch.dtype) -> Batch:
     return x, y.to(device)
 
 
+def _stepper(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    numerics: str,
+    device: str,
+    divide: bool = True,
+) -> Callable[..., float]:
+    """A training step of ``model`` in the ``numerics`` mode: ``step(micro_batches, context=None)``
+    accumulates over the micro-batches (the loss divided by their number where ``divide``), each
+    forward and backward inside ``context(i)`` where given, takes one optimizer step and returns
+    the summed loss."""
+    run = num.compiled(model, numerics)
+    scaler = num.grad_scaler(numerics, device)
+
+    def step(micro_batches: Sequence[Batch], context: Callable[[int], Any] | None = None) -> float:
+        optimizer.zero_grad()
+        total = 0.0
+        for i, (x, y) in enumerate(micro_batches):
+            with context(i) if context else contextlib.nullcontext():
+                with num.autocast(numerics, device):
+                    loss = loss_fn(run(x), y)
+                    if divide:
+                        loss = loss / len(micro_batches)
+                num.backward(loss, scaler)
+            total += loss.item()
+        num.step(optimizer, scaler)
+        return total
+
+    return step
+
+
 def _train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -186,22 +218,8 @@ def _train(
 ) -> list[float]:
     """One optimizer step per element of ``steps``, accumulating over its micro-batches (the loss
     divided by their number where ``divide``). Returns each step's summed loss."""
-    run = num.compiled(model, numerics)
-    scaler = num.grad_scaler(numerics, device)
-    losses = []
-    for micro_batches in steps:
-        optimizer.zero_grad()
-        total = 0.0
-        for x, y in micro_batches:
-            with num.autocast(numerics, device):
-                loss = loss_fn(run(x), y)
-                if divide:
-                    loss = loss / len(micro_batches)
-            num.backward(loss, scaler)
-            total += loss.item()
-        num.step(optimizer, scaler)
-        losses.append(total)
-    return losses
+    step = _stepper(model, optimizer, loss_fn, numerics, device, divide)
+    return [step(micro_batches) for micro_batches in steps]
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -633,113 +651,134 @@ def gradient_scaling(
 
 
 # --------------------------------------------------------------------------- data parallel
+#
+# Each data-parallel check is a rank function (``fn(rank, world, ...)``, run on every rank of a
+# gloo or NCCL process group: spawned on this machine by the check, or started by torchrun; see
+# trainclaims.launch) that trains both sides of the claim on the rank itself, from the same
+# factory, and returns plain data; and a verdict function that turns the ranks' results into a
+# :class:`Checked`. The check itself is the two, with ranks spawned here.
 
 
-def _ddp_rank(
+def _shard(batch: Batch, rank: int, world: int) -> Batch:
+    x, y = batch
+    return x.chunk(world)[rank], y.chunk(world)[rank]
+
+
+def _forward_sync_kwargs(forward_sync: bool) -> dict[str, bool]:
+    """DDP's switch for broadcasting rank 0's buffers before each forward: ``forward_sync_buffers``
+    where this torch has it (torch 2.13 deprecates ``broadcast_buffers`` with a FutureWarning:
+    ``trainclaims.known.DEPRECATIONS``), else ``broadcast_buffers``."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return {"forward_sync_buffers": forward_sync}
+    return {"broadcast_buffers": forward_sync}
+
+
+def _as_lists(tensors: Iterable[torch.Tensor]) -> list[list[float]]:
+    # plain lists: a tensor sent through the queue is shared memory that dies with its process,
+    # and a launched job writes its ranks' results as JSON
+    return [t.detach().cpu().double().flatten().tolist() for t in tensors]
+
+
+def _tensors(lists: Iterable[list[float]]) -> list[torch.Tensor]:
+    return [torch.tensor(t, dtype=torch.float64) for t in lists]
+
+
+def ddp_rank(
     rank: int,
     world: int,
     model_fn: ModelFactory,
     batches: Sequence[Batch],
-    loss_fn: LossFn,
-    optimizer_fn: OptimizerFactory,
-    numerics: str,
-    no_sync_micro: int,
+    loss_fn: LossFn = F.cross_entropy,
+    optimizer_fn: OptimizerFactory | None = None,
+    numerics: str = num.REFERENCE,
+    micro_batches: int = 1,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """One rank of :func:`ddp_against_one_process`: DDP over this rank's shard of each batch."""
-    import torch.distributed as dist
+    """One rank of :func:`ddp_against_one_process`: DDP over this rank's 1/world shard of each
+    batch (with ``micro_batches`` > 1 accumulated under ``no_sync()``, loss/m, the last outside it),
+    and the one-process reference on the whole batch, both from ``model_fn`` in the ``numerics``
+    mode. Returns per step the parameter gap between the two and how many of the rank's backward
+    passes all-reduced (counted through a communication hook), and the replica's final parameters."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    model = DDP(model_fn())
-    opt = optimizer_fn(model.parameters())
+    optimizer_fn = optimizer_fn or sgd()
+    device = str(device)
+    model, reference = DDP(_build(model_fn, device, None)), _build(model_fn, device, None)
+    dt = _dtype_of(reference)
     reductions = [0]
 
     def counting(state, bucket):  # unannotated: DDP refuses a hook whose bucket annotation is not GradBucket
         reductions[0] += 1
-        tensor = bucket.buffer().div_(world)
-        return dist.all_reduce(tensor, async_op=True).get_future().then(lambda f: f.value()[0])
+        return default_hooks.allreduce_hook(state, bucket)
 
     model.register_comm_hook(None, counting)
-    synced_backwards = []  # per step: how many of its backward passes all-reduced
-    for x, y in batches:
-        xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
-        opt.zero_grad()
-        parts = list(zip(xs.chunk(no_sync_micro), ys.chunk(no_sync_micro), strict=True))
-        synced = 0
-        for i, (xb, yb) in enumerate(parts):
-            last = i == len(parts) - 1
+    step, step_ref = (_stepper(m, optimizer_fn(m.parameters()), loss_fn, numerics, device) for m in (model, reference))
+    gaps, synced_backwards = [], []
+    for batch in batches:
+        x, y = _to(batch, device, dt)
+        parts = _split(_shard((x, y), rank, world), micro_batches)
+        synced = [0]
+
+        @contextlib.contextmanager
+        def backward_of(i: int, parts: list[Batch] = parts, synced: list[int] = synced) -> Iterator[None]:
             before = reductions[0]
-            with contextlib.nullcontext() if last else model.no_sync():
-                with num.autocast(numerics, "cpu"):
-                    loss = loss_fn(model(xb), yb) / len(parts)
-                loss.backward()
-            synced += reductions[0] > before
-        synced_backwards.append(synced)
-        opt.step()
+            with contextlib.nullcontext() if i == len(parts) - 1 else model.no_sync():
+                yield
+            synced[0] += reductions[0] > before
+
+        step(parts, backward_of)
+        synced_backwards.append(synced[0])
+        step_ref([(x, y)])
+        gaps.append(parameter_gap(model.module.parameters(), reference.parameters()))
     return {
-        # plain lists: a tensor sent through the queue is shared memory that dies with this process
-        "parameters": [p.detach().cpu().double().flatten().tolist() for p in model.module.parameters()],
+        "gaps": gaps,
         "synced_backwards": synced_backwards,
+        "parameters": _as_lists(model.module.parameters()),
+        "dtype": str(dt),
+        "numerics": numerics,
+        "micro_batches": micro_batches,
     }
 
 
-def _ddp_bn_rank(rank: int, world: int, model_fn: ModelFactory, batch: Batch, loss_fn: LossFn) -> dict[str, Any]:
-    """One rank of :func:`ddp_batchnorm`: one DDP forward and backward on this rank's shard."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    model = DDP(model_fn())
-    x, y = (t.chunk(world)[rank] for t in batch)
-    loss_fn(model(x), y).backward()
-    return {
-        "gradients": [p.grad.double().flatten().tolist() for p in model.module.parameters()],
-        "running_means": [m.running_mean.double().tolist() for m in _batchnorms(model.module)],
-    }
-
-
-def ddp_batchnorm(
-    model_fn: ModelFactory,
-    batch: Batch,
-    *,
-    world: int = 2,
-    loss_fn: LossFn = F.cross_entropy,
-    min_gap: float = BATCHNORM_MIN_GAP,
-) -> Checked:
-    """BatchNorm under DDP normalizes with each rank's own batch: ``world`` gloo ranks, each with its
-    shard of ``batch``, average gradients that differ from one process's on the whole batch (by
-    more than ``min_gap``, relative), and each rank's running statistics are those of its own shard
-    (equal, to rounding, to a single process's BN run on that shard). SyncBatchNorm is what makes
-    them agree; it needs CUDA (and NCCL) and is not checked here."""
-    from trainclaims.ranks import run_ranks
-
-    batch = (batch[0].cpu(), batch[1].cpu())
-    if batch[0].shape[0] % world:
-        raise ValueError(f"a batch of {batch[0].shape[0]} does not split into {world} ranks")
-    reference = model_fn()
-    if not _batchnorms(reference):
-        raise ValueError("ddp_batchnorm: the model has no BatchNorm layer")
-    reference.train()
-    loss_fn(reference(batch[0]), batch[1]).backward()
-    ranks = run_ranks(_ddp_bn_rank, world, model_fn, batch, loss_fn)
-    gradients = [torch.tensor(g, dtype=torch.float64) for g in ranks[0]["gradients"]]
-    gap = relative_gap(gradients, [p.grad for p in reference.parameters()])
-    stat_gaps = []
-    for rank, out in enumerate(ranks):
-        alone = model_fn()
-        alone.train()
-        with torch.no_grad():
-            alone(batch[0].chunk(world)[rank])
-        mine = [torch.tensor(m, dtype=torch.float64) for m in out["running_means"]]
-        stat_gaps.append(parameter_gap(mine, [m.running_mean for m in _batchnorms(alone)]))
+def ddp_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -> Checked:
+    """The claim of :func:`ddp_against_one_process` judged on its ranks' results (of
+    :func:`ddp_rank`, spawned here or under a launcher): every rank's parameters stay within
+    ``bound`` (default: :data:`TOLERANCE`'s rtol for the dtype) of the one-process reference after
+    every step, the replicas are identical, and each step all-reduced once."""
+    first = results[0]
+    gaps = [max(r["gaps"]) for r in results]
+    replica_gap = max(parameter_gap(_tensors(r["parameters"]), _tensors(first["parameters"])) for r in results)
+    synced = [r["synced_backwards"] for r in results]
+    dtype = getattr(torch, first["dtype"].removeprefix("torch."))
+    micro = first["micro_batches"]
     result = Checked(
-        "ddp_batchnorm",
-        f"with BatchNorm, {world} DDP ranks' averaged gradient differs from one process's on the whole batch",
-        "differs",
-        gap,
-        min_gap,
-        {"world": world, "batch": int(batch[0].shape[0]), "rank_running_stat_gaps": stat_gaps},
+        "ddp_against_one_process",
+        f"{len(results)} DDP ranks take the same {len(first['gaps'])} steps as one process with the whole batch"
+        + (f" ({micro} micro-batches under no_sync)" if micro > 1 else ""),
+        "equal",
+        max([*gaps, replica_gap]),
+        tolerance(dtype)[1] if bound is None else bound,
+        {
+            "world": len(results),
+            "steps": len(first["gaps"]),
+            "micro_batches": micro,
+            "rank_gaps": gaps,
+            "gaps_rank0": first["gaps"],
+            "replica_gap": replica_gap,
+            "synced_backwards_per_step": synced[0],
+            "dtype": first["dtype"],
+            "numerics": first["numerics"],
+        },
     )
-    bound = tolerance(_dtype_of(reference))[1]
-    if any(g > bound for g in stat_gaps):
-        result.refute(f"but a rank's running statistics are not its own shard's: gaps {stat_gaps} (bound {bound:g})")
+    if replica_gap != 0:
+        result.refute(f"the replicas differ between ranks (gap {replica_gap:.3g})")
+    elif any(n != 1 for per_rank in synced for n in per_rank):  # no_sync: one all-reduce round a step, not m
+        result.refute(f"backward passes that all-reduced, per step and rank: {synced} (expected 1 each)")
     return result
 
 
@@ -752,6 +791,7 @@ def ddp_against_one_process(
     optimizer_fn: OptimizerFactory | None = None,
     micro_batches: int = 1,
     numerics: str = num.REFERENCE,
+    bound: float | None = None,
 ) -> Checked:
     """DDP averages gradients over ranks: ``world`` gloo ranks (CPU processes), each with its
     1/world shard of every batch, take the same optimizer steps as one process on the whole batch,
@@ -761,42 +801,140 @@ def ddp_against_one_process(
 
     ``model_fn``, ``loss_fn`` and ``optimizer_fn`` go to the rank processes: they must be
     picklable (module-level functions, ``functools.partial``, :func:`sgd`). Holds for a model
-    without BatchNorm (each rank normalizes with its own shard's statistics)."""
+    without BatchNorm (each rank normalizes with its own shard's statistics). The ranks run
+    :func:`ddp_rank`; :func:`ddp_verdict` judges them (the two a launched job uses)."""
     from trainclaims.ranks import run_ranks
 
-    optimizer_fn = optimizer_fn or sgd()
     batches = [(x.cpu(), y.cpu()) for x, y in batches]
     for x, _ in batches:
         if x.shape[0] % (world * micro_batches):
             raise ValueError(
                 f"a batch of {x.shape[0]} does not split into {world} ranks x {micro_batches} micro-batches"
             )
-    reference = model_fn()
-    _train(reference, optimizer_fn(reference.parameters()), [[b] for b in batches], loss_fn, numerics, "cpu")
-    ranks = run_ranks(_ddp_rank, world, model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches)
-    results = [{**r, "parameters": [torch.tensor(p, dtype=torch.float64) for p in r["parameters"]]} for r in ranks]
-    gaps = [parameter_gap(r["parameters"], list(reference.parameters())) for r in results]
-    replica_gap = max(parameter_gap(r["parameters"], results[0]["parameters"]) for r in results)
-    synced = [r["synced_backwards"] for r in results]
-    dt = _dtype_of(reference)
+    results = run_ranks(ddp_rank, world, model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches)
+    return ddp_verdict(results, bound)
+
+
+def _batch_mean(t: torch.Tensor) -> list[float]:
+    """The per-channel mean a BatchNorm layer computes of its input (channels on dim 1)."""
+    dims = [0, *range(2, t.dim())]
+    return t.detach().double().mean(dims).cpu().tolist()
+
+
+def ddp_batchnorm_rank(
+    rank: int,
+    world: int,
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    loss_fn: LossFn = F.cross_entropy,
+    numerics: str = num.REFERENCE,
+    forward_sync: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """One rank of :func:`ddp_batchnorm`: a DDP forward and backward (no optimizer step) on this
+    rank's shard of each batch, with rank 0's buffers broadcast before each forward where
+    ``forward_sync`` (DDP's default). At the first batch, against one process on the whole batch
+    at the same weights: the relative gap of this rank's outputs (to the reference's rows of its
+    shard) and of the all-reduced gradients, and the gap of every BN layer's running mean to that
+    of a copy that saw only this rank's shard. Per batch, each BN layer's input mean (what it
+    normalized with) and running mean after the forward."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    device = str(device)
+    model = DDP(_build(model_fn, device, None), **_forward_sync_kwargs(forward_sync))
+    dt = _dtype_of(model.module)
+    norms = _batchnorms(model.module)
+    seen: list[list[float]] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(_batch_mean(args[0]))) for m in norms]
+    run = num.compiled(model, numerics)
+    out: dict[str, Any] = {"batch_means": [], "running_means": [], "momentum": [m.momentum for m in norms]}
+    for step, batch in enumerate(batches):
+        x, y = _to(batch, device, dt)
+        xr, yr = _shard((x, y), rank, world)
+        model.zero_grad()
+        seen.clear()
+        with num.autocast(numerics, device):
+            logits = run(xr)
+            loss = loss_fn(logits, yr)
+        loss.backward()
+        out["batch_means"].append(list(seen))
+        out["running_means"].append([m.running_mean.double().cpu().tolist() for m in norms])
+        if step == 0:
+            reference, alone = _build(model_fn, device, None), _build(model_fn, device, None)
+            run_ref = num.compiled(reference, numerics)
+            with num.autocast(numerics, device):
+                ref_logits = run_ref(x)
+                ref_loss = loss_fn(ref_logits, y)
+                with torch.no_grad():
+                    alone(xr)
+            ref_loss.backward()
+            out["output_gap"] = relative_gap(logits, ref_logits[rank * xr.shape[0] : (rank + 1) * xr.shape[0]])
+            out["gradient_gap"] = relative_gap(
+                [p.grad for p in model.module.parameters()], [p.grad for p in reference.parameters()]
+            )
+            out["running_stat_gap"] = (
+                parameter_gap([m.running_mean for m in norms[:]], [m.running_mean for m in _batchnorms(alone)])
+                if norms
+                else 0.0
+            )
+    for h in hooks:
+        h.remove()
+    out["dtype"], out["numerics"] = str(dt), numerics
+    return out
+
+
+def ddp_batchnorm_verdict(results: Sequence[dict[str, Any]], min_gap: float = BATCHNORM_MIN_GAP) -> Checked:
+    """The claim of :func:`ddp_batchnorm` judged on its ranks' results (of
+    :func:`ddp_batchnorm_rank`): every rank's outputs and the averaged gradient differ from one
+    process's on the whole batch by more than ``min_gap`` (relative), and each rank's running
+    statistics after its first batch are its own shard's (to the dtype's rounding)."""
+    outputs = [r["output_gap"] for r in results]
+    gradients = [r["gradient_gap"] for r in results]
+    stat_gaps = [r["running_stat_gap"] for r in results]
+    first = results[0]
     result = Checked(
-        "ddp_against_one_process",
-        f"{world} DDP ranks take the same {len(batches)} steps as one process with the whole batch"
-        + (f" ({micro_batches} micro-batches under no_sync)" if micro_batches > 1 else ""),
-        "equal",
-        max([*gaps, replica_gap]),
-        tolerance(dt)[1],
+        "ddp_batchnorm",
+        f"with BatchNorm, {len(results)} DDP ranks' outputs and averaged gradient differ from one process's "
+        "on the whole batch",
+        "differs",
+        min([*outputs, *gradients]),
+        min_gap,
         {
-            "world": world,
-            "steps": len(batches),
-            "micro_batches": micro_batches,
-            "rank_gaps": gaps,
-            "replica_gap": replica_gap,
-            "synced_backwards_per_step": synced[0],
-            "dtype": str(dt),
-            "numerics": numerics,
+            "world": len(results),
+            "output_gap_per_rank": outputs,
+            "gradient_gap_per_rank": gradients,
+            "rank_running_stat_gaps": stat_gaps,
+            "dtype": first["dtype"],
+            "numerics": first["numerics"],
         },
     )
-    if any(n != 1 for per_rank in synced for n in per_rank):  # no_sync: one all-reduce round a step, not m
-        result.refute(f"backward passes that all-reduced, per step and rank: {synced} (expected 1 each)")
+    mode_dtype = num.AUTOCAST.get(first["numerics"], getattr(torch, first["dtype"].removeprefix("torch.")))
+    bound = tolerance(mode_dtype)[1]
+    if any(g > bound for g in stat_gaps):
+        result.refute(f"but a rank's running statistics are not its own shard's: gaps {stat_gaps} (bound {bound:g})")
     return result
+
+
+def ddp_batchnorm(
+    model_fn: ModelFactory,
+    batch: Batch,
+    *,
+    world: int = 2,
+    loss_fn: LossFn = F.cross_entropy,
+    numerics: str = num.REFERENCE,
+    min_gap: float = BATCHNORM_MIN_GAP,
+) -> Checked:
+    """BatchNorm under DDP normalizes with each rank's own batch: ``world`` gloo ranks, each with its
+    shard of ``batch``, give outputs and an averaged gradient that differ from one process's on
+    the whole batch (by more than ``min_gap``, relative), and each rank's running statistics are
+    those of its own shard (equal, to rounding, to a copy's that saw only that shard).
+    SyncBatchNorm is what makes them agree; it needs CUDA (and NCCL) and is not checked here. The
+    ranks run :func:`ddp_batchnorm_rank`; :func:`ddp_batchnorm_verdict` judges them."""
+    from trainclaims.ranks import run_ranks
+
+    batch = (batch[0].cpu(), batch[1].cpu())
+    if batch[0].shape[0] % world:
+        raise ValueError(f"a batch of {batch[0].shape[0]} does not split into {world} ranks")
+    if not _batchnorms(model_fn()):
+        raise ValueError("ddp_batchnorm: the model has no BatchNorm layer")
+    return ddp_batchnorm_verdict(run_ranks(ddp_batchnorm_rank, world, model_fn, [batch], loss_fn, numerics), min_gap)

@@ -3,24 +3,28 @@
 by the test (trainclaims.ranks, loopback, gloo) or by a launcher on a cluster (torchrun, srun:
 trainclaims.launch runs :func:`plan`'s experiments, the same calls the tests make).
 
-Every rank also trains, from the same seed, the single-process reference the claim compares
-against (one batch of k*b, the global batch), so rank and reference see the same numbers. Models
-and batches live on :func:`rank_device` (the rank's GPU under a launcher with NCCL, else CPU)."""
+S002-11..13 are trainclaims.checks' data-parallel checks on the seed MLP (the rank functions
+``checks.ddp_rank`` and ``checks.ddp_batchnorm_rank``, judged by ``checks.ddp_verdict`` and
+``checks.ddp_batchnorm_verdict``): the checks users run on their own models. Every rank also
+trains, from the same seed, the single-process reference the claim compares against (one batch of
+k*b, the global batch), so rank and reference see the same numbers. Models and batches live on
+:func:`rank_device` (the rank's GPU under a launcher with NCCL, else CPU). The family's bands are
+here too: a launched job's results are judged with the same ones."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.checks import relative_gap
 
@@ -29,6 +33,30 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-3
 B, SEED = 8, 0  # batch per rank, seed: the tests' and a launched job's experiments are the same calls
 DDP_STEPS, NO_SYNC_STEPS, FSDP_STEPS = 5, 3, 3
 MICRO_BATCHES = (2, 4)
+
+# The family's bands, measured (a test judges with them, a launched job's results too).
+# {dtype: relative tolerance} of DDP (2 ranks x 8) against one process with batch 16, 5 SGD steps
+# (trainclaims.checks.ddp_rank: the largest relative gap of one parameter tensor over the steps).
+# Measured (gloo, CPU, 1 thread a rank, torch 2.14.1, seeds 0-4): float64 7.3e-17 - 1.4e-16,
+# float32 1.8e-8 - 1.4e-7 (the all-reduce sums in another order); no_sync with 2 and 4
+# micro-batches, float64: 3.0e-17 - 1.7e-16, one all-reduce a step.
+DDP_TOL = {"float64": 1e-12, "float32": 1e-5}
+# In a numerics mode other than ieee the gap is measured (Evidence.judge_in_mode). Measured (gloo,
+# CPU, seed 0): DDP float32 bf16-autocast 1.2e-3, fp16-autocast 1.1e-4, compile 1.4e-7 (as eager);
+# no_sync bf16-autocast 2.8e-4 - 5.2e-4, fp16-autocast 2.9e-5 - 4.2e-5, compile 2.6e-8 - 2.8e-8.
+# Measured (gloo, CPU, float64, torch 2.14.1, 2 ranks x 8, seeds 0-4), relative to BN over the
+# global batch of 16 at the same weights: outputs 0.196 - 0.631 (per rank), all-reduced gradients
+# 0.247 - 0.425; each rank's running mean after its first batch equals a copy's that saw only its
+# shard (gap 0). The line sits well below: DDP + BN is not BN over the global batch.
+BN_MIN_GAP = 0.05
+# {dtype: relative tolerance} of FSDP2 (2 ranks x 8) against one process with batch 16 and against
+# DDP with the same batches, 3 SGD steps. Measured (gloo, CPU, torch 2.14.1, 2 ranks x 8, seeds 0-4),
+# largest parameter gap over the steps: float64 1.7e-17 - 2.5e-17, float32 1.0e-8 - 2.7e-8 against
+# one process, and 0 against DDP (the same all-reduced numbers); each rank held 55% of the
+# parameters (the shards of a 16-row layer over 2 ranks and the biases). Seed 0 in another mode:
+# bf16-autocast 1.7e-4, fp16-autocast 2.3e-5, compile 1.6e-8 against one process, 0 against DDP:
+# the same rounding as DDP's, so the same tolerances.
+FSDP_TOL = DDP_TOL
 
 _RANK_DEVICE = ["cpu"]
 
@@ -49,8 +77,7 @@ def mlp(seed: int, dtype: torch.dtype, bn: bool = False, sync_bn: bool = False) 
     return nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn else model.to(rank_device())
 
 
-def sgd(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+OPTIMIZER = checks.sgd(LR, MOMENTUM, WEIGHT_DECAY)
 
 
 def global_batch(seed: int, step: int, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,143 +91,44 @@ def flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def ddp_module(model: nn.Module, **kwargs: Any) -> DDP:
-    return DDP(model, **kwargs)
-
-
 def mode_dtype(dtype: torch.dtype, numerics: str) -> torch.dtype:
     """float32 where a numerics mode other than ieee runs a float64 experiment: autocast leaves
     float64 alone, and float32 is what users train in such a mode."""
     return dtype if numerics == num.REFERENCE else torch.float32
 
 
-def loss_in(numerics: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with num.autocast(numerics, x.device):
-        return F.cross_entropy(model(x), y)
-
-
-def buffers_kwargs(forward_sync: bool) -> dict[str, bool]:
-    """DDP's switch for broadcasting rank 0's buffers before each forward: ``forward_sync_buffers``
-    where this torch has it (torch 2.13 deprecates ``broadcast_buffers`` with a FutureWarning: ``trainclaims.known.DEPRECATIONS``), else
-    ``broadcast_buffers``."""
-    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
-        return {"forward_sync_buffers": forward_sync}
-    return {"broadcast_buffers": forward_sync}
-
-
-# --------------------------------------------------------------------------- S002-11
-
-
 def ddp_against_one_large_batch(
     rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int, numerics: str = "ieee"
 ) -> dict:
-    """k ranks with batch b each (no BN) against one process with batch k*b, ``steps`` SGD steps
-    (momentum, weight decay), both in the ``numerics`` mode: the relative parameter gap after each
-    step, and this rank's final parameters (to compare replicas across ranks)."""
+    """S002-11 as :func:`trainclaims.checks.ddp_rank` on the seed MLP: k ranks with batch b each
+    (no BN) against one process with batch k*b, ``steps`` SGD steps (momentum, weight decay)."""
     dtype = DTYPES[dtype_name]
-    model, reference = ddp_module(mlp(seed, dtype)), mlp(seed, dtype)
-    run, run_ref = num.compiled(model, numerics), num.compiled(reference, numerics)
-    scaler, scaler_ref = num.grad_scaler(numerics, rank_device()), num.grad_scaler(numerics, rank_device())
-    opt, opt_ref = sgd(model), sgd(reference)
-    gaps = []
-    for i in range(steps):
-        x, y = global_batch(seed, i, world * b, dtype)
-        opt.zero_grad()
-        num.backward(loss_in(numerics, run, x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]), scaler)
-        num.step(opt, scaler)
-        opt_ref.zero_grad()
-        num.backward(loss_in(numerics, run_ref, x, y), scaler_ref)
-        num.step(opt_ref, scaler_ref)
-        gaps.append(relative_gap(flat(model.module), flat(reference)))
-    return {"gaps": gaps, "params": flat(model.module).tolist()}
-
-
-# --------------------------------------------------------------------------- S002-12
+    batches = [global_batch(seed, i, world * b, dtype) for i in range(steps)]
+    return checks.ddp_rank(
+        rank, world, partial(mlp, seed, dtype), batches, F.cross_entropy, OPTIMIZER, numerics, device=rank_device()
+    )
 
 
 def no_sync_accumulation(
     rank: int, world: int, micro: int, steps: int, b: int, seed: int, numerics: str = "ieee"
 ) -> dict:
-    """m micro-batches per step (loss/m), all but the last inside ``no_sync()``, against one step of
-    batch m*k*b, both in the ``numerics`` mode (float64 in ieee, float32 in another); the gradient
-    all-reduces counted by a communication hook."""
+    """S002-12 as :func:`trainclaims.checks.ddp_rank` with m micro-batches under ``no_sync()``,
+    against one step of batch m*k*b (float64 in ieee, float32 in another mode)."""
     dtype = mode_dtype(torch.float64, numerics)
-    model, reference = ddp_module(mlp(seed, dtype)), mlp(seed, dtype)
-    run, run_ref = num.compiled(model, numerics), num.compiled(reference, numerics)
-    scaler, scaler_ref = num.grad_scaler(numerics, rank_device()), num.grad_scaler(numerics, rank_device())
-    calls = [0]
-
-    def counting_allreduce(state, bucket):
-        calls[0] += 1
-        return default_hooks.allreduce_hook(state, bucket)
-
-    model.register_comm_hook(None, counting_allreduce)
-    opt, opt_ref = sgd(model), sgd(reference)
-    per_step, gaps = [], []
-    for i in range(steps):
-        x, y = global_batch(seed, i, micro * world * b, dtype)
-        mine = [
-            (
-                x[(i * world + rank) * b : (i * world + rank + 1) * b],
-                y[(i * world + rank) * b : (i * world + rank + 1) * b],
-            )
-            for i in range(micro)
-        ]
-        before = calls[0]
-        opt.zero_grad()
-        for j, (xb, yb) in enumerate(mine):
-            if j < micro - 1:
-                with model.no_sync():
-                    num.backward(loss_in(numerics, run, xb, yb) / micro, scaler)
-            else:
-                num.backward(loss_in(numerics, run, xb, yb) / micro, scaler)
-        num.step(opt, scaler)
-        per_step.append(calls[0] - before)
-        opt_ref.zero_grad()
-        num.backward(loss_in(numerics, run_ref, x, y), scaler_ref)
-        num.step(opt_ref, scaler_ref)
-        gaps.append(relative_gap(flat(model.module), flat(reference)))
-    return {"allreduces_per_step": per_step, "gaps": gaps}
-
-
-# --------------------------------------------------------------------------- S002-13
+    batches = [global_batch(seed, i, micro * world * b, dtype) for i in range(steps)]
+    return checks.ddp_rank(
+        rank, world, partial(mlp, seed, dtype), batches, F.cross_entropy, OPTIMIZER, numerics, micro, rank_device()
+    )
 
 
 def ddp_batchnorm(rank: int, world: int, forward_sync: bool, b: int, seed: int, numerics: str = "ieee") -> dict:
-    """DDP + BatchNorm against BN over the global batch: the gap in outputs and (all-reduced)
-    gradients at the same weights, and what the running means do over two training steps; in the
-    ``numerics`` mode (float64 in ieee, float32 in another)."""
+    """S002-13 as :func:`trainclaims.checks.ddp_batchnorm_rank` on the seed MLP with BatchNorm,
+    over two batches (float64 in ieee, float32 in another mode)."""
     dtype = mode_dtype(torch.float64, numerics)
-    model = ddp_module(mlp(seed, dtype, bn=True), **buffers_kwargs(forward_sync))
-    reference = mlp(seed, dtype, bn=True)
-    run, run_ref = num.compiled(model, numerics), num.compiled(reference, numerics)
-    bn = model.module[1]
-    out = {"running_mean": [], "batch_mean": []}
-    for step in range(2):
-        x, y = global_batch(seed, step, world * b, dtype)
-        xr, yr = x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]
-        model.zero_grad()
-        with num.autocast(numerics, xr.device):
-            logits = run(xr)
-            loss = F.cross_entropy(logits, yr)
-        loss.backward()
-        with torch.no_grad():  # what BN saw on this rank: its own batch's mean of the first layer's output
-            out["batch_mean"].append(model.module[0](xr).mean(0).tolist())
-        out["running_mean"].append(bn.running_mean.tolist())
-        if step == 0:
-            reference.zero_grad()
-            with num.autocast(numerics, x.device):
-                ref_logits = run_ref(x)
-                ref_loss = F.cross_entropy(ref_logits, y)
-            ref_loss.backward()
-            out["output_gap"] = relative_gap(
-                logits.detach().double(), ref_logits.detach().double()[rank * b : (rank + 1) * b]
-            )
-            grads = torch.cat([p.grad.flatten() for p in model.module.parameters()])
-            ref_grads = torch.cat([p.grad.flatten() for p in reference.parameters()])
-            out["gradient_gap"] = relative_gap(grads, ref_grads)
-    out["momentum"] = bn.momentum
-    return out
+    batches = [global_batch(seed, step, world * b, dtype) for step in range(2)]
+    return checks.ddp_batchnorm_rank(
+        rank, world, partial(mlp, seed, dtype, True), batches, F.cross_entropy, numerics, forward_sync, rank_device()
+    )
 
 
 # --------------------------------------------------------------------------- S002-14
@@ -217,7 +145,7 @@ def sync_batchnorm(rank: int, world: int, backend_device: str, b: int, seed: int
     x, y = (t.to(device) for t in global_batch(seed, 0, world * b, dtype))
     xr, yr = x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]
     try:
-        model = ddp_module(mlp(seed, dtype, bn=True, sync_bn=True).to(device))
+        model = DDP(mlp(seed, dtype, bn=True, sync_bn=True).to(device))
         logits = model(xr)
     except (ValueError, RuntimeError) as err:
         return {"error": f"{type(err).__name__}: {err}"}
@@ -266,7 +194,8 @@ def fsdp_against_one_large_batch(
     if fully_shard is None:
         return {"unsupported": why}
     dtype = DTYPES[dtype_name]
-    model, reference, replica = mlp(seed, dtype), mlp(seed, dtype), ddp_module(mlp(seed, dtype))
+    model, reference, replica = mlp(seed, dtype), mlp(seed, dtype), DDP(mlp(seed, dtype))
+    nets = (model, reference, replica)
     try:
         for layer in model:
             if isinstance(layer, nn.Linear):
@@ -276,19 +205,14 @@ def fsdp_against_one_large_batch(
         return {"unsupported": f"fully_shard on {rank_device().type} with torch {torch.__version__}: {err}"}
     full_numel = sum(p.numel() for p in reference.parameters())
     local_numel = sum(p.to_local().numel() for p in model.parameters())
-    run, run_ref, run_ddp = (num.compiled(m, numerics) for m in (model, reference, replica))
-    scalers = [num.grad_scaler(numerics, rank_device()) for _ in range(3)]
-    opts = [sgd(m) for m in (model, reference, replica)]
+    device = str(rank_device())
+    steppers = [checks._stepper(m, OPTIMIZER(m.parameters()), F.cross_entropy, numerics, device) for m in nets]
     gaps, ddp_gaps = [], []
     for i in range(steps):
         x, y = global_batch(seed, i, world * b, dtype)
         mine = x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]
-        for net, opt, scaler, (xb, yb) in zip(
-            (run, run_ref, run_ddp), opts, scalers, (mine, (x, y), mine), strict=True
-        ):
-            opt.zero_grad()
-            num.backward(loss_in(numerics, net, xb, yb), scaler)
-            num.step(opt, scaler)
+        for step, batch in zip(steppers, (mine, (x, y), mine), strict=True):
+            step([batch])
         full = torch.cat([p.full_tensor().detach().flatten() for p in model.parameters()])
         gaps.append(relative_gap(full, flat(reference)))
         ddp_gaps.append(relative_gap(full, flat(replica.module)))
@@ -359,7 +283,7 @@ def ddp_step_throughput(rank: int, world: int, global_batch_size: int, rounds: i
     from trainclaims.families.nets import seed_fc
 
     torch.manual_seed(0)
-    model = ddp_module(seed_fc(3072)) if world > 1 else seed_fc(3072)
+    model = DDP(seed_fc(3072)) if world > 1 else seed_fc(3072)
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
     b = global_batch_size // world
     x, y = torch.rand(b, 3, 32, 32), torch.randint(10, (b,))
