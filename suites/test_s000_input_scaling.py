@@ -30,7 +30,10 @@ from trainclaims.families.s000 import (
     DEAD_AFTER_X255,
     DEAD_BANDS,
     FAILS_OUTRIGHT,
+    FC_CEILING,
     FIRST_STEP_RATIO,
+    FLIP_MARGIN,
+    REPARAM,
     RESTORED_EXACTLY,
     RESTORED_VERDICT_SEEDS,
     RESTORED_WITHIN,
@@ -115,19 +118,6 @@ def test_power_of_two_input_scale_with_w1_lr_and_wd_rescaled_reproduces_the_traj
     loss_a, loss_b, w_a, w_b, *_ = reparametrized_runs(2.0**k, dtype, steps, seed, device)
     assert loss_a == loss_b, f"s=2^{k}: losses differ"
     assert torch.equal(w_a, w_b), f"s=2^{k}: s*W1' != W1 after {steps} steps (max diff {(w_a - w_b).abs().max()})"
-
-
-# Measured (CPU, 3 seeds each, 300 steps): relative difference of s*W1' from W1 at most 6.4e-8 in
-# float64 and 6.2e-7 in float32 for s in {3.7, 255, 1e4}; losses within 1.6e-9 (float64) and
-# 2.2e-7 (float32). Float32, s=255: 1.3e-7 after 10 steps, 2.6e-7 after 50, 4.1e-7 after 100.
-# But hypothesis found float32 runs that part: s=1.5, seed 339072: 1.4e-7 after 15 steps, 1.7e-4
-# after 20, because at step 15 a hidden pre-activation 1.7e-8 (relative to the layer's largest) from
-# 0 is on in one run and off in the other, and from there the trajectories separate. So the property
-# is: within rounding up to the first such flip, and a flip only at a pre-activation within rounding
-# of 0. Measured on 300 more float32 examples (s in [1.5, 4] and [1.5, 1e4], 60 steps, random seeds):
-# no flip, at most 3.1e-7. float64 held to 1e-6 over 60 steps in every example.
-REPARAM = {torch.float64: (60, 1e-6), torch.float32: (60, 1e-4)}  # dtype: (max steps, relative tolerance)
-FLIP_MARGIN = {torch.float64: 1e-10, torch.float32: 1e-4}  # a flip further from 0 than this is no rounding
 
 
 @pytest.mark.claim("S000-08")
@@ -436,7 +426,6 @@ def test_the_first_x255_gradient_is_hundreds_of_times_the_baselines(tier, sweep,
 # A stronger fully connected recipe: 3072-1024-512-10 with BatchNorm, SGD lr 0.05, momentum 0.9,
 # weight decay 5e-4, 20 epochs, no augmentation. Not measured here (no CIFAR-10 on these machines).
 STRONG_MLP = TrainConfig(model="mlp-strong", hidden=1024, lr=0.05, weight_decay=5e-4)
-FC_CEILING = 0.52  # "~50% is the maximum": a fully connected net clearly above it refutes the claim
 
 
 @pytest.mark.slow

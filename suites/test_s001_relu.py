@@ -15,6 +15,7 @@ from torch import nn
 from trainclaims import checks
 from trainclaims.claims import Verdict
 from trainclaims.families.relu_ops import OPS, ReluLike
+from trainclaims.families.s001 import RECOVERY_BANDS, RECOVERY_STEPS, XOR_MIN_RATE, XOR_SEEDS
 from trainclaims.families.xor import X, Y, source_step, source_weights, train_xor
 from trainclaims.known import Known
 
@@ -224,13 +225,6 @@ def test_relu_net_passes_gradcheck_away_from_zero(device, seed):
     assert torch.autograd.gradcheck(net, (w1.requires_grad_(), w2.requires_grad_()), eps=1e-6, atol=1e-6)
 
 
-XOR_SEEDS = 1000
-# Measured (CPU, float64, torch 2.14.1): the source's net learns XOR (loss falls, predictions round
-# to the truth table after 200 iterations) for 1999 of seeds 0..1999 (99.95%); the loss falls for
-# all 2000. With that rate, 1000 seeds show more than 5 failures with probability < 1e-5:
-XOR_MIN_RATE = 0.995
-
-
 @pytest.mark.claim("S001-05")
 def test_the_sources_xor_net_learns_xor_for_almost_every_seed(device, numerics, evidence):
     # ieee: the source's float64. Another mode trains in float32, the dtype that mode acts on
@@ -306,14 +300,6 @@ def test_the_same_unit_gets_slope_times_the_upstream_gradient_with_leaky_relu(de
     assert (z[:, 0] < 0).all()
     torch.testing.assert_close(d_z[:, 0], slope * d_h[:, 0], atol=0, rtol=1e-6)
     assert (d_z[:, 0] != 0).any(), "the leaky unit receives a gradient"
-
-
-# Measured (CPU, negative_slope 0.1, seeds 0..9, up to 2000 steps): the dead unit's
-# pre-activation turns positive on some input for SGD+momentum 10/10 seeds (after 6-11 steps),
-# Adam 1/10 (578 steps), plain SGD 0/10: the other units fit the target first and the gradient
-# left for the dead one fades. Leaky ReLU makes recovery possible, not certain.
-RECOVERY_STEPS = 100  # momentum recovers within 11 steps; the others rarely within 2000
-RECOVERY_BANDS = {"sgd": (0, 2), "sgd-momentum": (9, 10), "adam": (0, 3)}  # recovered of 10 seeds
 
 
 @pytest.mark.claim("S001-06")

@@ -17,15 +17,9 @@ from trainclaims import numerics as num
 from trainclaims.claims import Verdict
 from trainclaims.devices import skip_unless_cuda
 from trainclaims.engine import TrainConfig
+from trainclaims.families.s002 import BN_ACCUM_MIN_REL_DIFF, BN_TOL, EMA_CORRECTED_MAX_GAP, EMA_UNCORRECTED_MIN_GAP
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-# {dtype: (atol, rtol)} for BN outputs and running statistics against the formula by hand.
-BN_TOL = {
-    torch.float64: (1e-12, 1e-10),
-    torch.float32: (1e-5, 1e-5),
-    torch.bfloat16: (3e-2, 3e-2),
-    torch.float16: (3e-3, 3e-3),
-}
 BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
@@ -462,11 +456,6 @@ def test_accumulation_equals_the_larger_batch_in_each_numerics_mode(device, nume
 
 # --------------------------------------------------------------------------- S002-08
 
-# Measured (CPU, float64, the mlp above with BatchNorm1d(16), micro-batches of 8, seeds 0-19): the
-# accumulated gradient (loss/k) differs from the large batch's by 17-92% (k=2) and 27-87% (k=4) in
-# relative norm; without BN the same comparison gives at most 3.2e-16.
-BN_ACCUM_MIN_REL_DIFF = 0.05
-
 
 @pytest.mark.claim("S002-08")
 @pytest.mark.parametrize("k", [2, 4])
@@ -493,17 +482,6 @@ def test_with_batchnorm_accumulation_differs_from_the_large_batch_and_updates_st
         diffs.append(result.gap)
     evidence.record(k=k, dtype=str(dtype), relative_gradient_difference=diffs)
     assert min(diffs) > BN_ACCUM_MIN_REL_DIFF, f"relative gradient differences {diffs}"
-
-
-# Running statistics: k micro-batch updates with momentum m against one large-batch update with
-# m_k = 1-(1-m)^k, from the same start. In expectation they agree exactly (both weigh the start by
-# (1-m)^(kT) after T steps); uncorrected (m_k = m) the large batch lags. 4096 independent channels
-# stand in for 4096 seeds. Measured (CPU, float64, m=0.1, k=4, T=5, micro-batch 8, seeds 0-4):
-# |mean gap| / mean, corrected: <= 0.0001 (running_mean), <= 0.0008 (running_var); uncorrected:
-# 0.468-0.469 (running_mean; (1-m)^T - (1-m)^(kT) = 0.4689 predicted) and 0.393-0.396 (running_var,
-# which starts at 1 rather than 0).
-EMA_CORRECTED_MAX_GAP = 0.01
-EMA_UNCORRECTED_MIN_GAP = 0.3
 
 
 def ema_gaps(device: str, seed: int, m: float = 0.1, k: int = 4, steps: int = 5) -> dict[str, float]:
