@@ -60,3 +60,34 @@ def test_a_change_no_known_behaviour_explains_is_flagged(tmp_path):
     odd = write_run(tmp_path / "odd", "2.14.1", 0.5, "holds", "EPYC", 1000.0)
     assert main([str(old), str(odd), "--out", str(tmp_path / "out")]) == 0
     assert "| clamp(min=0) | 1 | 0.5 **⚠** |" in (tmp_path / "out" / "compare.md").read_text()
+
+
+def test_a_conftest_family_adds_its_compare_sections_with_family(tmp_path, monkeypatch, capsys):
+    """A family declared in a project's conftest.py is not installed: ``--family conftest:FAMILY``,
+    run from the project's folder, adds its sections; a reference that is not there, or is no
+    Family, is a one-line usage error before anything is written."""
+    old = write_run(tmp_path / "old", "2.1.2", 1.0, "holds", "EPYC", 1000.0)
+    new = write_run(tmp_path / "new", "2.14.1", 1.0, "holds", "EPYC", 1000.0)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "myfamily_conftest.py").write_text(
+        "from trainclaims.claims import Family\n"
+        "def section(runs):\n"
+        "    return ['## MINE: a section of my own', '', f'{len(runs)} runs', '']\n"
+        "FAMILY = Family(id='MINE', title='mine', catalogue='MINE-01 | a claim', compare_sections=(section,))\n"
+        "NOT_A_FAMILY = 3\n"
+    )
+    monkeypatch.chdir(project)
+    assert main([str(old), str(new), "--out", "out", "--family", "myfamily_conftest:FAMILY"]) == 0
+    text = (project / "out" / "compare.md").read_text()
+    assert "## MINE: a section of my own\n\n2 runs\n" in text
+    assert "## S001-02: derivative at exactly 0" in text, "the installed families' sections stay"
+    for ref, why in (
+        ("nowhere:FAMILY", "ModuleNotFoundError: No module named 'nowhere'"),
+        ("myfamily_conftest:NOT_A_FAMILY", "int is not a trainclaims.claims.Family"),
+        ("myfamily_conftest", "give MODULE:NAME"),
+    ):
+        with pytest.raises(SystemExit):
+            main([str(old), str(new), "--out", "again", "--family", ref])
+        assert why in capsys.readouterr().err
+    assert not (project / "again").exists()

@@ -5,6 +5,8 @@ not divided by k) fails with the check's numbers."""
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,18 @@ def test_the_example_project_passes_its_gate_and_reports_only_its_own_family(pro
     assert "## CNN: Training our small CNN" in text
     assert "S000" not in text
     assert "S001" not in text
+    # its family's compare section, as the README says to run it from the project's folder
+    args = ["reports", "reports", "--out", "cmp", "--family", "conftest:FAMILY"]
+    compare = subprocess.run(
+        [sys.executable, "-m", "trainclaims.compare", *args],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+    )
+    assert compare.returncode == 0, compare.stderr
+    text = (project.path / "cmp" / "compare.md").read_text()
+    assert "## CNN: the gap each check measured" in text
+    assert "| CNN-05 ddp_against_one_process [2] |" in text
 
 
 @pytest.mark.slow  # 8 s of a pytest start in a subprocess; test_self_checks.py has the failure in the fast tier

@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def run_columns(runs: list[Run]) -> str:
     return " | ".join(f"{i}: {cell(r.label)}" for i, r in enumerate(runs, 1))
 
 
-def markdown(runs: list[Run]) -> str:
+def markdown(runs: list[Run], families: Sequence[Any] | None = None) -> str:
     first = runs[0]
     lines = ["# Comparison of runs", "", "| run | folder | torch | CUDA | devices | machine | data | date | commit |"]
     lines.append("|---|---|---|---|---|---|---|---|---|")
@@ -149,20 +150,46 @@ def markdown(runs: list[Run]) -> str:
                     detail = c.why
                 lines.append(f"- run {i} ({cell(runs[i - 1].label)}): **{c.verdict.value}** {cell(detail)}")
         lines.append("")
-    lines += family_sections(runs)
+    lines += family_sections(runs, families)
     lines += _benchmark_section(runs, first)
     return "\n".join(lines) + "\n"
 
 
-def family_sections(runs: list[Run]) -> list[str]:
-    """What the installed claim families add to the comparison: each family registered under the
-    ``trainclaims.families`` entry-point group may have ``compare_sections``, functions from the
-    runs to markdown lines (nothing where the runs measured nothing of theirs)."""
+def installed_families() -> list[Any]:
+    """The families registered under the ``trainclaims.families`` entry-point group, by name."""
     from importlib.metadata import entry_points
 
+    return [entry.load() for entry in sorted(entry_points(group="trainclaims.families"), key=lambda e: e.name)]
+
+
+def load_family(ref: str) -> Any:
+    """The family ``MODULE:NAME`` names (``conftest:FAMILY`` in a project's folder: the current
+    folder is searched first). ValueError (one line) where it cannot be imported or is no Family."""
+    import importlib
+
+    from trainclaims.claims import Family
+
+    module, _, name = ref.partition(":")
+    if not module or not name:
+        raise ValueError(f"--family {ref!r}: give MODULE:NAME, e.g. conftest:FAMILY")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        family = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"--family {ref}: {type(err).__name__}: {err}") from None
+    if not isinstance(family, Family):
+        raise ValueError(f"--family {ref}: {type(family).__name__} is not a trainclaims.claims.Family")
+    return family
+
+
+def family_sections(runs: list[Run], families: Sequence[Any] | None = None) -> list[str]:
+    """What the claim families add to the comparison: each family (default: the installed ones,
+    :func:`installed_families`) may have ``compare_sections``, functions from the runs to markdown
+    lines (nothing where the runs measured nothing of theirs)."""
     lines: list[str] = []
-    for entry in sorted(entry_points(group="trainclaims.families"), key=lambda e: e.name):
-        for section in getattr(entry.load(), "compare_sections", ()):
+    for family in installed_families() if families is None else families:
+        for section in getattr(family, "compare_sections", ()):
             lines += section(runs)
     return lines
 
@@ -233,12 +260,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainclaims-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="report folders of the runs (first = reference)")
     parser.add_argument("--out", type=Path, required=True, help="folder for compare.md and compare.png")
+    parser.add_argument(
+        "--family",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="a claim family whose compare sections to add, besides the installed ones (the entry-point group "
+        "trainclaims.families): e.g. conftest:FAMILY for one declared in a project's conftest.py, run from there",
+    )
     args = parser.parse_args(argv)
     if len(args.runs) < 2:
         parser.error("give at least two run folders")
+    try:
+        extra = [load_family(ref) for ref in args.family]
+    except ValueError as err:
+        parser.error(str(err))
+    families = installed_families()
+    families += [f for f in extra if f.id not in {g.id for g in families}]
     runs = [load_run(p) for p in args.runs]
     label_runs(runs)
-    atomic_write(args.out / "compare.md", markdown(runs))
+    atomic_write(args.out / "compare.md", markdown(runs, families))
     plot(runs, args.out / "compare.png")
     print(f"trainclaims-compare: wrote {args.out / 'compare.md'} and {args.out / 'compare.png'}")
     return 0
