@@ -185,6 +185,11 @@ def test_a_gap_is_asserted_in_ieee_and_judged_in_another_mode():
     assert ev.why == "bf16-autocast: runs agree only to the mode's rounding: 0.003 (ieee: < 0.0001) (s=255)"
     with pytest.raises(AssertionError, match=re.escape("fp16-autocast: runs agree: 6.00e-01, no rounding effect")):
         ev.judge_in_mode("fp16-autocast", 0.6, 1e-4, "runs agree")
+    # a test that judges two gaps (FSDP2 against one process, then against DDP) is conditional
+    # where the first is, even though the second holds
+    ev.judge_in_mode("bf16-autocast", 0.0, 1e-4, "as DDP")
+    assert ev.verdict is Verdict.CONDITIONAL
+    assert ev.why.endswith("(s=255); bf16-autocast: as DDP within 0.0001: 0")
 
 
 ACTING_TEST = """

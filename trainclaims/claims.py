@@ -168,14 +168,19 @@ class Evidence:
         """A property that holds to ``tol`` in the reference numerics mode (ieee), measured in
         ``numerics`` as ``gap``: in ieee the gap must be within ``tol`` (asserted); in another mode
         the claim holds there within ``tol``, else it is conditional, with the gap; it fails only
-        past :data:`RUNS_PART`, where the mode breaks the property outright."""
+        past :data:`RUNS_PART`, where the mode breaks the property outright. A test that judges
+        several gaps is conditional where any of them is."""
         extra = f" ({detail})" if detail else ""
         if numerics == REFERENCE_MODE:
             assert gap < tol, f"{what}: {gap:.2e} in ieee, bound {tol:g}{extra}"
             return
         assert gap < RUNS_PART, f"{numerics}: {what}: {gap:.2e}, no rounding effect{extra}"
         if gap < tol:
-            self.conclude(Verdict.HOLDS, f"{numerics}: {what} within {tol:g}: {gap:.2g}{extra}")
+            held = f"{numerics}: {what} within {tol:g}: {gap:.2g}{extra}"
+            if self.verdict == Verdict.CONDITIONAL:  # an earlier judgement of this test stands
+                self.why += f"; {held}"
+            else:
+                self.conclude(Verdict.HOLDS, held)
         else:
             self.conclude(
                 Verdict.CONDITIONAL,
