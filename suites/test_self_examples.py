@@ -41,6 +41,10 @@ def test_the_example_project_passes_its_gate_and_reports_only_its_own_family(pro
     assert "## CNN: Training our small CNN" in text
     assert "S000" not in text
     assert "S001" not in text
+    # its own benchmark, with FLOP/s of a CNN and its note
+    bench = (project.path / "reports" / "benchmarks.md").read_text()
+    assert "## small CNN training step, batch 64" in bench
+    assert "convolution FLOPs 2,949,120 of 8,275,968 a step (FlopCounterMode)" in bench
     # its family's compare section, as the README says to run it from the project's folder
     args = ["reports", "reports", "--out", "cmp", "--family", "conftest:FAMILY"]
     compare = subprocess.run(
