@@ -118,3 +118,45 @@ def test_running_statistics_follow_the_ema_and_the_check_tells_the_biased_varian
         return nn.Sequential(nn.Linear(6, 16), BiasedBN(16), nn.Linear(16, 3))
 
     assert not checks.running_statistics(biased, list(data(64)[0].split(8))).holds
+
+
+def ddp_rank_result(gaps, parameters, synced, micro=1):
+    return {
+        "gaps": gaps,
+        "synced_backwards": synced,
+        "parameters": parameters,
+        "dtype": "torch.float32",
+        "numerics": "ieee",
+        "micro_batches": micro,
+    }
+
+
+def test_the_ddp_verdict_fails_on_a_gap_on_replicas_that_differ_and_on_extra_all_reduces():
+    """checks.ddp_verdict judges what the ranks returned (spawned here, or by a launched job):
+    each of the three ways the claim can fail, from hand-made rank results (the ranks themselves
+    run in test_s002_data_parallel.py and in the example project)."""
+    same = [[1.0, 2.0], [3.0]]
+    good = checks.ddp_verdict([ddp_rank_result([1e-8, 2e-8], same, [1, 1])] * 2)
+    assert good.holds
+    assert (good.gap, good.bound) == (2e-8, checks.tolerance(torch.float32)[1])
+    assert not checks.ddp_verdict([ddp_rank_result([1e-8, 3e-3], same, [1, 1])] * 2).holds
+    apart = [ddp_rank_result([0.0], same, [1]), ddp_rank_result([0.0], [[1.0, 2.5], [3.0]], [1])]
+    verdict = checks.ddp_verdict(apart)
+    assert not verdict.holds
+    assert "the replicas differ between ranks (gap 0.224)" in verdict.claim
+    every_micro_batch = checks.ddp_verdict([ddp_rank_result([0.0], same, [2], micro=2)] * 2)
+    assert not every_micro_batch.holds
+    assert "all-reduced, per step and rank: [[2], [2]] (expected 1 each)" in every_micro_batch.claim
+    assert checks.ddp_verdict([ddp_rank_result([2e-5], same, [1])] * 2, bound=1e-4).holds, "a family's own bound"
+
+
+def test_the_ddp_batchnorm_verdict_needs_a_gap_and_each_ranks_own_statistics():
+    def rank(output_gap, gradient_gap, stat_gap):
+        return {"output_gap": output_gap, "gradient_gap": gradient_gap, "running_stat_gap": stat_gap}
+
+    env = {"dtype": "torch.float64", "numerics": "ieee"}
+    assert checks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(0.4, 0.3, 0.0) | env]).gap == 0.2
+    assert not checks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(1e-9, 0.3, 0.0) | env]).holds
+    shared = checks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(0.2, 0.3, 0.5) | env])
+    assert not shared.holds
+    assert "not its own shard's: gaps [0.0, 0.5]" in shared.claim

@@ -87,8 +87,9 @@ def relative_gap(a: torch.Tensor | Iterable[torch.Tensor], b: torch.Tensor | Ite
 
 def parameter_gap(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> float:
     """The largest :func:`relative_gap` of one tensor of ``a`` to its counterpart in ``b``: how two
-    models' parameters are compared (a small layer's gap is not hidden by a large one's norm)."""
-    return max(relative_gap([x], [y]) for x, y in zip(a, b, strict=True))
+    models' parameters are compared (a small layer's gap is not hidden by a large one's norm); 0
+    for no tensors."""
+    return max((relative_gap([x], [y]) for x, y in zip(a, b, strict=True)), default=0.0)
 
 
 @dataclass
@@ -817,6 +818,10 @@ def ddp_against_one_process(
     return ddp_verdict(results, bound)
 
 
+def _running_stats(model: nn.Module) -> list[torch.Tensor]:
+    return [t for m in _batchnorms(model) for t in (m.running_mean, m.running_var)]
+
+
 def _batch_mean(t: torch.Tensor) -> list[float]:
     """The per-channel mean a BatchNorm layer computes of its input (channels on dim 1)."""
     dims = [0, *range(2, t.dim())]
@@ -837,8 +842,8 @@ def ddp_batchnorm_rank(
     rank's shard of each batch, with rank 0's buffers broadcast before each forward where
     ``forward_sync`` (DDP's default). At the first batch, against one process on the whole batch
     at the same weights: the relative gap of this rank's outputs (to the reference's rows of its
-    shard) and of the all-reduced gradients, and the gap of every BN layer's running mean to that
-    of a copy that saw only this rank's shard. Per batch, each BN layer's input mean (what it
+    shard) and of the all-reduced gradients, and the gap of every BN layer's running mean and
+    variance to those of a copy that saw only this rank's shard. Per batch, each BN layer's input mean (what it
     normalized with) and running mean after the forward."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -872,13 +877,10 @@ def ddp_batchnorm_rank(
             ref_loss.backward()
             out["output_gap"] = relative_gap(logits, ref_logits[rank * xr.shape[0] : (rank + 1) * xr.shape[0]])
             out["gradient_gap"] = relative_gap(
-                [p.grad for p in model.module.parameters()], [p.grad for p in reference.parameters()]
+                [p.grad for p in model.module.parameters() if p.grad is not None],
+                [p.grad for p in reference.parameters() if p.grad is not None],
             )
-            out["running_stat_gap"] = (
-                parameter_gap([m.running_mean for m in norms[:]], [m.running_mean for m in _batchnorms(alone)])
-                if norms
-                else 0.0
-            )
+            out["running_stat_gap"] = parameter_gap(_running_stats(model.module), _running_stats(alone))
     for h in hooks:
         h.remove()
     out["dtype"], out["numerics"] = str(dt), numerics
