@@ -721,20 +721,20 @@ def ddp_rank(
 
     model.register_comm_hook(None, counting)
     step, step_ref = (_stepper(m, optimizer_fn(m.parameters()), loss_fn, numerics, device) for m in (model, reference))
+    synced = [0]  # this step's backward passes that all-reduced
+
+    @contextlib.contextmanager
+    def backward_of(i: int) -> Iterator[None]:  # micro-batch i: all but the last under no_sync
+        before = reductions[0]
+        with contextlib.nullcontext() if i == micro_batches - 1 else model.no_sync():
+            yield
+        synced[0] += reductions[0] > before
+
     gaps, synced_backwards = [], []
     for batch in batches:
         x, y = _to(batch, device, dt)
-        parts = _split(_shard((x, y), rank, world), micro_batches)
-        synced = [0]
-
-        @contextlib.contextmanager
-        def backward_of(i: int, parts: list[Batch] = parts, synced: list[int] = synced) -> Iterator[None]:
-            before = reductions[0]
-            with contextlib.nullcontext() if i == len(parts) - 1 else model.no_sync():
-                yield
-            synced[0] += reductions[0] > before
-
-        step(parts, backward_of)
+        synced[0] = 0
+        step(_split(_shard((x, y), rank, world), micro_batches), backward_of)
         synced_backwards.append(synced[0])
         step_ref([(x, y)])
         gaps.append(parameter_gap(model.module.parameters(), reference.parameters()))
@@ -843,8 +843,8 @@ def ddp_batchnorm_rank(
     ``forward_sync`` (DDP's default). At the first batch, against one process on the whole batch
     at the same weights: the relative gap of this rank's outputs (to the reference's rows of its
     shard) and of the all-reduced gradients, and the gap of every BN layer's running mean and
-    variance to those of a copy that saw only this rank's shard. Per batch, each BN layer's input mean (what it
-    normalized with) and running mean after the forward."""
+    variance to those of a copy that saw only this rank's shard. Per batch, each BN layer's input
+    mean (what it normalized with) and running mean after the forward."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     device = str(device)
