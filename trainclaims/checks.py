@@ -686,6 +686,11 @@ def _as_lists(tensors: Iterable[torch.Tensor]) -> list[list[float]]:
     return [t.detach().cpu().double().flatten().tolist() for t in tensors]
 
 
+def _dtype_named(name: str) -> torch.dtype:
+    """The dtype a rank result names (``"torch.float32"``: ``str(dtype)``, JSON-safe)."""
+    return getattr(torch, name.removeprefix("torch."))
+
+
 def _tensors(lists: Iterable[list[float]]) -> list[torch.Tensor]:
     return [torch.tensor(t, dtype=torch.float64) for t in lists]
 
@@ -757,7 +762,7 @@ def ddp_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -
     gaps = [max(r["gaps"]) for r in results]
     replica_gap = max(parameter_gap(_tensors(r["parameters"]), _tensors(first["parameters"])) for r in results)
     synced = [r["synced_backwards"] for r in results]
-    dtype = getattr(torch, first["dtype"].removeprefix("torch."))
+    dtype = _dtype_named(first["dtype"])
     micro = first["micro_batches"]
     result = Checked(
         "ddp_against_one_process",
@@ -912,7 +917,7 @@ def ddp_batchnorm_verdict(results: Sequence[dict[str, Any]], min_gap: float = BA
             "numerics": first["numerics"],
         },
     )
-    mode_dtype = num.AUTOCAST.get(first["numerics"], getattr(torch, first["dtype"].removeprefix("torch.")))
+    mode_dtype = num.AUTOCAST.get(first["numerics"], _dtype_named(first["dtype"]))
     bound = tolerance(mode_dtype)[1]
     if any(g > bound for g in stat_gaps):
         result.refute(f"but a rank's running statistics are not its own shard's: gaps {stat_gaps} (bound {bound:g})")
