@@ -44,6 +44,8 @@ from trainclaims.families.s000 import (
     ZERO_OUTPUTS_AFTER_X255,
     variants,
 )
+from trainclaims.modes import REFERENCE, Mode
+from trainclaims.step import Step
 
 DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
 
@@ -68,14 +70,14 @@ def reparametrized_runs(
     lr_power: int = 2,
     scale_wd: bool = True,
     stop_at_flip: bool = False,
-    numerics: str = "ieee",
+    numerics: Mode | str = REFERENCE,
 ) -> Reparametrized:
     """Train the seed net (20-16-5, the source's SGD) on random data twice, step by step side by
     side: as is, and with inputs*s, W1/s, first-layer lr/s**lr_power and (if scale_wd) first-layer
     weight decay*s^2. With ``stop_at_flip``, stop before the first step at which a hidden ReLU is on
     in one run and off in the other (a pre-activation within rounding of 0 can do that). Both runs
-    in the ``numerics`` mode: forward and loss in its autocast region (float16: a GradScaler per
-    run), or both models compiled."""
+    in the ``numerics`` mode (trainclaims.step.Step: forward and loss in its autocast region, a
+    GradScaler per run where it has one, or both models compiled)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(steps, 32, 20, generator=g, dtype=torch.float64).to(device, dtype)
     y = torch.randint(5, (steps, 32), generator=g).to(device)
@@ -85,8 +87,7 @@ def reparametrized_runs(
     )
     runs = [(build_model(cfg, 20, 5, torch.device(device)), scale) for cfg, scale in ((config, 1.0), (rescaled, s))]
     opts = [make_optimizer(cfg, model) for cfg, (model, _) in zip((config, rescaled), runs, strict=True)]
-    steppers = [num.compiled(model, numerics) for model, _ in runs]
-    scalers = [num.grad_scaler(numerics, device) for _ in runs]
+    steppers = [Step(model, opt, F.cross_entropy, numerics, device) for (model, _), opt in zip(runs, opts, strict=True)]
     losses: list[list[float]] = [[], []]
     flip_margin = None
     for t in range(steps):
@@ -97,13 +98,8 @@ def reparametrized_runs(
             flip_margin = (z[flipped].max() / z.max()).item()
             steps = t
             break
-        for (_, scale), stepper, opt, scaler, run_losses in zip(runs, steppers, opts, scalers, losses, strict=True):
-            with num.autocast(numerics, device):
-                loss = F.cross_entropy(stepper(x[t] * scale), y[t])
-            opt.zero_grad()
-            num.backward(loss, scaler)
-            num.step(opt, scaler)
-            run_losses.append(loss.item())
+        for (_, scale), step, run_losses in zip(runs, steppers, losses, strict=True):
+            run_losses.append(step([(x[t] * scale, y[t])]).item())
     w_a, w_b = (model.fc1.weight.detach() * scale for model, scale in runs)
     return Reparametrized(losses[0], losses[1], w_a, w_b, steps, flip_margin)
 

@@ -9,6 +9,8 @@ from fnmatch import fnmatch
 import pytest
 import torchvision  # noqa: F401  imported before pytester's in-process runs (see test_self_plugin)
 
+from trainclaims.results import SCHEMA
+
 OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
 TWO_CLAIMS = """
 import pytest
@@ -147,7 +149,7 @@ def test_a_report_part_that_fails_is_named_and_fails_the_run_but_the_rest_is_wri
     result.stdout.fnmatch_lines(["*trainclaims gate passed*", "claims: 1 compared, 0 changed, 0 missing"])
     result.stdout.fnmatch_lines(["* 1 failed, 2 passed*"])  # the reports' failure is a test case
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
-    assert json.loads((suite.path / "reports" / "claims.json").read_text())["schema"] == 2
+    assert json.loads((suite.path / "reports" / "claims.json").read_text())["schema"] == SCHEMA
 
 
 def test_a_failed_gate_shows_in_the_summary_line_the_junit_xml_and_the_step_summary(suite, tmp_path, monkeypatch):

@@ -172,6 +172,7 @@ def test_the_compare_report_has_a_row_per_claim_and_mode():
 
 def test_a_gap_is_asserted_in_ieee_and_judged_in_another_mode():
     from trainclaims.claims import Evidence, Verdict
+    from trainclaims.modes import get
 
     ev = Evidence("t", ("S000-08",))
     ev.judge_in_mode("ieee", 1e-6, 1e-4, "runs agree")
@@ -182,8 +183,16 @@ def test_a_gap_is_asserted_in_ieee_and_judged_in_another_mode():
     assert ev.verdict is Verdict.HOLDS
     ev.judge_in_mode("bf16-autocast", 3e-3, 1e-4, "runs agree", "s=255")
     assert ev.verdict is Verdict.CONDITIONAL
-    assert ev.why == "bf16-autocast: runs agree only to the mode's rounding: 0.003 (ieee: < 0.0001) (s=255)"
-    with pytest.raises(AssertionError, match=re.escape("fp16-autocast: runs agree: 6.00e-01, no rounding effect")):
+    bound = get("bf16-autocast").bound("float32").value
+    assert ev.why == (
+        f"bf16-autocast: runs agree only to the mode's rounding: 0.003 (ieee: < 0.0001; the mode's bound {bound:g}) "
+        "(s=255)"
+    )
+    fp16 = get("fp16-autocast").bound("float32").value
+    with pytest.raises(
+        AssertionError,
+        match=re.escape(f"fp16-autocast: runs agree: 6.00e-01, beyond the mode's rounding bound {fp16:g}"),
+    ):
         ev.judge_in_mode("fp16-autocast", 0.6, 1e-4, "runs agree")
     # a test that judges two gaps (FSDP2 against one process, then against DDP) is conditional
     # where the first is, even though the second holds

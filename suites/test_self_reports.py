@@ -378,7 +378,9 @@ def test_the_report_records_numeric_settings_even_where_torch_refuses_to_read_it
     result = suite.runpytest_subprocess("--device=cpu", "-p", "no:cacheprovider")
     assert result.ret == 0
     numerics = json.loads((suite.path / "reports" / "claims.json").read_text())["environment"]["numerics"]
-    assert set(numerics) >= {"float32_matmul_precision", "cuda_matmul_allow_tf32", "deterministic_algorithms"}
+    # each setting once, through the API this torch has (fp32_precision from 2.9, allow_tf32 before)
+    assert set(numerics) >= {"float32_matmul_precision", "deterministic_algorithms", "NVIDIA_TF32_OVERRIDE"}
+    assert {"cuda.matmul.fp32_precision", "cuda.matmul.allow_tf32"} & set(numerics)
 
 
 def test_collect_only_writes_no_report_over_the_last_real_one(suite):

@@ -12,15 +12,15 @@ family, or a ``claim`` mark without one, is a collection error.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainclaims.modes import REFERENCE as REFERENCE_MODE
-from trainclaims.results import ClaimResult, TestResult, Verdict  # Verdict: defined with the results
+from trainclaims.modes import Mode, get
+from trainclaims.results import ClaimResult, TestResult
+from trainclaims.verdicts import Judgement, Verdict, judge_gap
 
 _ID = re.compile(r"^[A-Z][A-Z0-9]*-\d+$")
 
@@ -130,20 +130,6 @@ class Catalogue:
         return None
 
 
-class Why(enum.Enum):
-    """Reasons a claim test is an expected failure (strict xfail): a claim that starts to hold is noticed."""
-
-    CLAIM_IS_FALSE = "the claim is false as stated"
-    DATASET_SPECIFIC = "the claim holds only on the source's data set"
-    PYTORCH_BEHAVIOUR = "PyTorch behaves otherwise (documented or measured)"
-
-
-# A gap between two runs that should agree this large (relative) is no rounding effect of a
-# numerics mode: the mode breaks the property (Evidence.judge_in_mode). Every mode measured here
-# stayed below 3e-2 (fp16-autocast on the input-scaling reparametrization; the closing note of the numerics issue).
-RUNS_PART = 0.5
-
-
 @dataclass
 class Evidence:
     """What one test measured for its claim(s): numbers, and optionally a verdict with a reason.
@@ -164,25 +150,25 @@ class Evidence:
         """State a verdict other than the default; ``why`` names the data, device, reading."""
         self.verdict, self.why = Verdict(verdict), why
 
-    def judge_in_mode(self, numerics: str, gap: float, tol: float, what: str, detail: str = "") -> None:
+    def judge_in_mode(
+        self, numerics: Mode | str, gap: float, tol: float, what: str, detail: str = "", dtype: str = "float32"
+    ) -> None:
         """A property that holds to ``tol`` in the reference numerics mode (ieee), measured in
-        ``numerics`` as ``gap``: in ieee the gap must be within ``tol`` (asserted); in another mode
-        the claim holds there within ``tol``, else it is conditional, with the gap; it fails only
-        past :data:`RUNS_PART`, where the mode breaks the property outright. A test that judges
-        several gaps is conditional where any of them is."""
-        extra = f" ({detail})" if detail else ""
-        if numerics == REFERENCE_MODE:
-            assert gap < tol, f"{what}: {gap:.2e} in ieee, bound {tol:g}{extra}"
-            return
-        assert gap < RUNS_PART, f"{numerics}: {what}: {gap:.2e}, no rounding effect{extra}"
-        if gap < tol:
-            held = f"{numerics}: {what} within {tol:g}: {gap:.2g}{extra}"
-            if self.verdict == Verdict.CONDITIONAL:  # an earlier judgement of this test stands
-                self.why += f"; {held}"
-            else:
-                self.conclude(Verdict.HOLDS, held)
+        ``numerics`` as ``gap``, for a claim computed in ``dtype`` (the rules of
+        :func:`trainclaims.verdicts.judge_gap`): within ``tol`` it holds; in another mode within
+        the mode's rounding bound it is conditional, with the gap; beyond that (in ieee: beyond
+        ``tol``) the test fails, naming the bound. A test that judges several gaps is conditional
+        where any of them is."""
+        judged = judge_gap(gap, tol, numerics, what, dtype, detail)
+        if judged.verdict is Verdict.FAILS:
+            raise AssertionError(judged.why)
+        if not get(numerics).reference:  # in the reference a test that passes holds
+            self.conclude_in_mode(judged)
+
+    def conclude_in_mode(self, judged: Judgement) -> None:
+        """Conclude a judgement of a gap made in a numerics mode: an earlier conditional judgement
+        of this test stands (a test is conditional where any of its gaps is)."""
+        if judged.verdict is Verdict.HOLDS and self.verdict == Verdict.CONDITIONAL:
+            self.why += f"; {judged.why}"
         else:
-            self.conclude(
-                Verdict.CONDITIONAL,
-                f"{numerics}: {what} only to the mode's rounding: {gap:.2g} (ieee: < {tol:g}){extra}",
-            )
+            self.conclude(judged.verdict, judged.why)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from trainclaims.files import atomic_write
+from trainclaims.render import cell
 from trainclaims.results import ClaimResult, ClaimsReport, Row, row_claim, row_mode_rank
-from trainclaims.tiers import TIERS
 
 VERDICT_COLOURS = {
     "holds": "#4caf50",
@@ -30,7 +29,6 @@ VERDICT_COLOURS = {
     "fails": "#f44336",
     "not measured": "#bdbdbd",
 }
-_TIER = re.compile(r"[\[-](" + "|".join(map(re.escape, TIERS)) + r")[\]-]")
 
 
 @dataclass
@@ -47,9 +45,7 @@ class Run:
         env = self.environment
         devices = env.get("devices", {})
         present = {d: n for d, n in devices.items() if not str(n).startswith("absent")}
-        tiers = sorted(
-            {m.group(1) for c in self.claims for t in c.tests if t.outcome == "passed" for m in _TIER.finditer(t.test)}
-        )
+        tiers = sorted({t.tier for c in self.claims for t in c.tests if t.outcome == "passed" and t.tier})
         # the modes the run measured (each test pins its own settings: the process's settings
         # at the end of the run tell no runs apart); runs from before --numerics measured ieee
         modes = env.get("numerics_modes") or ["ieee"]
@@ -87,11 +83,6 @@ def label_runs(runs: list[Run]) -> None:
     differing = [k for k in facts[0] if len({f[k] for f in facts}) > 1]
     for run, f in zip(runs, facts, strict=True):
         run.label = "; ".join(f"{k} {f[k]}" if k != "torch" else f"torch {f[k]}" for k in differing) or run.path.name
-
-
-def cell(value: str) -> str:
-    """``value`` as a markdown table cell (a family's compare section uses it too)."""
-    return value.replace("|", "\\|").replace("\n", " ")
 
 
 def run_columns(runs: list[Run]) -> str:

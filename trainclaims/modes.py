@@ -1,29 +1,394 @@
-"""The numerics modes by name (no torch here: the plugin, the report readers and the gate use the
-names without importing torch). What each mode does is in :mod:`trainclaims.numerics`."""
+"""The numerics modes: each one value (:class:`Mode`) in one registry (:data:`MODES`).
+
+A *mode* is how a claim's float computation is carried out. Every claim is written against the
+reference, ``ieee`` (IEEE float32 matmuls and convolutions, eager); the other modes are how people
+train: TensorFloat-32 on CUDA, autocast to bfloat16 or float16, ``torch.compile``. A :class:`Mode`
+says everything the suite needs to know about one of them, as data:
+
+- what it pins (the fp32 precision the numerics guard sets for its tests), what it computes in
+  (an autocast dtype, or the dtype it holds parameters, gradients and optimizer state in), whether
+  it compiles and trains through a GradScaler, and which of a claim's dtypes it acts on;
+- where it runs (device types, and what this torch and machine must have: :meth:`Mode.unsupported`);
+- whether the batched engine can train in it, and whether training runs may share threads;
+- how it proves that it acted in a test (:meth:`Mode.proof` over :class:`Acted`, what the modes
+  did in the test's stretch of work), and a probe to run before each test where the proof needs one;
+- the bound of the rounding it makes (:meth:`Mode.bound`): an equality claim whose gap lies within
+  the dtype's tolerance holds, within the mode's bound it is *conditional*, beyond it fails.
+
+What a mode does in code (pinning, the autocast region, compiling, the scaler) is in
+:mod:`trainclaims.numerics`, driven by these attributes: no code outside this module branches on a
+mode's name. Names are parsed into modes once, at the edge (``--numerics``, a launched job's
+arguments, a rank's JSON): :func:`get`, :func:`parse_modes`. A mode compares equal to its name and
+hashes as it, so that older code that compares ``numerics == "ieee"`` keeps working.
+
+Nothing here imports torch at import time: the plugin, the report readers and the gate use the modes'
+names and order without it.
+"""
 
 from __future__ import annotations
 
-MODES: dict[str, str] = {
-    "ieee": "IEEE float32 matmul and convolution, eager (the reference)",
-    "tf32": "TensorFloat-32 for float32 matmul (cuBLAS) and convolution (cuDNN); CUDA, Ampere or newer",
-    "bf16-autocast": "torch.autocast to bfloat16 around the forward pass and the loss",
-    "fp16-autocast": "torch.autocast to float16 around the forward pass and the loss, GradScaler where it trains",
-    "compile": "torch.compile of the trained model (inductor), IEEE float32",
-}
-REFERENCE = "ieee"
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# --------------------------------------------------------------------------- what the modes did
 
 
-def mode_order(mode: str) -> int:
-    """Where ``mode`` sorts among the modes (the order of :data:`MODES`; unknown names last)."""
-    return list(MODES).index(mode) if mode in MODES else len(MODES)
+ACTED_COUNTS = ("regions", "outputs", "cast", "graphs", "graph_ops", "compiled_calls", "tf32_probes")
+ACTED_TALLIES = ("held", "stepped")
 
 
-def parse_modes(text: str) -> tuple[str, ...]:
-    """``"ieee,bf16-autocast"`` -> ("ieee", "bf16-autocast"); an error names the unknown ones."""
+@dataclass
+class Acted:
+    """What the numerics modes did in a stretch of work: autocast regions entered, the floating
+    module outputs seen inside them and how many of those were in the autocast dtype; graphs
+    compile built (their ops) and calls of compiled graphs; tf32 probes and the largest relative
+    error one read; the models a mode placed in a dtype (``held``: ``{"bfloat16": 2}``) and the
+    optimizer steps taken, by the dtype of the parameters they updated (``stepped``)."""
+
+    regions: int = 0
+    outputs: int = 0
+    cast: int = 0
+    graphs: int = 0
+    graph_ops: int = 0
+    compiled_calls: int = 0
+    tf32_probes: int = 0
+    tf32_error: float = 0.0  # the largest relative error of a tf32 probe's matmul against float64
+    held: dict[str, int] = field(default_factory=dict)
+    stepped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Acted) -> None:
+        for name in ACTED_COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.tf32_error = max(self.tf32_error, other.tf32_error)
+        for name in ACTED_TALLIES:
+            mine = getattr(self, name)
+            for key, n in getattr(other, name).items():
+                mine[key] = mine.get(key, 0) + n
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Acted:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+# --------------------------------------------------------------------------- the proofs
+
+
+Proof = Callable[["Acted", "Mode"], tuple[bool, str]]
+
+
+def reference_proof(_acted: Acted, mode: Mode) -> tuple[bool, str]:
+    return True, f"{mode.name}: the reference"
+
+
+def autocast_proof(acted: Acted, mode: Mode) -> tuple[bool, str]:
+    """Autocast acted where its regions cast module outputs to its dtype."""
+    if not acted.regions:
+        return False, f"{mode.name}: no autocast region was entered"
+    if not acted.cast:
+        return False, (
+            f"{mode.name}: {acted.regions} autocast regions cast nothing: none of their {acted.outputs} "
+            f"floating module outputs was {mode.autocast}"
+        )
+    return (
+        True,
+        f"{mode.name}: {acted.cast} of {acted.outputs} module outputs in {acted.regions} autocast regions "
+        f"were {mode.autocast}",
+    )
+
+
+def compile_proof(acted: Acted, mode: Mode) -> tuple[bool, str]:
+    """Compile acted where compiled graphs ran (not a fallback to eager)."""
+    if not acted.compiled_calls:
+        return False, f"{mode.name}: no compiled graph ran ({acted.graphs} graphs built); the model ran eager"
+    return True, (
+        f"{mode.name}: {acted.compiled_calls} calls of compiled graphs "
+        f"({acted.graphs} graphs, {acted.graph_ops} ops built in this stretch; others reused)"
+    )
+
+
+# Relative error of a 256x256 float32 matmul of uniform [0, 1) numbers against float64: IEEE about
+# 1e-7 to 1e-6, TensorFloat-32 (10-bit mantissa) about 1e-4 to 1e-3.
+TF32_MIN_ERROR = 2e-5
+
+
+def tf32_proof(acted: Acted, mode: Mode) -> tuple[bool, str]:
+    """TF32 acted where a probe matmul rounded as TensorFloat-32 does."""
+    if not acted.tf32_probes:
+        return False, f"{mode.name}: no probe ran"
+    if acted.tf32_error < TF32_MIN_ERROR:
+        return False, (
+            f"{mode.name}: a float32 matmul was IEEE-exact to {acted.tf32_error:.1e} (TensorFloat-32 rounds to "
+            f"about 1e-3); cuBLAS did not use TF32"
+        )
+    return True, f"{mode.name}: a float32 matmul differed from float64 by {acted.tf32_error:.1e} (IEEE: about 1e-6)"
+
+
+def tf32_probe(device: str) -> Acted:
+    """A float32 matmul on ``device`` against float64: what the tf32 proof reads."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (
+        torch.rand(256, 256, generator=g, dtype=torch.float64),
+        torch.rand(256, 256, generator=g, dtype=torch.float64),
+    )
+    got = (a.float().to(device) @ b.float().to(device)).double().cpu()
+    return Acted(tf32_probes=1, tf32_error=float((got - a @ b).norm() / (a @ b).norm()))
+
+
+# --------------------------------------------------------------------------- where a mode runs
+
+Requirement = Callable[[str], "str | None"]  # device -> why the mode cannot run there, or None
+
+
+def needs_ampere(device: str) -> str | None:
+    """TensorFloat-32 needs compute capability 8.0; asked only of a CUDA device that exists."""
+    import torch
+
+    dev = torch.device(device)
+    if not torch.cuda.is_available():
+        return "CUDA not available"
+    index = dev.index if dev.index is not None else 0
+    if index >= torch.cuda.device_count():
+        return f"{device} not available ({torch.cuda.device_count()} CUDA devices)"
+    if torch.cuda.get_device_capability(index) < (8, 0):
+        return f"it needs an Ampere or newer GPU; {torch.cuda.get_device_name(index)} has none"
+    return None
+
+
+def needs_grad_scaler(device: str) -> str | None:
+    import torch
+
+    from trainclaims.known import AMP_GRAD_SCALER, gap_reason
+
+    kind = torch.device(device).type
+    if getattr(torch.amp, "GradScaler", None) is not None or kind == "cuda":
+        return None
+    return f"it trains with a GradScaler, which torch {torch.__version__} has for CUDA only: " + (
+        AMP_GRAD_SCALER.known.check(False) or gap_reason(AMP_GRAD_SCALER)
+    )
+
+
+def needs_inductor(device: str) -> str | None:
+    import torch
+
+    kind = torch.device(device).type
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    if kind == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        return "torch.compile on CPU (inductor) needs a C++ compiler; none on PATH (apt-get install -y g++)"
+    if kind == "cuda" and importlib.util.find_spec("triton") is None:
+        return "torch.compile on CUDA (inductor) needs triton, which is not installed"
+    return None
+
+
+# --------------------------------------------------------------------------- the mode
+
+
+@dataclass(frozen=True)
+class Bound:
+    """How far a mode's rounding moves a gap that is 0 in exact arithmetic, for one claim dtype:
+    beyond ``value`` the gap is no rounding effect, and the claim fails in that mode."""
+
+    value: float
+    measured: str  # where and how it was measured
+
+
+@dataclass(frozen=True, eq=False)
+class Mode:
+    """One numerics mode, as data (see the module's docstring)."""
+
+    name: str
+    description: str
+    proof: Proof = reference_proof
+    fp32_precision: str = "ieee"  # what the numerics guard pins for its tests: "ieee" or "tf32"
+    autocast: str | None = None  # the dtype autocast computes the forward pass and the loss in
+    weights: str | None = None  # the dtype parameters, gradients and optimizer state are held in
+    compiles: bool = False  # torch.compile of the trained model (inductor)
+    scaler: bool = False  # training goes through a GradScaler
+    acts_on: tuple[str, ...] | None = None  # the claim dtypes it changes (None: every dtype)
+    device_types: tuple[str, ...] = ("cpu", "cuda", "mps")
+    requires: tuple[Requirement, ...] = ()
+    batchable: bool = False  # trainclaims.batched can train several configs at once in it
+    threadable: bool = True  # training runs in it may run side by side in threads
+    probe: Callable[[str], Acted] | None = None  # run before each test of the mode, on its device
+    bounds: Mapping[str, Bound] = field(default_factory=dict)  # claim dtype -> its rounding bound
+    reference: bool = False
+
+    # a mode is its name to dicts, sets, JSON and older code
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"Mode({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mode):
+            return self.name == other.name
+        if isinstance(other, str):
+            return self.name == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (get, (self.name,))  # pickled (xdist, ranks) as its name: the registry's value on arrival
+
+    def acts(self, dtype: str) -> bool:
+        """Whether the mode changes a computation in ``dtype`` (autocast leaves float64 alone)."""
+        return self.acts_on is None or _dtype_name(dtype) in self.acts_on
+
+    def compute_dtype(self, dtype: str) -> str:
+        """The dtype a claim written in ``dtype`` computes its products in, in this mode."""
+        name = _dtype_name(dtype)
+        return (self.autocast or self.weights or name) if self.acts(name) else name
+
+    def param_dtype(self, dtype: str) -> str:
+        """The dtype a model built in ``dtype`` holds its parameters in, in this mode."""
+        name = _dtype_name(dtype)
+        return self.weights if self.weights and self.acts(name) else name
+
+    def bound(self, dtype: str) -> Bound | None:
+        """The bound of this mode's rounding for a claim in ``dtype`` (None: the reference, or a
+        dtype the mode does not act on: the dtype's own tolerance is the only bound)."""
+        name = _dtype_name(dtype)
+        return None if self.reference or not self.acts(name) else self.bounds.get(name)
+
+    def unsupported(self, device: str) -> str | None:
+        """Why this mode cannot run on ``device`` here (a skip reason), or None. The device type is
+        checked first; torch is asked about a device only where it exists."""
+        kind = str(device).partition(":")[0]
+        if kind not in self.device_types:
+            where = "/".join(_DEVICE_NAMES.get(t, t) for t in self.device_types)
+            return f"{self.name} is a {where} mode; {kind} computes it as the reference ({REFERENCE.name}) does"
+        for requirement in self.requires:
+            why = requirement(str(device))
+            if why:
+                return f"{self.name}: {why}"
+        return None
+
+
+_DEVICE_NAMES = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``torch.float32`` or ``"float32"`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+# --------------------------------------------------------------------------- the registry
+
+# Until the modes' bounds are measured (issue: bounds per mode), every mode other than the
+# reference fails an equality claim only where the gap reaches this: the mode breaks it outright.
+RUNS_PART = Bound(0.5, "no rounding effect of any mode measured so far reaches it")
+_UNMEASURED = {"float32": RUNS_PART, "float64": RUNS_PART}
+
+MODES: dict[str, Mode] = {}
+
+
+def register(mode: Mode) -> Mode:
+    """Add ``mode`` to the registry (its name must be new)."""
+    if mode.name in MODES:
+        raise ValueError(f"numerics mode {mode.name!r} is registered twice")
+    MODES[mode.name] = mode
+    return mode
+
+
+IEEE = register(
+    Mode(
+        "ieee",
+        "IEEE float32 matmul and convolution, eager (the reference)",
+        reference=True,
+        batchable=True,
+    )
+)
+TF32 = register(
+    Mode(
+        "tf32",
+        "TensorFloat-32 for float32 matmul (cuBLAS) and convolution (cuDNN); CUDA, Ampere or newer",
+        proof=tf32_proof,
+        fp32_precision="tf32",
+        acts_on=("float32",),
+        device_types=("cuda",),
+        requires=(needs_ampere,),
+        batchable=True,
+        probe=tf32_probe,
+        bounds=_UNMEASURED,
+    )
+)
+BF16_AUTOCAST = register(
+    Mode(
+        "bf16-autocast",
+        "torch.autocast to bfloat16 around the forward pass and the loss",
+        proof=autocast_proof,
+        autocast="bfloat16",
+        acts_on=("float32",),
+        bounds=_UNMEASURED,
+    )
+)
+FP16_AUTOCAST = register(
+    Mode(
+        "fp16-autocast",
+        "torch.autocast to float16 around the forward pass and the loss, GradScaler where it trains",
+        proof=autocast_proof,
+        autocast="float16",
+        scaler=True,
+        acts_on=("float32",),
+        requires=(needs_grad_scaler,),
+        bounds=_UNMEASURED,
+    )
+)
+COMPILE = register(
+    Mode(
+        "compile",
+        "torch.compile of the trained model (inductor), IEEE float32",
+        proof=compile_proof,
+        compiles=True,
+        device_types=("cpu", "cuda"),
+        requires=(needs_inductor,),
+        threadable=False,  # torch.compile (dynamo) is not for threads: compiled runs train one by one
+        bounds=_UNMEASURED,
+    )
+)
+REFERENCE = IEEE
+
+
+def get(mode: Mode | str) -> Mode:
+    """The registered mode ``mode`` names (a mode is returned as it is); ValueError for a name
+    that is none, naming the accepted ones."""
+    if isinstance(mode, Mode):
+        return mode
+    found = MODES.get(str(mode))
+    if found is None:
+        raise ValueError(f"unknown numerics mode {mode!r}; accepted: {', '.join(MODES)}")
+    return found
+
+
+def mode_order(mode: Mode | str) -> int:
+    """Where ``mode`` sorts among the modes (the registry's order; unknown names last)."""
+    names = list(MODES)
+    return names.index(str(mode)) if str(mode) in MODES else len(names)
+
+
+def parse_modes(text: str) -> tuple[Mode, ...]:
+    """``"ieee,bf16-autocast"`` -> (IEEE, BF16_AUTOCAST); an error names the unknown ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise ValueError(f"no mode given; accepted: {', '.join(MODES)}")
     unknown = [n for n in names if n not in MODES]
     if unknown:
         raise ValueError(f"unknown mode {', '.join(map(repr, unknown))}; accepted: {', '.join(MODES)}")
-    return tuple(dict.fromkeys(names))
+    return tuple(get(n) for n in dict.fromkeys(names))
+
+
+def names(modes: Iterable[Mode | str]) -> list[str]:
+    return [str(m) for m in modes]

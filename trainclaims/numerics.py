@@ -1,68 +1,59 @@
-"""Numerics modes, and the numeric environment a test runs in.
+"""What a numerics mode (:class:`trainclaims.modes.Mode`) does in code, and the numeric environment
+a test runs in.
 
-A *mode* is how a claim's float32 computation is carried out: ``ieee`` (IEEE float32 matmuls and
-convolutions, eager: the reference every claim is written against), ``tf32`` (TensorFloat-32 in
-cuBLAS and cuDNN: CUDA only), ``bf16-autocast`` / ``fp16-autocast`` (``torch.autocast`` around
-the forward pass and the loss; float16 with a GradScaler where a claim trains) and ``compile``
-(``torch.compile`` of the trained model; on CPU inductor builds C++ with the system compiler).
+Each function reads the mode's attributes, never its name: :func:`pinned` sets the fp32 precision
+the mode pins (and, where a test asserts run-to-run identity, deterministic algorithms) and puts back
+what it found; :func:`autocast` is the mode's autocast region; :func:`compiled` compiles a model or
+function where the mode compiles; :func:`grad_scaler` makes the GradScaler the mode trains through;
+:func:`place` puts a model in the dtype the mode holds parameters in; :func:`cast_input` does the same
+for a floating input. Each of them records what it did (:class:`trainclaims.modes.Acted`) in every
+:func:`watch` block of the calling thread: that is how a test shows that its mode acted (the
+plugin opens one block per test; a training run keeps its own, which a cache hit :func:`note`\\ s
+again, and rank processes send theirs back).
 
-:func:`pinned` sets the process-wide settings a mode needs and puts back what it found, so that
-no test inherits another's: fp32 precision ``ieee`` (``tf32`` for the tf32 mode) and, where a test
-asserts run-to-run identity, deterministic algorithms. It uses one API per torch version: torch
-2.9+ has ``torch.backends.*.fp32_precision`` and raises when the legacy ``allow_tf32`` flags are
-read after that API set them apart (measured on 2.14); older torch has only the legacy flags, and
-on 2.1 even ``hasattr(torch.backends.cuda.matmul, "fp32_precision")`` raises AssertionError.
+:func:`pinned` uses one API per torch version: torch 2.9+ has ``torch.backends.*.fp32_precision``
+and raises when the legacy ``allow_tf32`` flags are read after that API set them apart (measured on
+2.14); older torch has only the legacy flags, and on 2.1 even ``hasattr(torch.backends.cuda.matmul,
+"fp32_precision")`` raises AssertionError.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
-import os
-import shutil
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-# the modes' names live where no torch is imported (the plugin, the report readers and the gate)
-from trainclaims.modes import MODES, REFERENCE, mode_order, parse_modes  # noqa: F401
+from trainclaims.modes import MODES, REFERENCE, Acted, Mode, get, mode_order, parse_modes  # noqa: F401
 
-AUTOCAST = {"bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
 # CUBLAS_WORKSPACE_CONFIG: cuBLAS is deterministic only with a fixed workspace; PyTorch raises in
 # deterministic mode without it (https://docs.nvidia.com/cuda/cublas/#results-reproducibility).
 CUBLAS_WORKSPACE = ":4096:8"
 
 
-def unsupported(mode: str, device: str) -> str | None:
-    """Why ``mode`` cannot run on ``device`` here (a skip reason), or None."""
-    kind = torch.device(device).type
-    if mode == "tf32":
-        if kind != "cuda":
-            return f"tf32 is a CUDA mode (TensorFloat-32 in cuBLAS/cuDNN); {kind} computes float32 in IEEE"
-        if torch.cuda.is_available() and torch.cuda.get_device_capability(torch.device(device)) < (8, 0):
-            return f"tf32 needs an Ampere or newer GPU; {torch.cuda.get_device_name(torch.device(device))} has none"
-    if mode == "fp16-autocast" and _scaler_class(kind) is None:
-        from trainclaims.known import AMP_GRAD_SCALER as scaler
-        from trainclaims.known import gap_reason
+def dtype_of(name: str | torch.dtype) -> torch.dtype:
+    """``"float32"``, ``"torch.float32"`` or ``torch.float32`` -> ``torch.float32`` (the one map from
+    names to dtypes: reports and rank results carry ``str(dtype)``)."""
+    if isinstance(name, torch.dtype):
+        return name
+    found = getattr(torch, str(name).removeprefix("torch."), None)
+    if not isinstance(found, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return found
 
-        return f"fp16-autocast trains with a GradScaler, which torch {torch.__version__} has for CUDA only: " + (
-            scaler.known.check(False) or gap_reason(scaler)
-        )
-    if mode == "compile":
-        if not hasattr(torch, "compile"):
-            return f"torch {torch.__version__} has no torch.compile"
-        if kind == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
-            return "torch.compile on CPU (inductor) needs a C++ compiler; none on PATH (apt-get install -y g++)"
-        if kind == "cuda" and importlib.util.find_spec("triton") is None:
-            return "torch.compile on CUDA (inductor) needs triton, which is not installed"
-        if kind == "mps":
-            return "torch.compile's inductor backend is not used on mps here"
-    return None
+
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def unsupported(mode: Mode | str, device: str) -> str | None:
+    """Why ``mode`` cannot run on ``device`` here (a skip reason), or None."""
+    return get(mode).unsupported(device)
 
 
 # --------------------------------------------------------------------------- the environment
@@ -80,7 +71,7 @@ def _leaves() -> dict[str, Any]:
     """The fp32_precision settings of the new API, by name: each backend's matmul/conv/rnn."""
     b = torch.backends
     found = {}
-    for name, get in {
+    for name, get_leaf in {
         "cuda.matmul": lambda: b.cuda.matmul,
         "cudnn.conv": lambda: b.cudnn.conv,
         "cudnn.rnn": lambda: b.cudnn.rnn,
@@ -89,7 +80,7 @@ def _leaves() -> dict[str, Any]:
         "mkldnn.rnn": lambda: b.mkldnn.rnn,
     }.items():
         try:
-            obj = get()
+            obj = get_leaf()
             if isinstance(obj.fp32_precision, str):
                 found[name] = obj
         except (AttributeError, AssertionError, RuntimeError):
@@ -157,15 +148,14 @@ def _set_precision(tf32: bool) -> None:
 
 
 @contextlib.contextmanager
-def pinned(mode: str = REFERENCE, deterministic: bool = False) -> Iterator[None]:
-    """Run the block with ``mode``'s fp32 precision (``tf32`` for the tf32 mode, ``ieee`` for
-    every other) and, with ``deterministic``, deterministic algorithms (cuDNN's too, no cuDNN
+def pinned(mode: Mode | str = REFERENCE, deterministic: bool = False) -> Iterator[None]:
+    """Run the block with the fp32 precision ``mode`` pins (``tf32`` for the tf32 mode, ``ieee``
+    for every other) and, with ``deterministic``, deterministic algorithms (cuDNN's too, no cuDNN
     autotuning); afterwards every setting is what it was."""
-    if mode not in MODES:
-        raise ValueError(f"unknown numerics mode {mode!r}; accepted: {', '.join(MODES)}")
+    mode = get(mode)
     saved = _snapshot()
     try:
-        _set_precision(mode == "tf32")
+        _set_precision(mode.fp32_precision == "tf32")
         if deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.deterministic = True
@@ -175,31 +165,42 @@ def pinned(mode: str = REFERENCE, deterministic: bool = False) -> Iterator[None]
         _restore(saved)
 
 
+def _read(getter: Any) -> Any:
+    try:
+        return getter()
+    except (AttributeError, AssertionError, RuntimeError) as err:
+        return f"unreadable: {str(err).splitlines()[0][:80]}"
+
+
 def precision_settings() -> dict[str, Any]:
-    """The fp32 precision settings as this torch has them (one API: reading the other can raise)."""
+    """The fp32 precision settings as this torch has them, through the API the numerics guard uses
+    (one API: reading the other can raise)."""
     if _new_api():
-        leaves = {f"{name}.fp32_precision": obj.fp32_precision for name, obj in _leaves().items()}
-        return leaves | {
+        settings = {f"{name}.fp32_precision": obj.fp32_precision for name, obj in _leaves().items()}
+        settings |= {
             "fp32_precision": torch.backends.fp32_precision,
             "float32_matmul_precision": _read_legacy_precision(),
         }
-    return {
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-    }
+    else:
+        settings = {
+            "float32_matmul_precision": _read(torch.get_float32_matmul_precision),
+            "cuda.matmul.allow_tf32": _read(lambda: torch.backends.cuda.matmul.allow_tf32),
+            "cudnn.allow_tf32": _read(lambda: torch.backends.cudnn.allow_tf32),
+        }
+    return settings
 
 
 # --------------------------------------------------------------------------- what a mode changes in code
 
 
-def autocast(mode: str, device: str | torch.device) -> contextlib.AbstractContextManager:
+def autocast(mode: Mode | str, device: str | torch.device) -> contextlib.AbstractContextManager:
     """The autocast region of ``mode`` on ``device`` (a no-op for the modes without one). Float64
     tensors are never autocast: a float64 claim computes the same in every autocast mode. The
     region records what it cast (:func:`watch`): the dtype of every module's floating output
     inside it, which is how an autocast instance proves that its mode acted."""
-    if mode in AUTOCAST:
-        return _AutocastRegion(torch.device(device).type, AUTOCAST[mode])
+    mode = get(mode)
+    if mode.autocast:
+        return _AutocastRegion(torch.device(device).type, dtype_of(mode.autocast))
     return contextlib.nullcontext()
 
 
@@ -211,7 +212,7 @@ class _AutocastRegion:
 
     def __enter__(self) -> None:
         self.region.__enter__()
-        _note(regions=1)
+        note(Acted(regions=1))
         # a global forward hook (public: torch.nn.modules.module.register_module_forward_hook)
         self.handle = nn.modules.module.register_module_forward_hook(self._seen)
         _REGIONS.__dict__.setdefault("open", []).append(self)
@@ -222,7 +223,7 @@ class _AutocastRegion:
 
     def observe(self, output: Any) -> None:
         if isinstance(output, torch.Tensor) and output.is_floating_point():
-            _note(outputs=1, cast=int(output.dtype == self.dtype))
+            note(Acted(outputs=1, cast=int(output.dtype == self.dtype)))
 
     def __exit__(self, *exc: Any) -> Any:
         _REGIONS.open.remove(self)
@@ -250,36 +251,23 @@ def _scaler_class(kind: str) -> Any:
     return torch.cuda.amp.GradScaler if kind == "cuda" else None
 
 
-def grad_scaler(mode: str, device: str | torch.device) -> Any:
-    """A GradScaler for fp16-autocast training (float16 gradients underflow without one), else None."""
-    if mode != "fp16-autocast":
+def grad_scaler(mode: Mode | str, device: str | torch.device) -> Any:
+    """A GradScaler where ``mode`` trains through one (float16 gradients underflow without it), else None."""
+    mode = get(mode)
+    if not mode.scaler:
         return None
     make = _scaler_class(torch.device(device).type)
     if make is None:
-        raise RuntimeError(unsupported(mode, str(device)))
+        raise RuntimeError(mode.unsupported(str(device)))
     return make()
 
 
-def backward(loss: torch.Tensor, scaler: Any) -> None:
-    """``loss.backward()``, through ``scaler`` where there is one (fp16-autocast)."""
-    (loss if scaler is None else scaler.scale(loss)).backward()
-
-
-def step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
-    """``optimizer.step()``, or the scaler's step (skipped on inf/NaN gradients) and update."""
-    if scaler is None:
-        optimizer.step()
-    else:
-        scaler.step(optimizer)
-        scaler.update()
-
-
-def compiled(model: Any, mode: str) -> Any:
-    """``torch.compile(model)`` in the compile mode (a module: it shares the model's parameters; or
-    a function), else the model. It compiles with inductor through :func:`_counting_inductor`, which records the graphs
-    it built and every call of them (:func:`watch`): how a compile instance proves that compiled
-    code ran, not a fallback to eager."""
-    return torch.compile(model, backend=_counting_inductor) if mode == "compile" else model
+def compiled(model: Any, mode: Mode | str) -> Any:
+    """``torch.compile(model)`` where ``mode`` compiles (a module: it shares the model's parameters;
+    or a function), else the model. It compiles with inductor through :func:`_counting_inductor`,
+    which records the graphs it built and every call of them (:func:`watch`): how a compile
+    instance proves that compiled code ran, not a fallback to eager."""
+    return torch.compile(model, backend=_counting_inductor) if get(mode).compiles else model
 
 
 def _counting_inductor(gm: Any, example_inputs: Any) -> Any:
@@ -291,142 +279,66 @@ def _counting_inductor(gm: Any, example_inputs: Any) -> Any:
     calling the backend."""
     from torch._inductor.compile_fx import compile_fx  # what torch.compile(backend="inductor") calls
 
-    _note(graphs=1, graph_ops=sum(1 for n in gm.graph.nodes if n.op in ("call_function", "call_method")))
+    note(Acted(graphs=1, graph_ops=sum(1 for n in gm.graph.nodes if n.op in ("call_function", "call_method"))))
     inner = compile_fx(gm, example_inputs)
 
     @functools.wraps(inner)  # its attributes too (_boxed_call): called as dynamo calls the inner one
     def run(*args: Any, **kwargs: Any) -> Any:
-        _note(compiled_calls=1)
+        note(Acted(compiled_calls=1))
         return inner(*args, **kwargs)
 
     return run
 
 
+def place(
+    model: nn.Module, mode: Mode | str, device: str | torch.device, dtype: torch.dtype | None = None
+) -> nn.Module:
+    """``model`` on ``device``, in ``dtype`` (default: its own), its parameters in the dtype
+    ``mode`` holds them in (:meth:`Mode.param_dtype`); recorded (``held``) where the mode moved them."""
+    mode = get(mode)
+    own = dtype or next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    target = dtype_of(mode.param_dtype(own))
+    if target != own:
+        note(Acted(held={dtype_name(target): 1}))
+    if dtype is None and target == own:
+        return model.to(device)
+    return model.to(device=device, dtype=target)
+
+
+def cast_input(x: torch.Tensor, mode: Mode | str, dtype: torch.dtype) -> torch.Tensor:
+    """A floating input in the dtype a model built in ``dtype`` holds its parameters in, in ``mode``;
+    other inputs (labels, token ids) as they are."""
+    return x.to(dtype_of(get(mode).param_dtype(dtype))) if x.is_floating_point() else x
+
+
+def before_test(mode: Mode | str, device: str) -> None:
+    """What ``mode`` runs before each of its tests, on the test's device (the tf32 probe)."""
+    mode = get(mode)
+    if mode.probe is not None:
+        note(mode.probe(device))
+
+
 # --------------------------------------------------------------------------- what a mode did
 
 
-ACTED_FIELDS = ("regions", "outputs", "cast", "graphs", "graph_ops", "compiled_calls", "tf32_probes")
-
-
-@dataclass
-class Acted:
-    """What the numerics modes did in a stretch of work: autocast regions entered, the floating
-    module outputs seen inside them and how many of those were in the autocast dtype; graphs
-    compile built (their ops) and calls of compiled graphs; tf32 probes that read TensorFloat-32."""
-
-    regions: int = 0
-    outputs: int = 0
-    cast: int = 0
-    graphs: int = 0
-    graph_ops: int = 0
-    compiled_calls: int = 0
-    tf32_probes: int = 0
-    tf32_error: float = 0.0  # the largest relative error of a tf32 probe's matmul against float64
-
-    def add(self, other: Acted) -> None:
-        for name in ACTED_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.tf32_error = max(self.tf32_error, other.tf32_error)
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if v}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> Acted:
-        return cls(**{k: v for k, v in (data or {}).items() if k in vars(cls()).keys()})
-
-    def proof(self, mode: str) -> tuple[bool, str]:
-        """(whether ``mode`` acted, what shows it or why not)."""
-        if mode in AUTOCAST:
-            dtype = str(AUTOCAST[mode]).removeprefix("torch.")
-            if not self.regions:
-                return False, f"{mode}: no autocast region was entered"
-            if not self.cast:
-                return False, (
-                    f"{mode}: {self.regions} autocast regions cast nothing: none of their {self.outputs} "
-                    f"floating module outputs was {dtype}"
-                )
-            return (
-                True,
-                f"{mode}: {self.cast} of {self.outputs} module outputs in {self.regions} autocast regions were {dtype}",
-            )
-        if mode == "compile":
-            if not self.compiled_calls:
-                return False, (f"compile: no compiled graph ran ({self.graphs} graphs built); the model ran eager")
-            return True, (
-                f"compile: {self.compiled_calls} calls of compiled graphs "
-                f"({self.graphs} graphs, {self.graph_ops} ops built in this stretch; others reused)"
-            )
-        if mode == "tf32":
-            if not self.tf32_probes:
-                return False, "tf32: no probe ran"
-            if self.tf32_error < TF32_MIN_ERROR:
-                return False, (
-                    f"tf32: a float32 matmul was IEEE-exact to {self.tf32_error:.1e} (TensorFloat-32 rounds to "
-                    f"about 1e-3); cuBLAS did not use TF32"
-                )
-            return True, f"tf32: a float32 matmul differed from float64 by {self.tf32_error:.1e} (IEEE: about 1e-6)"
-        return True, f"{mode}: the reference"
-
-
-_LOCK = threading.Lock()
-_PROCESS = Acted()  # everything this process did since the last reset
 _STACK = threading.local()  # per thread: the watch() blocks it is inside
 
 
-def _note(**counts: int) -> None:
-    note(Acted(**counts))
-
-
 def note(acted: Acted) -> None:
-    """Count work done elsewhere (a cached training run, another process) as done here: in the
-    process's count and in every :func:`watch` block this thread is inside."""
-    with _LOCK:
-        for log in [_PROCESS, *getattr(_STACK, "logs", [])]:
-            log.add(acted)
+    """Count work as done in every :func:`watch` block this thread is inside (work done elsewhere
+    too: a cached training run, another process)."""
+    for log in getattr(_STACK, "logs", ()):
+        log.add(acted)
 
 
 @contextlib.contextmanager
 def watch() -> Iterator[Acted]:
-    """What the modes did inside the block, in this thread (a training run keeps it with its
-    result, so that a cache hit can :func:`note` it again)."""
+    """What the modes did inside the block, in this thread (the plugin watches each test; a
+    training run keeps its own, so that a cache hit can :func:`note` it again)."""
     acted = Acted()
     logs = _STACK.__dict__.setdefault("logs", [])
     logs.append(acted)
     try:
         yield acted
     finally:
-        logs.remove(acted)
-
-
-def process_log() -> Acted:
-    """A copy of what the process did since the last reset (every thread)."""
-    with _LOCK:
-        copy = Acted()
-        copy.add(_PROCESS)
-    return copy
-
-
-def reset_process_log() -> Acted:
-    """What the process did since the last reset (every thread), and a fresh start."""
-    global _PROCESS
-    with _LOCK:
-        done, _PROCESS = _PROCESS, Acted()
-    return done
-
-
-# Relative error of a 256x256 float32 matmul of uniform [0, 1) numbers against float64: IEEE about
-# 1e-7 to 1e-6, TensorFloat-32 (10-bit mantissa) about 1e-4 to 1e-3.
-TF32_MIN_ERROR = 2e-5
-
-
-def tf32_probe(device: str | torch.device) -> None:
-    """A float32 matmul on ``device`` against float64, recorded (:class:`Acted`): the proof that
-    the tf32 mode's settings made cuBLAS use TensorFloat-32."""
-    g = torch.Generator().manual_seed(0)
-    a, b = (
-        torch.rand(256, 256, generator=g, dtype=torch.float64),
-        torch.rand(256, 256, generator=g, dtype=torch.float64),
-    )
-    got = (a.float().to(device) @ b.float().to(device)).double().cpu()
-    note(Acted(tf32_probes=1, tf32_error=float((got - a @ b).norm() / (a @ b).norm())))
+        del logs[next(i for i, log in enumerate(logs) if log is acted)]  # this block's, not an equal one

@@ -207,7 +207,7 @@ def experiment_key(fn: Callable, args: tuple) -> str:
     the suite's test and ``trainclaims.launch`` build the same key from the same call."""
     import json
 
-    return f"{fn.__name__}{json.dumps(list(args))}"
+    return f"{fn.__name__}{json.dumps(list(args), default=str)}"  # a numerics mode by its name
 
 
 class RankResults:

@@ -3,49 +3,31 @@ up to (:class:`ClaimResult`, with a verdict per numerics mode) and the claims fi
 them (:class:`ClaimsReport`, ``claims.json``). This module alone spells their JSON keys: the
 report writer, the gate and the compare report all go through these classes.
 
-``claims.json`` is versioned (``"schema"``): version 2 is this form; a file without the key is
-version 1 (trainclaims 0.2), which has the same keys and is read the same way. A verdict that is
-not one of :class:`Verdict`'s, or a claim without an id, is an error naming the file.
+``claims.json`` is versioned (``"schema"``): version 3 is this form (each test's data ``tier``);
+version 2 has no tier, and a file without the key is version 1 (trainclaims 0.2): both are read
+the same way, their tests' tier None. A verdict that is not one of :class:`Verdict`'s, or a claim
+without an id, is an error naming the file; a newer schema than this trainclaims reads, too.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trainclaims.modes import REFERENCE, mode_order
+from trainclaims.verdicts import (  # noqa: F401  defined with the verdict rules; read and written here
+    FAILED_OUTCOMES,
+    NOT_RUN,
+    NOT_RUN_WHY,
+    UNMEASURED_OUTCOMES,
+    Verdict,
+    verdict_of,
+)
 
-SCHEMA = 2  # the claims.json version this module writes
-READS = (1, 2)  # the versions it reads
-
-
-class Verdict(str, enum.Enum):
-    """What a run says of a claim."""
-
-    HOLDS = "holds"
-    REFUTED = "refuted"  # the test encodes the truth, which contradicts the claim
-    CONDITIONAL = "conditional"  # holds on some data/devices/readings only; the note says which
-    FAILS = "fails"  # a test of the claim failed: the measured behaviour left its band
-    NOT_MEASURED = "not measured"  # every test of it was skipped here; the note says why
-
-
-def verdict_of(value: Any, where: str) -> Verdict:
-    """``value`` as a :class:`Verdict`; ValueError naming ``where`` and the accepted values."""
-    try:
-        return Verdict(value)
-    except ValueError:
-        accepted = ", ".join(repr(v.value) for v in Verdict)
-        raise ValueError(f"{where}: verdict {value!r} is not one of {accepted}") from None
-
-
-# A test's outcome, as pytest reports it, and the outcomes of tests that gave no report.
-NOT_RUN = "not run"
-NOT_RUN_WHY = "not run: the session stopped before it (-x, an interrupt or a crashed worker)"
-FAILED_OUTCOMES = ("failed", "error", "xpassed")
-UNMEASURED_OUTCOMES = ("crashed", NOT_RUN)
+SCHEMA = 3  # the claims.json version this module writes
+READS = (1, 2, 3)  # the versions it reads
 
 
 @dataclass
@@ -61,7 +43,8 @@ class TestResult:
     outcome: str = NOT_RUN
     reason: str = ""
     device: str | None = None  # where it ran (cuda:1 where `cuda` was placed there)
-    numerics: str = REFERENCE  # its numerics mode; ieee off the axis
+    numerics: str = REFERENCE.name  # its numerics mode; ieee off the axis
+    tier: str | None = None  # its data tier (synthetic, fashion-mnist, cifar10), where it has one
     evidence: dict[str, Any] = field(default_factory=dict)
     verdict: Verdict | None = None  # a verdict the test concluded (else: holds if it passed)
     why: str = ""
@@ -79,6 +62,7 @@ class TestResult:
             "reason": self.reason,
             "device": self.device,
             "numerics": self.numerics,
+            "tier": self.tier,
             "verdict": self.verdict.value if self.verdict else None,
             "why": self.why,
             "evidence": self.evidence,
@@ -94,7 +78,8 @@ class TestResult:
             outcome=data.get("outcome", NOT_RUN),
             reason=data.get("reason", ""),
             device=data.get("device"),
-            numerics=data.get("numerics") or REFERENCE,
+            numerics=data.get("numerics") or REFERENCE.name,
+            tier=data.get("tier"),
             evidence=data.get("evidence") or {},
             verdict=verdict_of(data["verdict"], where) if data.get("verdict") else None,
             why=data.get("why", ""),
@@ -161,7 +146,7 @@ class ClaimResult:
     @property
     def in_modes(self) -> bool:
         """Measured in a numerics mode beyond the reference (ieee)."""
-        return bool(set(self.modes) - {REFERENCE})
+        return bool(set(self.modes) - {REFERENCE.name})
 
     @property
     def row(self) -> Row:

@@ -55,8 +55,8 @@ class TrainingCache:
                 for config, result in zip(group, train_batched(group, data, progress), strict=True):
                     self._results[(config, data.name, str(data.device))] = result
         else:
-            # torch.compile (dynamo) is not for threads: compiled variants train one by one
-            threaded = [c for c in todo if c.numerics != "compile"]
+            # a mode may not run in threads (torch.compile's dynamo): its variants train one by one
+            threaded = [c for c in todo if c.mode.threadable]
             factory = self.progress_factory
 
             def progress_of(config: TrainConfig) -> ProgressFn | None:

@@ -27,8 +27,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.checks import relative_gap
+from trainclaims.modes import Mode, get
+from trainclaims.step import Step
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DTYPES = ("float64", "float32")  # the dtypes its experiments run in
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-3
 B, SEED = 8, 0  # batch per rank, seed: the tests' and a launched job's experiments are the same calls
 DDP_STEPS, NO_SYNC_STEPS, FSDP_STEPS = 5, 3, 3
@@ -91,18 +93,18 @@ def flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def mode_dtype(dtype: torch.dtype, numerics: str) -> torch.dtype:
+def mode_dtype(dtype: torch.dtype, numerics: Mode | str) -> torch.dtype:
     """float32 where a numerics mode other than ieee runs a float64 experiment: autocast leaves
     float64 alone, and float32 is what users train in such a mode."""
-    return dtype if numerics == num.REFERENCE else torch.float32
+    return dtype if get(numerics).reference else torch.float32
 
 
 def ddp_against_one_large_batch(
-    rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int, numerics: str = "ieee"
+    rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int, numerics: Mode | str = "ieee"
 ) -> dict:
     """S002-11 as :func:`trainclaims.checks.ddp_rank` on the seed MLP: k ranks with batch b each
     (no BN) against one process with batch k*b, ``steps`` SGD steps (momentum, weight decay)."""
-    dtype = DTYPES[dtype_name]
+    dtype = num.dtype_of(dtype_name)
     batches = [global_batch(seed, i, world * b, dtype) for i in range(steps)]
     return checks.ddp_rank(
         rank, world, partial(mlp, seed, dtype), batches, F.cross_entropy, OPTIMIZER, numerics, device=rank_device()
@@ -110,7 +112,7 @@ def ddp_against_one_large_batch(
 
 
 def no_sync_accumulation(
-    rank: int, world: int, micro: int, steps: int, b: int, seed: int, numerics: str = "ieee"
+    rank: int, world: int, micro: int, steps: int, b: int, seed: int, numerics: Mode | str = "ieee"
 ) -> dict:
     """S002-12 as :func:`trainclaims.checks.ddp_rank` with m micro-batches under ``no_sync()``,
     against one step of batch m*k*b (float64 in ieee, float32 in another mode)."""
@@ -121,7 +123,7 @@ def no_sync_accumulation(
     )
 
 
-def ddp_batchnorm(rank: int, world: int, forward_sync: bool, b: int, seed: int, numerics: str = "ieee") -> dict:
+def ddp_batchnorm(rank: int, world: int, forward_sync: bool, b: int, seed: int, numerics: Mode | str = "ieee") -> dict:
     """S002-13 as :func:`trainclaims.checks.ddp_batchnorm_rank` on the seed MLP with BatchNorm,
     over two batches (float64 in ieee, float32 in another mode)."""
     dtype = mode_dtype(torch.float64, numerics)
@@ -183,7 +185,7 @@ def fsdp2() -> tuple[Any, str | None]:
 
 
 def fsdp_against_one_large_batch(
-    rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int, numerics: str = "ieee"
+    rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int, numerics: Mode | str = "ieee"
 ) -> dict:
     """FSDP2 (``fully_shard`` on each Linear and on the root) over k ranks with batch b each, against
     one process with batch k*b and against DDP with the same batches, ``steps`` SGD steps (momentum,
@@ -193,7 +195,7 @@ def fsdp_against_one_large_batch(
     fully_shard, why = fsdp2()
     if fully_shard is None:
         return {"unsupported": why}
-    dtype = DTYPES[dtype_name]
+    dtype = num.dtype_of(dtype_name)
     model, reference, replica = mlp(seed, dtype), mlp(seed, dtype), DDP(mlp(seed, dtype))
     nets = (model, reference, replica)
     try:
@@ -206,7 +208,7 @@ def fsdp_against_one_large_batch(
     full_numel = sum(p.numel() for p in reference.parameters())
     local_numel = sum(p.to_local().numel() for p in model.parameters())
     device = str(rank_device())
-    steppers = [checks._stepper(m, OPTIMIZER(m.parameters()), F.cross_entropy, numerics, device) for m in nets]
+    steppers = [Step(m, OPTIMIZER(m.parameters()), F.cross_entropy, numerics, device) for m in nets]
     gaps, ddp_gaps = [], []
     for i in range(steps):
         x, y = global_batch(seed, i, world * b, dtype)
@@ -238,22 +240,22 @@ class Experiment:
         return experiment_key(self.fn, self.args)
 
 
-def measures(mode: str, dtype: str) -> bool:
+def measures(mode: Mode | str, dtype: str) -> bool:
     """Whether a float experiment in ``dtype`` measures ``mode``: autocast leaves float64 alone,
     so its float32 instance measures an autocast mode."""
-    return not (mode in num.AUTOCAST and dtype == "float64")
+    return get(mode).acts(dtype)
 
 
-def plan(modes: tuple[str, ...] = (num.REFERENCE,), device: str = "cpu") -> list[Experiment]:
+def plan(modes: tuple[Mode | str, ...] = (num.REFERENCE,), device: str = "cpu") -> list[Experiment]:
     """Every rank experiment of S002-11..15's tests in these numerics modes, with the arguments the
     tests call them with (trainclaims.launch runs these on a launched job's ranks)."""
     out = []
-    for mode in modes:
+    for mode in (str(m) for m in modes):  # by name: the arguments travel as JSON
         measured = [dtype for dtype in DTYPES if measures(mode, dtype)]
         out += [Experiment(ddp_against_one_large_batch, (dtype, DDP_STEPS, B, SEED, mode)) for dtype in measured]
         out += [Experiment(no_sync_accumulation, (m, NO_SYNC_STEPS, B, SEED, mode)) for m in MICRO_BATCHES]
         out.append(Experiment(ddp_batchnorm, (True, B, SEED, mode)))
-        if mode == num.REFERENCE:
+        if get(mode).reference:
             out.append(Experiment(ddp_batchnorm, (False, B, SEED, mode)))
         out += [Experiment(fsdp_against_one_large_batch, (dtype, FSDP_STEPS, B, SEED, mode)) for dtype in measured]
     out.append(Experiment(sync_batchnorm, ("cuda" if device.startswith("cuda") else "cpu", B, SEED)))
@@ -284,7 +286,7 @@ def ddp_step_throughput(rank: int, world: int, global_batch_size: int, rounds: i
 
     torch.manual_seed(0)
     model = DDP(seed_fc(3072)) if world > 1 else seed_fc(3072)
-    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    step = Step(model, torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4), F.cross_entropy)
     b = global_batch_size // world
     x, y = torch.rand(b, 3, 32, 32), torch.randint(10, (b,))
     probe = GemmProbe(linear_gemms(seed_fc(3072), b), torch.float32, "cpu")
@@ -292,9 +294,7 @@ def ddp_step_throughput(rank: int, world: int, global_batch_size: int, rounds: i
     for i in range(rounds + 3):
         probe()
         start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        step([(x, y)])
         if i >= 3:
             times.append(time.perf_counter() - start)
     costs = [t / p for t, p in zip(times, probe.times[3:], strict=True)]

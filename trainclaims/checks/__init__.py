@@ -1,0 +1,90 @@
+"""Checks of PyTorch's training claims on your own model.
+
+Each check takes what a user of PyTorch has — a model factory (any ``nn.Module``: called once
+per copy it trains, so every copy starts from the same weights; seed inside it), batches, a loss,
+an optimizer factory, a device, a numerics mode — measures one claim on it and returns a
+:class:`Checked`: the gap it measured, the bound for the dtype, the mode it measured in, whether
+the claim holds, and the numbers behind it. Nothing is asserted inside a check:
+``result.assert_holds()`` raises with the numbers, and ``result.judge(evidence)`` records them in
+a trainclaims test's evidence and applies the verdict rules (:mod:`trainclaims.verdicts`: in a
+numerics mode other than ieee an equality that holds only to the mode's rounding is
+*conditional*, with the gap; beyond the mode's rounding bound it fails).
+
+::
+
+    from trainclaims import checks
+
+    def test_accumulation(evidence, numerics):
+        checks.accumulation(make_model, batches, k=4, numerics=numerics).judge(evidence)
+
+A batch is ``(inputs, targets)`` or a mapping of named inputs with ``labels``
+(:mod:`trainclaims.step`). Tolerances are data, per dtype (:data:`TOLERANCE`), and every comparison
+is a relative norm gap (``|a - b| / |b|``; for parameters the largest over the model's tensors) or
+an exact equality; :func:`assert_close` is ``torch.testing.assert_close`` with this table's bounds.
+Every check trains through :class:`trainclaims.step.Step`, the one training step of the library.
+
+The checks, by subject: :mod:`.accumulation`, :mod:`.batchnorm`, :mod:`.evaluation`,
+:mod:`.activations`, :mod:`.scaling`, :mod:`.data_parallel`.
+"""
+
+from trainclaims.bench import step_flops
+from trainclaims.checks.accumulation import accumulation, accumulation_with_batchnorm
+from trainclaims.checks.activations import gradient_at_zero
+from trainclaims.checks.base import (
+    BATCHNORM_MIN_GAP,
+    TOLERANCE,
+    Checked,
+    ModelFactory,
+    OptimizerFactory,
+    assert_close,
+    parameter_gap,
+    relative_gap,
+    rtol,
+    sgd,
+    tolerance,
+)
+from trainclaims.checks.batchnorm import batchnorm_eval, running_statistics
+from trainclaims.checks.data_parallel import (
+    ddp_against_one_process,
+    ddp_batchnorm,
+    ddp_batchnorm_rank,
+    ddp_batchnorm_verdict,
+    ddp_rank,
+    ddp_verdict,
+)
+from trainclaims.checks.evaluation import eval_determinism
+from trainclaims.checks.scaling import first_layer, gradient_scaling, reparametrization
+from trainclaims.step import Batch, LossFn, Step
+
+__all__ = [
+    "BATCHNORM_MIN_GAP",
+    "TOLERANCE",
+    "Batch",
+    "Checked",
+    "LossFn",
+    "ModelFactory",
+    "OptimizerFactory",
+    "Step",
+    "accumulation",
+    "accumulation_with_batchnorm",
+    "assert_close",
+    "batchnorm_eval",
+    "ddp_against_one_process",
+    "ddp_batchnorm",
+    "ddp_batchnorm_rank",
+    "ddp_batchnorm_verdict",
+    "ddp_rank",
+    "ddp_verdict",
+    "eval_determinism",
+    "first_layer",
+    "gradient_at_zero",
+    "gradient_scaling",
+    "parameter_gap",
+    "relative_gap",
+    "reparametrization",
+    "rtol",
+    "running_statistics",
+    "sgd",
+    "step_flops",
+    "tolerance",
+]

@@ -1,0 +1,124 @@
+"""Gradient accumulation against the larger batch it imitates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from trainclaims.checks.base import (
+    BATCHNORM_MIN_GAP,
+    Checked,
+    ModelFactory,
+    OptimizerFactory,
+    batches_on,
+    batchnorms,
+    build,
+    parameter_gap,
+    relative_gap,
+    rtol,
+    sgd,
+)
+from trainclaims.modes import REFERENCE, Mode
+from trainclaims.step import Batch, LossFn, ModeLoss, batch_size, split, train
+
+
+def accumulation(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    k: int,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    optimizer_fn: OptimizerFactory | None = None,
+    divide: bool = True,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: Mode | str = REFERENCE,
+) -> Checked:
+    """Gradient accumulation imitates a k-times larger batch: one copy of the model steps on k
+    micro-batches of each batch (loss/k each, ``divide=False``: the loss as it is), the other on
+    the whole batch; after ``len(batches)`` steps their parameters agree to the dtype's rounding.
+
+    Holds for a model without BatchNorm, with ``divide``, and with a loss that is a mean over
+    equally many terms per micro-batch; undivided the accumulated gradient is k times the large
+    batch's (the check then fails, with the gap); with BatchNorm see
+    :func:`accumulation_with_batchnorm`; with a per-token mean over micro-batches of unequal token
+    counts see :func:`trainclaims.checks.token_accumulation`."""
+    optimizer_fn = optimizer_fn or sgd()
+    (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
+    data = batches_on(batches, device, large)
+    opt_a, opt_l = optimizer_fn(accumulated.parameters()), optimizer_fn(large.parameters())
+    train(accumulated, opt_a, [split(b, k) for b in data], loss_fn, numerics, device, divide=divide)
+    train(large, opt_l, [[b] for b in data], loss_fn, numerics, device)
+    gap = parameter_gap(accumulated.parameters(), large.parameters())
+    return Checked(
+        "accumulation",
+        f"{k} micro-batches {'with loss/k' if divide else 'with the loss undivided'} equal one batch "
+        f"{k} times larger after {len(data)} steps",
+        "equal",
+        gap,
+        rtol(claim_dtype),
+        {
+            "k": k,
+            "steps": len(data),
+            "batch": batch_size(data[0]),
+            "divide": divide,
+            "dtype": str(claim_dtype),
+            "device": device,
+            "batchnorm_layers": len(batchnorms(large)),
+        },
+        numerics,
+        claim_dtype,
+    )
+
+
+def accumulation_with_batchnorm(
+    model_fn: ModelFactory,
+    batch: Batch,
+    k: int,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: Mode | str = REFERENCE,
+    min_gap: float = BATCHNORM_MIN_GAP,
+) -> Checked:
+    """Accumulation does not fix BatchNorm: each micro-batch is normalized with its own statistics,
+    so the accumulated gradient (loss/k) differs from the large batch's by more than ``min_gap``
+    (relative), and every BN layer's running statistics take k updates instead of one."""
+    (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
+    if not batchnorms(large):
+        raise ValueError("accumulation_with_batchnorm: the model has no BatchNorm layer")
+    (whole,) = batches_on([batch], device, large)
+    for model, parts in ((accumulated, split(whole, k)), (large, [whole])):
+        model.train()
+        step_loss = ModeLoss(model, loss_fn, numerics, device)
+        for part in parts:
+            (step_loss(part) / len(parts)).backward()
+    gap = relative_gap(
+        [p.grad for p in accumulated.parameters() if p.grad is not None],
+        [p.grad for p in large.parameters() if p.grad is not None],
+    )
+    updates = [int(m.num_batches_tracked) for m in batchnorms(accumulated)]
+    large_updates = [int(m.num_batches_tracked) for m in batchnorms(large)]
+    result = Checked(
+        "accumulation_with_batchnorm",
+        f"with BatchNorm, {k} micro-batches (loss/k) give a different gradient than one batch {k} times larger",
+        "differs",
+        gap,
+        min_gap,
+        {
+            "k": k,
+            "batch": batch_size(whole),
+            "dtype": str(claim_dtype),
+            "device": device,
+            "running_stat_updates": updates,
+            "large_batch_updates": large_updates,
+        },
+        numerics,
+        claim_dtype,
+    )
+    if any(u != k for u in updates) or any(u != 1 for u in large_updates):
+        result.refute(f"running statistics took {updates} updates (expected {k} each)")
+    return result

@@ -1,0 +1,200 @@
+"""What every check shares: the result a check returns (:class:`Checked`), the tolerance table,
+the comparison primitives, and building a model and its batches in a numerics mode."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainclaims import numerics as num
+from trainclaims.modes import REFERENCE, Mode, get
+from trainclaims.step import Batch, to_device
+from trainclaims.verdicts import Verdict, judge_gap
+
+ModelFactory = Callable[[], nn.Module]
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+# The relative gap two computations that are equal in exact arithmetic keep after a few training
+# steps, per dtype: float64 and float32 as the suite's accumulation properties measured them (the
+# largest gap over hypothesis' examples stays 10-100x below: float32 2.4e-7 after 3 steps); the
+# half types from autocast runs (bf16-autocast 5.3e-4 on the seed net). (atol, rtol)
+TOLERANCE: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-12, 1e-10),
+    torch.float32: (1e-5, 1e-4),
+    torch.bfloat16: (1e-2, 2e-2),
+    torch.float16: (1e-3, 5e-3),
+}
+# With BatchNorm, k micro-batches are not one large batch. "Differs" means a gap no rounding makes:
+# 100x float32's equality bound. Measured (CPU, seeds 0-19): the suite's BN net (float64) 17-92%
+# (k=2) and 27-87% (k=4); the example CNN (examples/small-cnn, float32, batch 32) 4.0-14.5% (k=2)
+# and 6.9-25.7% (k=4); without BN the same comparison stays below 1.6e-8. DDP with BN against one
+# process (ddp_batchnorm, 2 gloo ranks x 16, the example CNN, seeds 0-9): outputs 1.7-10.0% (per
+# rank), averaged gradients 4.0-8.8%; the suite's BN net (float64, 2 x 8, seeds 0-4): 20-63%, 25-43%.
+BATCHNORM_MIN_GAP = 1e-2
+
+
+def tolerance(dtype: torch.dtype | str) -> tuple[float, float]:
+    """(atol, rtol) for ``dtype``; float32's for a dtype not in the table."""
+    return TOLERANCE.get(num.dtype_of(dtype), TOLERANCE[torch.float32])
+
+
+def rtol(dtype: torch.dtype | str) -> float:
+    """The relative tolerance for ``dtype``: the bound of every relative gap a check compares."""
+    return tolerance(dtype)[1]
+
+
+def assert_close(actual: Any, expected: Any, dtype: torch.dtype | None = None, msg: str = "") -> None:
+    """``torch.testing.assert_close`` with :data:`TOLERANCE`'s bounds for ``dtype`` (default: the
+    expected tensor's)."""
+    atol, rel = tolerance(dtype or expected.dtype)
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rel, msg=(lambda m: f"{msg}\n{m}") if msg else None)
+
+
+def relative_gap(a: torch.Tensor | Iterable[torch.Tensor], b: torch.Tensor | Iterable[torch.Tensor]) -> float:
+    """``|a - b| / |b|`` of two tensors, or over all the tensors of two sequences together
+    (computed in float64), 0 where both are zero."""
+    a, b = ([t] if isinstance(t, torch.Tensor) else t for t in (a, b))
+    a_flat = torch.cat([t.detach().double().flatten().cpu() for t in a])
+    b_flat = torch.cat([t.detach().double().flatten().cpu() for t in b])
+    denominator = b_flat.norm().item()
+    difference = (a_flat - b_flat).norm().item()
+    return difference / denominator if denominator else difference
+
+
+def parameter_gap(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> float:
+    """The largest :func:`relative_gap` of one tensor of ``a`` to its counterpart in ``b``: how two
+    models' parameters are compared (a small layer's gap is not hidden by a large one's norm); 0
+    for no tensors."""
+    return max((relative_gap([x], [y]) for x, y in zip(a, b, strict=True)), default=0.0)
+
+
+@dataclass
+class Checked:
+    """What a check measured, and in which numerics mode.
+
+    ``expect`` is ``"equal"`` (the claim holds where ``gap <= bound``), ``"differs"`` (it holds
+    where ``gap > bound``: a claim that two things are not the same) or ``"exact"`` (``gap`` must
+    be 0, bit for bit). ``mode`` is the numerics mode the check measured in and ``dtype`` the dtype
+    the claim was computed in (before the mode): an equality measured in another mode than the
+    reference is judged against the mode's rounding bound for that dtype (:func:`judge`).
+    """
+
+    check: str
+    claim: str  # what was checked, in words
+    expect: str
+    gap: float
+    bound: float
+    values: dict[str, Any] = field(default_factory=dict)
+    mode: Mode = REFERENCE
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.mode = get(self.mode)
+        self.dtype = num.dtype_name(self.dtype)
+
+    @property
+    def holds(self) -> bool:
+        if math.isnan(self.gap):
+            return False
+        if self.expect == "differs":
+            return self.gap > self.bound
+        return self.gap <= self.bound
+
+    def __str__(self) -> str:
+        relation = {"equal": "<=", "exact": "==", "differs": ">"}[self.expect]
+        state = "holds" if self.holds else "does not hold"
+        return f"{self.check}: {self.claim}: gap {self.gap:.3g} (needs {relation} {self.bound:g}): {state}"
+
+    def refute(self, why: str) -> None:
+        """The claim does not hold for a reason the gap does not show (a count, a side condition):
+        the gap becomes NaN, which never holds, and ``why`` is added to the claim's words."""
+        self.gap = float("nan")
+        self.claim += f"; {why}"
+
+    def numbers(self) -> dict[str, Any]:
+        """The evidence: gap, bound, expectation, the mode, and what was measured, as plain data."""
+        return {
+            "check": self.check,
+            "gap": self.gap,
+            "bound": self.bound,
+            "expect": self.expect,
+            "numerics": self.mode.name,
+            **self.values,
+        }
+
+    def _detail(self) -> str:
+        return ", ".join(f"{k}={_short(v)}" for k, v in self.values.items())
+
+    def assert_holds(self) -> None:
+        if not self.holds:
+            raise AssertionError(f"{self} [{self._detail()}]")
+
+    def judge(self, evidence: Any, numerics: Mode | str | None = None) -> None:
+        """Record the numbers in a trainclaims test's ``evidence`` and apply the verdict rules
+        (:func:`trainclaims.verdicts.judge_gap`): in the reference mode, and for a claim that two
+        things differ or are bit-for-bit equal, the claim must hold (asserted). An equality measured
+        in another mode holds within the bound, is *conditional* within the mode's rounding bound
+        for the dtype (with the gap), and fails beyond it. ``numerics`` is the older form: the mode
+        of a check that was not told its mode (one told another mode is an error)."""
+        if numerics is not None and get(numerics) != self.mode:
+            if not self.mode.reference:
+                raise ValueError(
+                    f"{self.check} measured in {self.mode.name}, but judge() was given {get(numerics).name}: "
+                    "leave numerics out of judge() (the check records its mode)"
+                )
+            self.mode = get(numerics)  # the older form: the mode is named here, not to the check
+        evidence.record(**self.numbers())
+        if self.expect != "equal" or self.mode.reference:
+            self.assert_holds()
+            return
+        judged = judge_gap(self.gap, self.bound, self.mode, f"{self.check}: {self.claim}", self.dtype)
+        if judged.verdict is Verdict.FAILS:
+            raise AssertionError(f"{judged.why} [{self._detail()}]")
+        evidence.conclude_in_mode(judged)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{', '.join(_short(v) for v in value[:6])}, ...]"
+    return repr(value)
+
+
+# --------------------------------------------------------------------------- models and batches
+
+
+def sgd(lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0) -> OptimizerFactory:
+    """An optimizer factory (picklable, for the data-parallel checks): SGD with these settings."""
+    return functools.partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def dtype_of_model(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (float32 for a model without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def build(
+    model_fn: ModelFactory, device: str | torch.device, dtype: torch.dtype | None, mode: Mode | str = REFERENCE
+) -> tuple[nn.Module, torch.dtype]:
+    """A model from the factory on ``device``, in ``dtype`` (default: its own), its parameters in
+    the dtype the mode holds them in; with the dtype the claim is computed in (before the mode)."""
+    model = model_fn()
+    claim_dtype = dtype or dtype_of_model(model)
+    return num.place(model, mode, device, dtype), claim_dtype
+
+
+def batches_on(batches: Iterable[Batch], device: str | torch.device, model: nn.Module) -> list[Batch]:
+    """Batches on ``device``, their floating tensors in the model's parameter dtype."""
+    dt = dtype_of_model(model)
+    return [to_device(b, device, dt) for b in batches]
+
+
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -1,0 +1,320 @@
+"""Data-parallel training against one process.
+
+Each data-parallel check is a rank function (``fn(rank, world, ...)``, run on every rank of a
+gloo or NCCL process group: spawned on this machine by the check, or started by torchrun; see
+trainclaims.launch) that trains both sides of the claim on the rank itself, from the same
+factory, and returns plain data; and a verdict function that turns the ranks' results into a
+:class:`Checked`. The check itself is the two, with ranks spawned here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainclaims import numerics as num
+from trainclaims.checks.base import (
+    BATCHNORM_MIN_GAP,
+    Checked,
+    ModelFactory,
+    OptimizerFactory,
+    batchnorms,
+    build,
+    dtype_of_model,
+    parameter_gap,
+    relative_gap,
+    rtol,
+    sgd,
+)
+from trainclaims.modes import REFERENCE, Mode
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split, to_device
+
+
+def _forward_sync_kwargs(forward_sync: bool) -> dict[str, bool]:
+    """DDP's switch for broadcasting rank 0's buffers before each forward: ``forward_sync_buffers``
+    where this torch has it (torch 2.13 deprecates ``broadcast_buffers`` with a FutureWarning:
+    ``trainclaims.known.DEPRECATIONS``), else ``broadcast_buffers``."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return {"forward_sync_buffers": forward_sync}
+    return {"broadcast_buffers": forward_sync}
+
+
+def _as_lists(tensors: Iterable[torch.Tensor]) -> list[list[float]]:
+    # plain lists: a tensor sent through the queue is shared memory that dies with its process,
+    # and a launched job writes its ranks' results as JSON
+    return [t.detach().cpu().double().flatten().tolist() for t in tensors]
+
+
+def _tensors(lists: Iterable[list[float]]) -> list[torch.Tensor]:
+    return [torch.tensor(t, dtype=torch.float64) for t in lists]
+
+
+def ddp_rank(
+    rank: int,
+    world: int,
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    loss_fn: LossFn = F.cross_entropy,
+    optimizer_fn: OptimizerFactory | None = None,
+    numerics: Mode | str = REFERENCE,
+    micro_batches: int = 1,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """One rank of :func:`ddp_against_one_process`: DDP over this rank's 1/world shard of each
+    batch (with ``micro_batches`` > 1 accumulated under ``no_sync()``, loss/m, the last outside it),
+    and the one-process reference on the whole batch, both from ``model_fn`` in the ``numerics``
+    mode. Returns per step the parameter gap between the two and how many of the rank's backward
+    passes all-reduced (counted through a communication hook), and the replica's final parameters."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    optimizer_fn = optimizer_fn or sgd()
+    device = str(device)
+    (replica, claim_dtype), (reference, _) = (build(model_fn, device, None, numerics) for _ in range(2))
+    model = DDP(replica)
+    dt = dtype_of_model(reference)
+    reductions = [0]
+
+    def counting(state, bucket):  # unannotated: DDP refuses a hook whose bucket annotation is not GradBucket
+        reductions[0] += 1
+        return default_hooks.allreduce_hook(state, bucket)
+
+    model.register_comm_hook(None, counting)
+    step, step_ref = (Step(m, optimizer_fn(m.parameters()), loss_fn, numerics, device) for m in (model, reference))
+    synced = [0]  # this step's backward passes that all-reduced
+
+    @contextlib.contextmanager
+    def backward_of(i: int) -> Iterator[None]:  # micro-batch i: all but the last under no_sync
+        before = reductions[0]
+        with contextlib.nullcontext() if i == micro_batches - 1 else model.no_sync():
+            yield
+        synced[0] += reductions[0] > before
+
+    gaps, synced_backwards = [], []
+    for batch in batches:
+        whole = to_device(batch, device, dt)
+        synced[0] = 0
+        step(split(shard(whole, rank, world), micro_batches), backward_of)
+        synced_backwards.append(synced[0])
+        step_ref([whole])
+        gaps.append(parameter_gap(model.module.parameters(), reference.parameters()))
+    return {
+        "gaps": gaps,
+        "synced_backwards": synced_backwards,
+        "parameters": _as_lists(model.module.parameters()),
+        "dtype": str(claim_dtype),
+        "numerics": str(numerics),
+        "micro_batches": micro_batches,
+    }
+
+
+def ddp_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -> Checked:
+    """The claim of :func:`ddp_against_one_process` judged on its ranks' results (of
+    :func:`ddp_rank`, spawned here or under a launcher): every rank's parameters stay within
+    ``bound`` (default: :data:`TOLERANCE`'s rtol for the dtype) of the one-process reference after
+    every step, the replicas are identical, and each step all-reduced once."""
+    first = results[0]
+    gaps = [max(r["gaps"]) for r in results]
+    replica_gap = max(parameter_gap(_tensors(r["parameters"]), _tensors(first["parameters"])) for r in results)
+    synced = [r["synced_backwards"] for r in results]
+    dtype = num.dtype_of(first["dtype"])
+    micro = first["micro_batches"]
+    result = Checked(
+        "ddp_against_one_process",
+        f"{len(results)} DDP ranks take the same {len(first['gaps'])} steps as one process with the whole batch"
+        + (f" ({micro} micro-batches under no_sync)" if micro > 1 else ""),
+        "equal",
+        max([*gaps, replica_gap]),
+        rtol(dtype) if bound is None else bound,
+        {
+            "world": len(results),
+            "steps": len(first["gaps"]),
+            "micro_batches": micro,
+            "rank_gaps": gaps,
+            "gaps_rank0": first["gaps"],
+            "replica_gap": replica_gap,
+            "synced_backwards_per_step": synced[0],
+            "dtype": first["dtype"],
+        },
+        first["numerics"],
+        dtype,
+    )
+    if replica_gap != 0:
+        result.refute(f"the replicas differ between ranks (gap {replica_gap:.3g})")
+    elif any(n != 1 for per_rank in synced for n in per_rank):  # no_sync: one all-reduce round a step, not m
+        result.refute(f"backward passes that all-reduced, per step and rank: {synced} (expected 1 each)")
+    return result
+
+
+def ddp_against_one_process(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    *,
+    world: int = 2,
+    loss_fn: LossFn = F.cross_entropy,
+    optimizer_fn: OptimizerFactory | None = None,
+    micro_batches: int = 1,
+    numerics: Mode | str = REFERENCE,
+    bound: float | None = None,
+) -> Checked:
+    """DDP averages gradients over ranks: ``world`` gloo ranks (CPU processes), each with its
+    1/world shard of every batch, take the same optimizer steps as one process on the whole batch,
+    and the replicas stay identical. With ``micro_batches`` m > 1 each rank accumulates m
+    micro-batches under ``no_sync()`` (loss/m, the last outside it): still one step of the whole
+    batch, with one all-reduce round per step, not m (counted through a communication hook).
+
+    ``model_fn``, ``loss_fn`` and ``optimizer_fn`` go to the rank processes: they must be
+    picklable (module-level functions, ``functools.partial``, :func:`sgd`). Holds for a model
+    without BatchNorm (each rank normalizes with its own shard's statistics). The ranks run
+    :func:`ddp_rank`; :func:`ddp_verdict` judges them (the two a launched job uses)."""
+    from trainclaims.ranks import run_ranks
+
+    batches = [(x.cpu(), y.cpu()) for x, y in batches]
+    for x, _ in batches:
+        if x.shape[0] % (world * micro_batches):
+            raise ValueError(
+                f"a batch of {x.shape[0]} does not split into {world} ranks x {micro_batches} micro-batches"
+            )
+    results = run_ranks(ddp_rank, world, model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches)
+    return ddp_verdict(results, bound)
+
+
+def _running_stats(model: nn.Module) -> list[torch.Tensor]:
+    return [t for m in batchnorms(model) for t in (m.running_mean, m.running_var)]
+
+
+def _batch_mean(t: torch.Tensor) -> list[float]:
+    """The per-channel mean a BatchNorm layer computes of its input (channels on dim 1)."""
+    dims = [0, *range(2, t.dim())]
+    return t.detach().double().mean(dims).cpu().tolist()
+
+
+def ddp_batchnorm_rank(
+    rank: int,
+    world: int,
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    loss_fn: LossFn = F.cross_entropy,
+    numerics: Mode | str = REFERENCE,
+    forward_sync: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """One rank of :func:`ddp_batchnorm`: a DDP forward and backward (no optimizer step) on this
+    rank's shard of each batch, with rank 0's buffers broadcast before each forward where
+    ``forward_sync`` (DDP's default). At the first batch, against one process on the whole batch
+    at the same weights: the relative gap of this rank's outputs (to the reference's rows of its
+    shard) and of the all-reduced gradients, and the gap of every BN layer's running mean and
+    variance to those of a copy that saw only this rank's shard. Per batch, each BN layer's input
+    mean (what it normalized with) and running mean after the forward."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    device = str(device)
+    replica, claim_dtype = build(model_fn, device, None, numerics)
+    model = DDP(replica, **_forward_sync_kwargs(forward_sync))
+    dt = dtype_of_model(replica)
+    norms = batchnorms(model.module)
+    seen: list[list[float]] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(_batch_mean(args[0]))) for m in norms]
+    loss_of = ModeLoss(model, loss_fn, numerics, device)
+    out: dict[str, Any] = {"batch_means": [], "running_means": [], "momentum": [m.momentum for m in norms]}
+    for step, batch in enumerate(batches):
+        x, y = to_device(batch, device, dt)
+        xr, yr = shard((x, y), rank, world)
+        model.zero_grad()
+        seen.clear()
+        logits, loss = loss_of.with_output((xr, yr))
+        loss.backward()
+        out["batch_means"].append(list(seen))
+        out["running_means"].append([m.running_mean.double().cpu().tolist() for m in norms])
+        if step == 0:
+            reference, alone = build(model_fn, device, None, numerics)[0], build(model_fn, device, None, numerics)[0]
+            ref_logits, ref_loss = ModeLoss(reference, loss_fn, numerics, device).with_output((x, y))
+            with torch.no_grad(), num.autocast(numerics, device):
+                alone(xr)
+            ref_loss.backward()
+            out["output_gap"] = relative_gap(logits, ref_logits[rank * xr.shape[0] : (rank + 1) * xr.shape[0]])
+            out["gradient_gap"] = relative_gap(
+                [p.grad for p in model.module.parameters() if p.grad is not None],
+                [p.grad for p in reference.parameters() if p.grad is not None],
+            )
+            out["running_stat_gap"] = parameter_gap(_running_stats(model.module), _running_stats(alone))
+    for h in hooks:
+        h.remove()
+    out["dtype"], out["numerics"] = str(claim_dtype), str(numerics)
+    return out
+
+
+def ddp_batchnorm_verdict(results: Sequence[dict[str, Any]], min_gap: float = BATCHNORM_MIN_GAP) -> Checked:
+    """The claim of :func:`ddp_batchnorm` judged on its ranks' results (of
+    :func:`ddp_batchnorm_rank`): every rank's outputs and the averaged gradient differ from one
+    process's on the whole batch by more than ``min_gap`` (relative), and each rank's running
+    statistics after its first batch are its own shard's (to the dtype's rounding)."""
+    outputs = [r["output_gap"] for r in results]
+    gradients = [r["gradient_gap"] for r in results]
+    stat_gaps = [r["running_stat_gap"] for r in results]
+    first = results[0]
+    result = Checked(
+        "ddp_batchnorm",
+        f"with BatchNorm, {len(results)} DDP ranks' outputs and averaged gradient differ from one process's "
+        "on the whole batch",
+        "differs",
+        min([*outputs, *gradients]),
+        min_gap,
+        {
+            "world": len(results),
+            "output_gap_per_rank": outputs,
+            "gradient_gap_per_rank": gradients,
+            "rank_running_stat_gaps": stat_gaps,
+            "dtype": first["dtype"],
+        },
+        first["numerics"],
+        first["dtype"],
+    )
+    bound = rtol(result.mode.compute_dtype(first["dtype"]))
+    if any(g > bound for g in stat_gaps):
+        result.refute(f"but a rank's running statistics are not its own shard's: gaps {stat_gaps} (bound {bound:g})")
+    return result
+
+
+def ddp_batchnorm(
+    model_fn: ModelFactory,
+    batch: Batch,
+    *,
+    world: int = 2,
+    loss_fn: LossFn = F.cross_entropy,
+    numerics: Mode | str = REFERENCE,
+    min_gap: float = BATCHNORM_MIN_GAP,
+) -> Checked:
+    """BatchNorm under DDP normalizes with each rank's own batch: ``world`` gloo ranks, each with its
+    shard of ``batch``, give outputs and an averaged gradient that differ from one process's on
+    the whole batch (by more than ``min_gap``, relative), and each rank's running statistics are
+    those of its own shard (equal, to rounding, to a copy's that saw only that shard).
+    SyncBatchNorm is what makes them agree; it needs CUDA (and NCCL) and is not checked here. The
+    ranks run :func:`ddp_batchnorm_rank`; :func:`ddp_batchnorm_verdict` judges them."""
+    from trainclaims.ranks import run_ranks
+
+    batch = (batch[0].cpu(), batch[1].cpu())
+    if batch[0].shape[0] % world:
+        raise ValueError(f"a batch of {batch[0].shape[0]} does not split into {world} ranks")
+    if not batchnorms(model_fn()):
+        raise ValueError("ddp_batchnorm: the model has no BatchNorm layer")
+    return ddp_batchnorm_verdict(run_ranks(ddp_batchnorm_rank, world, model_fn, [batch], loss_fn, numerics), min_gap)
+
+
+__all__ = [
+    "ddp_against_one_process",
+    "ddp_batchnorm",
+    "ddp_batchnorm_rank",
+    "ddp_batchnorm_verdict",
+    "ddp_rank",
+    "ddp_verdict",
+]

@@ -1,0 +1,135 @@
+"""Scaling a model's inputs: the reparametrization that undoes it, and the gradient it scales."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainclaims.checks.base import (
+    Checked,
+    ModelFactory,
+    batches_on,
+    build,
+    dtype_of_model,
+    parameter_gap,
+    relative_gap,
+    rtol,
+)
+from trainclaims.modes import REFERENCE, Mode
+from trainclaims.step import Batch, LossFn, train
+
+
+def first_layer(model: nn.Module) -> nn.Module:
+    """The first Linear or Conv layer in the model's module order: the one the inputs enter."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            return m
+    raise ValueError(f"no Linear or Conv layer in {type(model).__name__}")
+
+
+def reparametrization(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    s: float,
+    *,
+    lr: float = 0.02,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    loss_fn: LossFn = F.cross_entropy,
+    layer: Callable[[nn.Module], nn.Module] = first_layer,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: Mode | str = REFERENCE,
+) -> Checked:
+    """Scaling the inputs by ``s`` changes nothing when the first layer's weight is divided by s, its
+    learning rate by s² and its weight decay multiplied by s² (SGD with momentum): the scaled
+    model's first-layer weight times s, its other parameters and each step's loss follow the
+    original's trajectory to rounding. (With the learning rate divided by s only, they do not.)"""
+    (base, dt), (scaled, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
+    w_base, w_scaled = layer(base).weight, layer(scaled).weight
+    with torch.no_grad():
+        w_scaled.div_(s)
+
+    def groups(model: nn.Module, w: nn.Parameter, scale: float) -> list[dict[str, Any]]:
+        rest = [p for p in model.parameters() if p is not w]
+        return [
+            {"params": [w], "lr": lr / scale**2, "weight_decay": weight_decay * scale**2},
+            {"params": rest, "lr": lr, "weight_decay": weight_decay},
+        ]
+
+    opt_base = torch.optim.SGD(groups(base, w_base, 1.0), lr=lr, momentum=momentum)
+    opt_scaled = torch.optim.SGD(groups(scaled, w_scaled, s), lr=lr, momentum=momentum)
+    data = batches_on(batches, device, base)
+    losses = train(base, opt_base, [[b] for b in data], loss_fn, numerics, device)
+    scaled_losses = train(scaled, opt_scaled, [[(x * s, y)] for x, y in data], loss_fn, numerics, device)
+    loss_gap = max(abs(a - b) / abs(a) if a else abs(b) for a, b in zip(losses, scaled_losses, strict=True))
+    rest_base = [p for p in base.parameters() if p is not w_base]
+    rest_scaled = [p for p in scaled.parameters() if p is not w_scaled]
+    gap_w = relative_gap([w_scaled * s], [w_base])
+    gap_rest = parameter_gap(rest_scaled, rest_base) if rest_base else 0.0
+    return Checked(
+        "reparametrization",
+        f"inputs x{s:g} with the first layer's W/{s:g}, lr/{s:g}^2 and weight decay x{s:g}^2 follow the "
+        f"same trajectory for {len(data)} steps",
+        "equal",
+        max(gap_w, gap_rest, loss_gap),
+        rtol(dt),
+        {
+            "s": s,
+            "steps": len(data),
+            "first_layer_gap": gap_w,
+            "other_parameters_gap": gap_rest,
+            "loss_gap": loss_gap,  # the largest relative gap of a step's loss
+            "dtype": str(dt),
+            "device": device,
+        },
+        numerics,
+        dt,
+    )
+
+
+def gradient_scaling(
+    model_fn: ModelFactory,
+    batch: Batch,
+    s: float,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    layer: Callable[[nn.Module], nn.Module] = first_layer,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Checked:
+    """For the same function (inputs x s, the first layer's weight / s) the first layer's weight
+    gradient is s times larger, every other gradient unchanged: why inputs in [0, 255] need the
+    first layer's learning rate divided by s²."""
+    base, scaled = build(model_fn, device, dtype)[0], build(model_fn, device, dtype)[0]
+    dt = dtype_of_model(base)
+    with torch.no_grad():
+        layer(scaled).weight.div_(s)
+    ((x, y),) = batches_on([batch], device, base)
+    base.train(), scaled.train()
+    loss_fn(base(x), y).backward()
+    loss_fn(scaled(x * s), y).backward()
+    g_base, g_scaled = layer(base).weight.grad, layer(scaled).weight.grad
+    ratio = (g_scaled.norm() / g_base.norm()).item()
+    rest = [
+        (a.grad, b.grad)
+        for a, b in zip(scaled.parameters(), base.parameters(), strict=True)
+        if a is not layer(scaled).weight and a.grad is not None
+    ]
+    gap_rest = parameter_gap([a for a, _ in rest], [b for _, b in rest]) if rest else 0.0
+    gap = max(relative_gap([g_scaled], [g_base * s]), gap_rest)
+    return Checked(
+        "gradient_scaling",
+        f"the first layer's weight gradient is x{s:g} for inputs x{s:g} (weights /{s:g}); other gradients unchanged",
+        "equal",
+        gap,
+        rtol(dt),
+        {"s": s, "norm_ratio": ratio, "other_gradients_gap": gap_rest, "dtype": str(dt), "device": device},
+    )
+
+
+__all__ = ["first_layer", "gradient_scaling", "reparametrization"]

@@ -1,0 +1,206 @@
+"""The reports in markdown, and writing them: ``claims.md``/``claims.json``, ``benchmarks.md``/
+``benchmarks.json`` (atomically: a report is whole or absent), and the CI step summary. Every
+markdown table cell goes through :func:`cell`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from trainclaims.claims import Catalogue
+from trainclaims.files import atomic_write
+from trainclaims.modes import REFERENCE as REFERENCE_MODE
+from trainclaims.modes import mode_order
+from trainclaims.results import ClaimResult, ClaimsReport, tally
+
+
+def cell(value: Any) -> str:
+    """``value`` as a markdown table cell: ``|`` escaped, on one line."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)) and len(value) > 12:
+        return f"[{', '.join(_fmt(v) for v in value[:12])}, ... ({len(value)} values)]"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def claims_markdown(env: dict[str, Any], catalogue: Catalogue, claims: list[ClaimResult]) -> str:
+    lines = ["# Claim report", ""]
+    lines += [f"- **{k}**: {_fmt(v)}" for k, v in env.items()]
+    counts: dict[str, int] = {}
+    for c in claims:
+        counts[c.verdict.value] = counts.get(c.verdict.value, 0) + 1
+    lines += ["", "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()), ""]
+    for family, title in ((f.id, f.title) for f in catalogue.families.values()):
+        lines += [
+            f"## {family}: {title}",
+            "",
+            "| claim | verdict | tests (pass/fail/skip) | why |",
+            "|---|---|---|---|",
+        ]
+        mine = [c for c in claims if c.family == family]
+        for c in mine:
+            lines.append(f"| {c.id} | **{c.verdict.value}** | {tally(c.tests)} | {cell(c.why)} |")
+        lines.append("")
+        lines += modes_table(mine)
+        for c in (c for c in mine if c.tests):
+            lines += [f"### {c.id}: {c.verdict.value}", "", f"> {c.statement}", ""]
+            if c.in_modes:
+                for mode, mv in c.modes.items():
+                    lines.append(f"- in **{mode}**: {mv.verdict.value}" + (f" ({mv.why})" if mv.why else ""))
+                lines.append("")
+            for t in c.tests:
+                head = f"- `{t.test}`: {t.outcome}" + (f" on {t.device}" if t.device else "")
+                if t.verdict:
+                    head += f", **{t.verdict.value}** ({t.why})"
+                elif t.reason:
+                    head += f" ({t.reason})"
+                lines.append(head)
+                if t.mode_proof:
+                    lines.append(f"  - the mode acted: {t.mode_proof}")
+                lines += [f"  - {k}: {_fmt(v)}" for k, v in t.evidence.items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def run_modes(claims: list[ClaimResult]) -> list[str]:
+    """The numerics modes any claim was measured in, in trainclaims.numerics order."""
+    found = {m for c in claims for m in c.modes}
+    return sorted(found, key=lambda m: (mode_order(m), m))
+
+
+def modes_table(claims: list[ClaimResult]) -> list[str]:
+    """Claims x numerics modes, where a run measured more than the reference mode; "-" where the
+    claim has no test in that mode (its tests are off the numerics axis)."""
+    modes = run_modes(claims)
+    if not set(modes) - {REFERENCE_MODE}:
+        return []
+    lines = ["Per numerics mode (`--numerics`):", "", "| claim | " + " | ".join(modes) + " |"]
+    lines.append("|---|" + "---|" * len(modes))
+    for c in claims:
+        cells = [c.modes[m].verdict.value if m in c.modes else "-" for m in modes]
+        lines.append(f"| {c.id} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def write_claim_reports(
+    report_dir: Path, env: dict[str, Any], catalogue: Catalogue, claims: list[ClaimResult]
+) -> list[Path]:
+    paths = [report_dir / "claims.json", report_dir / "claims.md"]
+    atomic_write(paths[0], ClaimsReport(env, claims).dumps())
+    atomic_write(paths[1], claims_markdown(env, catalogue, claims) + "\n")
+    return paths
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+MATMUL_FRACTION_NOTE = (
+    "**% of matmul rate**: the training step's FLOP/s (its matrix products and convolutions, counted by "
+    "`torch.utils.flop_counter.FlopCounterMode`, over the median round) as a share of what `torch.matmul` "
+    "reaches on this machine, in this run, on the step's GEMM shapes and dtype, timed between the step's "
+    "rounds on resident tensors. 100% would mean the step does nothing but its matrix products at full "
+    "speed; the rest is elementwise work, the optimizer, autograd and Python. Neither it nor samples/s is "
+    "gated: the benchmark gate (`--bench-baseline`) compares the step's **cost** in units of its own GEMMs, "
+    "round by round on one thread (`step_costs`), which a machine that is slower for the moment moves far "
+    "less than samples/s (README: Gating CI)."
+)
+
+
+def benchmarks_markdown(env: dict[str, Any], rows: list[dict[str, Any]], unmeasured: list[dict[str, str]]) -> str:
+    lines = ["# Benchmark report", ""]
+    lines += [f"- **{k}**: {_fmt(v)}" for k, v in env.items()]
+    lines += ["", "![throughput](throughput.png)" if rows else "No benchmark was measured in this run.", ""]
+    if rows:
+        lines += [
+            "Times per round: median and interquartile range (IQR) over the rounds; samples/s and GFLOP/s "
+            "from the median.",
+            "",
+            MATMUL_FRACTION_NOTE,
+            "",
+        ]
+    for group in dict.fromkeys(r["group"] for r in rows):
+        lines += [f"## {group}", ""]
+        lines.append(
+            "| benchmark | device | median (ms) | IQR (ms) | rounds | samples/s | GFLOP/s | matmul GFLOP/s "
+            "| % of matmul rate | notes |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for r in (r for r in rows if r["group"] == group):
+            notes = [r["note"]] if r.get("note") else []  # what the benchmark itself says of its numbers
+            median = r.get("median_s", r["mean_s"])
+            fraction = f"{r['matmul_fraction']:.0%}" if "matmul_fraction" in r else "-"
+            matmul = f"{r['matmul_flops_per_s'] / 1e9:.3g}" if "matmul_flops_per_s" in r else "-"
+            rounds = len(r.get("rounds_s") or []) or r["rounds"]
+            lines.append(
+                f"| `{r['name']}` | {r['device']} ({r.get('device_name', '')}) | {median * 1e3:.3g} | "
+                f"{r.get('iqr_s', 0.0) * 1e3:.2g} | {rounds} | {r.get('samples_per_s', 0):.4g} | "
+                f"{r.get('flops_per_s', 0) / 1e9:.3g} | {matmul} | {fraction} | {'; '.join(notes)} |"
+            )
+        lines.append("")
+    if unmeasured:
+        lines += ["## Not measured", "", "| benchmark | why |", "|---|---|"]
+        lines += [f"| `{u['test']}` | {u['why']} |" for u in unmeasured]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_benchmark_reports(
+    report_dir: Path, env: dict[str, Any], rows: list[dict[str, Any]], unmeasured: list[dict[str, str]]
+) -> list[Path]:
+    """benchmarks.json / .md: the measured benchmarks, and those that ran unmeasured or skipped."""
+    payload = {"environment": env, "benchmarks": rows, "not_measured": unmeasured}
+    paths = [report_dir / "benchmarks.json", report_dir / "benchmarks.md"]
+    atomic_write(paths[0], json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write(paths[1], benchmarks_markdown(env, rows, unmeasured) + "\n")
+    return paths
+
+
+# --------------------------------------------------------------------------- CI step summary
+
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+
+
+def step_summary_markdown(
+    claims: list[ClaimResult], bench_rows: list[dict[str, Any]], gates: list[Any], failures: list[str]
+) -> str:
+    """The run in markdown for a CI job's summary page: claims, benchmarks, the gates' outcome."""
+    lines = ["## trainclaims", ""]
+    measured = [c for c in claims if c.tests]
+    if measured:
+        lines += ["| claim | verdict | tests (pass/fail/skip) | why |", "|---|---|---|---|"]
+        for c in measured:
+            lines.append(f"| {c.id} | **{c.verdict.value}** | {tally(c.tests)} | {cell(c.why[:200])} |")
+        lines.append("")
+    if bench_rows:
+        lines += ["| benchmark | device | samples/s | % of matmul rate |", "|---|---|---|---|"]
+        for r in bench_rows:
+            share = f"{r['matmul_fraction']:.0%}" if "matmul_fraction" in r else "-"
+            lines.append(f"| `{r['name']}` | {r['device']} | {r.get('samples_per_s', 0):.4g} | {share} |")
+        lines.append("")
+    for g in gates:
+        lines.append(f"- gate {'**failed**' if g.lines else 'passed'}: {g.summary()}")
+        lines += [f"  - {line}" for line in g.lines]
+    lines += [f"- report **failed**: {line}" for line in failures]
+    return "\n".join(lines) + "\n"
+
+
+def write_step_summary(
+    claims: list[ClaimResult], bench_rows: list[dict[str, Any]], gates: list[Any], failures: list[str]
+) -> None:
+    """Append :func:`step_summary_markdown` to ``$GITHUB_STEP_SUMMARY`` where it is set (GitHub
+    Actions); nothing where it is not, or where there is nothing to say."""
+    path = os.environ.get(STEP_SUMMARY_ENV)
+    if not path or not (any(c.tests for c in claims) or bench_rows or gates or failures):
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(step_summary_markdown(claims, bench_rows, gates, failures))

@@ -1,0 +1,177 @@
+"""The training step: one optimizer step of a model on its micro-batches, in a numerics mode.
+
+Every trainer of the library and its families takes its steps here (the checks, the training engine,
+the data-parallel experiments, the source's XOR loop), so that a mode is applied one way: the model
+compiled where the mode compiles, each micro-batch's forward pass and loss in the mode's autocast
+region, the backward pass through the mode's GradScaler where it has one, the optimizer step through
+it, and the dtype of the parameters each step updated recorded (the proof of a mode that holds
+parameters in another dtype).
+
+A batch is ``(inputs, targets)``, or a mapping of named inputs (``input_ids``, ``attention_mask``,
+...) whose targets are under ``labels``: the model is called ``model(**inputs)`` and the loss is
+``loss_fn(output, labels)``. Floating inputs are cast to the dtype of the model's parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainclaims import numerics as num
+from trainclaims.modes import REFERENCE, Acted, Mode, get
+
+Batch = tuple[torch.Tensor, torch.Tensor] | Mapping[str, torch.Tensor]
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+LABELS = "labels"  # the targets of a mapping batch
+
+
+def targets(batch: Batch) -> torch.Tensor:
+    """A batch's targets: the second of a pair, ``labels`` of a mapping."""
+    return batch[LABELS] if isinstance(batch, Mapping) else batch[1]
+
+
+def forward(model: Callable[..., Any], batch: Batch) -> Any:
+    """The model's output for a batch: ``model(x)`` of a pair, ``model(**inputs)`` of a mapping
+    (every entry but ``labels``)."""
+    if isinstance(batch, Mapping):
+        return model(**{k: v for k, v in batch.items() if k != LABELS})
+    return model(batch[0])
+
+
+def to_device(batch: Batch, device: str | torch.device, dtype: torch.dtype | None = None) -> Batch:
+    """The batch on ``device``, its floating tensors in ``dtype`` (where given); labels, token ids
+    and masks keep their dtype."""
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=device, dtype=dtype) if dtype is not None and t.is_floating_point() else t.to(device)
+
+    if isinstance(batch, Mapping):
+        return {k: move(v) for k, v in batch.items()}
+    x, y = batch
+    return move(x), y.to(device)
+
+
+def batch_size(batch: Batch) -> int:
+    return int(targets(batch).shape[0])
+
+
+def split(batch: Batch, k: int) -> list[Batch]:
+    """``batch`` cut into ``k`` equal micro-batches along its first dimension; ValueError where it
+    does not divide."""
+    n = batch_size(batch)
+    if n % k:
+        raise ValueError(f"a batch of {n} does not split into k={k} equal micro-batches")
+    if isinstance(batch, Mapping):
+        parts = {key: value.chunk(k) for key, value in batch.items()}
+        return [{key: parts[key][i] for key in batch} for i in range(k)]
+    return list(zip(*(t.chunk(k) for t in batch), strict=True))
+
+
+def shard(batch: Batch, rank: int, world: int) -> Batch:
+    """Rank ``rank``'s 1/``world`` of the batch (what DDP gives each rank)."""
+    return split(batch, world)[rank]
+
+
+class ModeLoss:
+    """``loss(batch)``: a batch's loss through ``model`` in ``mode`` (compiled where the mode
+    compiles, forward pass and loss in its autocast region): the forward half of :class:`Step`, for
+    work that takes no optimizer step (gradients alone, running statistics).
+    ``loss.with_output(batch)`` gives the model's output too."""
+
+    def __init__(
+        self, model: nn.Module, loss_fn: LossFn, mode: Mode | str = REFERENCE, device: str | torch.device | None = None
+    ) -> None:
+        self.mode = get(mode)
+        self.device = torch.device(device) if device is not None else _device_of(model)
+        self.loss_fn = loss_fn
+        self.run = num.compiled(model, self.mode)
+
+    def with_output(self, batch: Batch) -> tuple[Any, torch.Tensor]:
+        with num.autocast(self.mode, self.device):
+            output = forward(self.run, batch)
+            return output, self.loss_fn(output, targets(batch))
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        return self.with_output(batch)[1]
+
+
+class Step:
+    """``step(micro_batches)``: one optimizer step of ``model`` in ``mode`` (see the module's
+    docstring), accumulating over the micro-batches, the loss divided by their number where
+    ``divide``. Returns the step's summed loss as a tensor on the device (no host sync).
+
+    ``context(i)``: a context manager around micro-batch i's forward and backward (DDP's
+    ``no_sync``); ``before_step()``: called after the last backward pass and before the optimizer
+    step, with the gradients unscaled where the mode trains through a GradScaler (gradient norms,
+    clipping)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        mode: Mode | str = REFERENCE,
+        device: str | torch.device | None = None,
+        *,
+        divide: bool = True,
+    ) -> None:
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.mode = get(mode)
+        self.device = torch.device(device) if device is not None else _device_of(model)
+        self.divide = divide
+        self.loss = ModeLoss(model, loss_fn, self.mode, self.device)
+        self.scaler = num.grad_scaler(self.mode, self.device)
+
+    def __call__(
+        self,
+        micro_batches: Sequence[Batch],
+        context: Callable[[int], contextlib.AbstractContextManager] | None = None,
+        before_step: Callable[[], Any] | None = None,
+    ) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        total: torch.Tensor | None = None
+        for i, batch in enumerate(micro_batches):
+            with context(i) if context is not None else contextlib.nullcontext():
+                loss = self.loss(batch)
+                if self.divide:
+                    loss = loss / len(micro_batches)
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            total = loss.detach() if total is None else total + loss.detach()  # in the loss's own dtype
+        if before_step is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)  # what before_step reads are the true gradients
+            before_step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)  # skipped on inf/NaN gradients
+            self.scaler.update()
+        num.note(Acted(stepped={num.dtype_name(d): 1 for d in _stepped_dtypes(self.optimizer)}))
+        return total if total is not None else torch.zeros((), device=self.device)
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps: Iterable[Sequence[Batch]],
+    loss_fn: LossFn,
+    mode: Mode | str = REFERENCE,
+    device: str | torch.device | None = None,
+    *,
+    divide: bool = True,
+) -> list[float]:
+    """One :class:`Step` per element of ``steps`` (its micro-batches); each step's summed loss."""
+    step = Step(model, optimizer, loss_fn, mode, device, divide=divide)
+    return [float(step(micro_batches)) for micro_batches in steps]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _stepped_dtypes(optimizer: torch.optim.Optimizer) -> set[torch.dtype]:
+    return {p.dtype for group in optimizer.param_groups for p in group["params"] if p.grad is not None}
