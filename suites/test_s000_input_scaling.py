@@ -81,7 +81,7 @@ def reparametrized_runs(
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(steps, 32, 20, generator=g, dtype=torch.float64).to(device, dtype)
     y = torch.randint(5, (steps, 32), generator=g).to(device)
-    config = TrainConfig(hidden=16, dtype=DTYPE_NAMES[dtype], seed=seed)
+    config = TrainConfig(model="fc", hidden=16, dtype=DTYPE_NAMES[dtype], seed=seed)
     rescaled = config.with_(
         init_scale=(1 / s, 1.0), lr_scale=(1 / s**lr_power, 1.0), wd_scale=(s**2 if scale_wd else 1.0, 1.0)
     )
@@ -161,7 +161,7 @@ def reparametrization_check(s: float, seed: int, device: str, numerics: str) -> 
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(REPARAM_MODE_STEPS, 32, 20, generator=g, dtype=torch.float64).to(torch.float32)
     y = torch.randint(5, (REPARAM_MODE_STEPS, 32), generator=g)
-    config = TrainConfig(hidden=16, seed=seed)
+    config = TrainConfig(model="fc", hidden=16, seed=seed)
     return checks.reparametrization(
         lambda: build_model(config, 20, 5, torch.device(device)),
         list(zip(x, y, strict=True)),

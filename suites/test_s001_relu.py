@@ -14,9 +14,9 @@ from torch import nn
 
 from trainclaims import checks
 from trainclaims.claims import Verdict
-from trainclaims.families.relu_ops import OPS, ReluLike
 from trainclaims.families.s001 import RECOVERY_BANDS, RECOVERY_STEPS, XOR_MIN_RATE, XOR_SEEDS
-from trainclaims.families.xor import X, Y, source_step, source_weights, train_xor
+from trainclaims.families.s001.relu_ops import OPS, ReluLike
+from trainclaims.families.s001.xor import X, Y, source_step, source_weights, train_xor
 from trainclaims.known import Known
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]

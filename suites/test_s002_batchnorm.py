@@ -15,9 +15,9 @@ from torch import nn
 from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.claims import Verdict
-from trainclaims.devices import skip_unless_cuda
 from trainclaims.engine import TrainConfig
 from trainclaims.families.s002 import BN_ACCUM_MIN_REL_DIFF, BN_TOL, EMA_CORRECTED_MAX_GAP, EMA_UNCORRECTED_MIN_GAP
+from trainclaims.modes import REFERENCE, Mode
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -261,7 +261,7 @@ S002_05_LOSS = {
 
 
 def accuracy_with_batch_statistics(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, numerics: str = "ieee"
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, numerics: Mode | str = REFERENCE
 ) -> float:
     """Eval mode, but every BatchNorm normalizes with the statistics of the eval batch itself
     (track_running_stats=False, no buffers), as the source's warning describes."""
@@ -276,10 +276,11 @@ def accuracy_with_batch_statistics(
     return (out.argmax(1) == y[:n]).double().mean().item()
 
 
-def bn_eval_accuracies(model: nn.Module, data, numerics: str = "ieee") -> tuple[float, dict[int, float]]:
+def bn_eval_accuracies(model: nn.Module, data, numerics: Mode | str = REFERENCE) -> tuple[float, dict[int, float]]:
     """Accuracy with running statistics, and with each eval batch size's own, evaluated in the
     numerics mode's autocast region where it has one (the model as trained: eager)."""
     x, y = data.x_test[:4096], data.y_test[:4096]
+    x = x.to(next(model.parameters()).dtype)  # as trained: a mode may hold the parameters in another dtype
     with torch.no_grad(), num.autocast(numerics, x.device):
         running = (model.eval()(x).argmax(1) == y).double().mean().item()
     return running, {b: accuracy_with_batch_statistics(model, x, y, b, numerics) for b in EVAL_BATCHES[1:]}
@@ -577,7 +578,8 @@ def test_the_sources_schedule_steps_after_the_first_micro_batch_and_the_fixed_on
 @pytest.mark.claim("S002-10")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64], ids=str)
 def test_non_blocking_copies_from_pinned_memory_are_identical_after_synchronize(device, dtype):
-    skip_unless_cuda(device, "non_blocking host-to-device copies from pinned memory")
+    if torch.device(device).type != "cuda":
+        pytest.skip("needs CUDA: non_blocking host-to-device copies from pinned memory")
     host = (torch.arange(1 << 20) % 977).to(dtype).pin_memory()
     assert host.is_pinned()
     on_device = host.to(device, non_blocking=True)

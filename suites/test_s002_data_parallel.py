@@ -1,6 +1,6 @@
 """S002-11..15: data-parallel training on real torch.distributed process groups (gloo on CPU, two
 ranks started by the test itself: trainclaims.ranks), against one process with the global batch.
-The experiments run on the ranks (trainclaims.families.s002_ddp); these tests judge what they return."""
+The experiments run on the ranks (trainclaims.families.s002.data_parallel); these tests judge what they return."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.claims import Verdict
-from trainclaims.families import s002_ddp as ddp
+from trainclaims.families.s002 import data_parallel as ddp
 from trainclaims.ranks import LOOPBACK, RankFailed, run_ranks
 
 # Spawning ranks costs seconds a test (about 30 s for the module on 2 cores): outside the fast tier.
@@ -34,7 +34,7 @@ B, SEED = ddp.B, ddp.SEED
 def test_ddp_over_k_ranks_takes_the_steps_of_one_process_with_k_times_the_batch(dtype, numerics, ranks, evidence):
     if not ddp.measures(numerics, dtype):
         pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
-    results = ranks(ddp.ddp_against_one_large_batch, dtype, ddp.DDP_STEPS, B, SEED, numerics)
+    results = ranks(ddp.ddp_experiment(dtype, numerics))
     checks.ddp_verdict(results, ddp.DDP_TOL[dtype]).judge(evidence, numerics)
 
 
@@ -43,7 +43,7 @@ def test_ddp_over_k_ranks_takes_the_steps_of_one_process_with_k_times_the_batch(
 def test_no_sync_accumulation_equals_the_global_batch_with_one_allreduce_per_step(micro, numerics, ranks, evidence):
     """float64 in ieee; float32 in another mode (the dtype it acts on), judged against float32's
     tolerance."""
-    results = ranks(ddp.no_sync_accumulation, micro, ddp.NO_SYNC_STEPS, B, SEED, numerics)
+    results = ranks(ddp.no_sync_experiment(micro, numerics))
     dtype = "float64" if numerics == num.REFERENCE else "float32"
     checks.ddp_verdict(results, ddp.DDP_TOL[dtype]).judge(evidence, numerics)
 
@@ -54,7 +54,7 @@ def ddp_bn_runs(ranks) -> Callable[[bool, str], list[dict]]:
     mode: ``ddp_bn_runs(sync, mode)`` (the ``ranks`` fixture runs each once for the session)."""
 
     def get(sync: bool, numerics: str = num.REFERENCE) -> list[dict]:
-        return ranks(ddp.ddp_batchnorm, sync, B, SEED, numerics)
+        return ranks(ddp.batchnorm_experiment(sync, numerics))
 
     return get
 
@@ -104,12 +104,12 @@ def test_syncbatchnorm_equals_bn_over_the_global_batch(device, ranks, evidence):
     if kind == "cuda":
         if not ranks.launched and torch.cuda.device_count() < WORLD:
             pytest.skip(f"needs {WORLD} CUDA devices for NCCL ranks, found {torch.cuda.device_count()}")
-        results = ranks(ddp.sync_batchnorm, "cuda", B, SEED, backend="nccl")
+        results = ranks(ddp.sync_batchnorm_experiment("cuda"), backend="nccl")
         gaps = {k: max(r[k] for r in results) for k in ("output_gap", "gradient_gap", "running_mean_gap")}
         evidence.record(**gaps)
         assert max(gaps.values()) < 1e-4, gaps
         return
-    results = ranks(ddp.sync_batchnorm, "cpu", B, SEED)
+    results = ranks(ddp.sync_batchnorm_experiment("cpu"))
     error = results[0].get("error")
     assert error, f"SyncBatchNorm on CPU modules ran: {results[0]}"
     assert "only work with GPU modules" in error, error
@@ -121,7 +121,7 @@ def test_syncbatchnorm_equals_bn_over_the_global_batch(device, ranks, evidence):
 def test_fsdp2_over_k_ranks_takes_the_steps_of_one_process_and_of_ddp(dtype, numerics, ranks, evidence):
     if not ddp.measures(numerics, dtype):
         pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
-    results = ranks(ddp.fsdp_against_one_large_batch, dtype, ddp.FSDP_STEPS, B, SEED, numerics)
+    results = ranks(ddp.fsdp_experiment(dtype, numerics))
     if "unsupported" in results[0]:
         pytest.skip(f"FSDP2 not measured: {results[0]['unsupported']}")
     gaps = [g for r in results for g in r["gaps"]]

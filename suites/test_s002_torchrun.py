@@ -19,7 +19,7 @@ import pytest
 import torch
 import torchvision  # noqa: F401  imported before pytester's in-process runs (see test_self_plugin)
 
-from trainclaims.families import s002_ddp as ddp
+from trainclaims.families.s002 import data_parallel as ddp
 from trainclaims.launch import write_results
 from trainclaims.ranks import free_port
 
@@ -53,10 +53,14 @@ def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
 
 
 def two_nodes(port: int, out: Path, cwd: Path, *launch: str) -> list[subprocess.Popen]:
-    """Two torchrun agents on the loopback, nodes 0 and 1 of one rank each, c10d rendezvous."""
+    """Two torchrun agents on the loopback, nodes 0 and 1 of one rank each, c10d rendezvous, gloo on
+    the CPU: both "nodes" are this machine, where each rank has LOCAL_RANK 0 and would take
+    ``cuda:0`` on a CUDA host (NCCL refuses two ranks on one GPU)."""
     common = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"]
     common.append("--rdzv-id=trainclaims-test")
-    return [torchrun(*common, f"--node-rank={n}", "--", f"--out={out}", *launch, cwd=cwd) for n in (0, 1)]
+    return [
+        torchrun(*common, f"--node-rank={n}", "--", f"--out={out}", "--device=cpu", *launch, cwd=cwd) for n in (0, 1)
+    ]
 
 
 def finish(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, str]]:
@@ -123,7 +127,7 @@ def test_two_torchrun_nodes_give_the_verdicts_of_the_ranks_the_suite_spawns(proj
     assert (env["world_size"], env["nodes"], env["backend"], env["launcher"]) == (2, 2, "gloo", "torchrun")
     assert "experiments on 2 ranks written to" in done[0][1]
 
-    spawned = {e.key: [{"result": r} for r in ranks.spawned(e.fn, *e.args)] for e in ddp.plan()}
+    spawned = {e.id: [{"result": r} for r in ranks.spawned(e)] for e in ddp.plan()}
     assert set(spawned) == set(job["experiments"])
     here = {"world_size": 2, "nodes": 1, "backend": "gloo", "launcher": "spawned"}
     write_results(tmp_path / "spawned", here, spawned)
@@ -197,7 +201,7 @@ def test_a_process_group_that_never_forms_ends_in_one_line_naming_the_endpoint(t
     port = free_port()
     env = os.environ | {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     run = subprocess.run(
-        [sys.executable, "-m", "trainclaims.launch", f"--out={tmp_path}", "--timeout=1"],
+        [sys.executable, "-m", "trainclaims.launch", f"--out={tmp_path}", "--timeout=1", "--device=cpu"],
         env=env,
         capture_output=True,
         text=True,

@@ -60,7 +60,7 @@ def test_models_built_in_threads_get_their_own_seeds_initial_weights():
     """nn init draws from the process-wide generator; build_model seeds it per config, so threads
     building at once must take turns (measured without the lock: a side-by-side sweep's baseline
     started from mixed weights in 2 of 3 rounds)."""
-    configs = [TrainConfig(seed=seed) for seed in range(8)]
+    configs = [TrainConfig(model="fc", seed=seed) for seed in range(8)]
     expected = [build_model(c, 3072, 10, torch.device("cpu")).fc1.weight for c in configs]
     start = threading.Barrier(len(configs))
 
@@ -93,7 +93,7 @@ def test_training_the_variants_side_by_side_gives_what_training_them_one_by_one_
 
 def test_a_failing_variant_stops_the_side_by_side_sweep_with_its_error():
 
-    good = TrainConfig(epochs=2000, batch_size=50, hidden=16)  # ~10 s each, if nothing stopped them
+    good = TrainConfig(model="fc", epochs=2000, batch_size=50, hidden=16)  # ~10 s each, if nothing stopped them
     bad = good.with_(batch_size=10_000)  # more than the 500 training images
     configs = [bad, good, good.with_(seed=1)]
     epochs_done = [0, 0, 0]
@@ -131,7 +131,7 @@ def test_the_engine_trains_any_model_factory_and_the_cache_trains_what_it_cannot
     one = train(by_function, tiny)
     assert one.layers == ("0", "4")  # the weighted layers: the convolution and the Linear
     # the cache batches the seed net's variants on accelerators; this model trains alone there
-    seed_net = TrainConfig(epochs=1, batch_size=50, dtype="float64", hidden=16)
+    seed_net = TrainConfig(model="fc", epochs=1, batch_size=50, dtype="float64", hidden=16)
     many = TrainingCache().many({"cnn": by_path, "fc": seed_net}, tiny)
     torch.testing.assert_close(many["cnn"].loss, one.loss, atol=1e-12, rtol=1e-10)
     # across processes (pytest-xdist) the config travels as plain data and comes back the same

@@ -50,7 +50,7 @@ def claims_report(i: int, gap: float = 2e-8, verdict: str = "holds", torch: str 
     reason = "" if verdict == "holds" else f"AssertionError: gap {gap:.3g} (needs <= 0.0001): does not hold"
     evidence = {"check": "accumulation", "gap": gap, "bound": 1e-4, "expect": "equal", "k": 4}
     return {
-        "schema": 2,
+        "schema": 3,
         "environment": environment(i, torch),
         "claims": [
             {
@@ -59,7 +59,15 @@ def claims_report(i: int, gap: float = 2e-8, verdict: str = "holds", torch: str 
                 "statement": "ReLU is max(0,x).",
                 "verdict": "holds",
                 "modes": {"ieee": {"verdict": "holds", "why": ""}},
-                "tests": [{"test": TIER_TEST, "claims": ["S001-01"], "outcome": "passed", "device": "cpu"}],
+                "tests": [
+                    {
+                        "test": TIER_TEST,
+                        "claims": ["S001-01"],
+                        "outcome": "passed",
+                        "device": "cpu",
+                        "tier": "synthetic",
+                    }
+                ],
             },
             {
                 "id": "S002-07",
@@ -124,7 +132,7 @@ def test_a_recorded_run_reads_back_with_its_claims_benchmarks_and_environment_in
         ["ieee"],
     )
     assert run.devices == {"cpu": "x86_64"}
-    assert run.tiers == ["synthetic"]  # from the passed test's id
+    assert run.tiers == ["synthetic"]  # from the passed test's tier
     assert [c["id"] for c in run.claims] == ["S001-01", "S002-07"]
     assert run.claims[1]["tests"][0]["evidence"]["gap"] == 2e-8
     assert len(run.benchmarks[0]["step_costs"]) == 30

@@ -4,7 +4,7 @@ change says so."""
 
 import pytest
 
-from trainclaims.families.relu_ops import CLAMP_AT_ZERO
+from trainclaims.families.s001.relu_ops import CLAMP_AT_ZERO
 from trainclaims.known import CAPABILITIES, DEPRECATIONS, Known, Range, base_version, gap_reason, known_gap
 
 

@@ -17,7 +17,7 @@ import pytest
 from trainclaims.claims import Verdict
 from trainclaims.engine import TrainConfig
 
-TINY = TrainConfig(epochs=1, hidden=8)
+TINY = TrainConfig(model="fc", epochs=1, hidden=8)
 
 
 @pytest.mark.claim("S000-01")

@@ -21,7 +21,7 @@ def test_engine_trains_the_seed_net_well_above_chance(data, tier, trainer, numer
     """In every --numerics mode: the fast tier's training in that mode (the floors, measured in
     ieee, sit far below what any mode measured: see the closing numbers in reports/claims.md)."""
     epochs, floor = SMOKE[tier]
-    result = trainer(TrainConfig(epochs=epochs, numerics=numerics), data)
+    result = trainer(TrainConfig(model="fc", epochs=epochs, numerics=numerics), data)
     evidence.record(**result.summary(), epochs=epochs, floor=floor, smoke=True)
     assert result.final_accuracy > floor, f"{tier}: {result.final_accuracy:.1%} after {epochs} epochs"
     # Not the x255 failure mode (100% dead). Measured: synthetic 19.7% dead after 2 epochs (seed 0),

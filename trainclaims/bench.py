@@ -70,10 +70,15 @@ def record(
     median = statistics.median(rounds)
     q1, _, q3 = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else (median, median, median)
     info = {
+        # every figure of the row from the same rounds, on the same clock (pytest-benchmark's own
+        # mean and min time the call around them with perf_counter: on CUDA, launch overhead)
+        "mean_s": statistics.mean(rounds),
+        "min_s": min(rounds),
+        "stddev_s": statistics.stdev(rounds) if len(rounds) > 1 else 0.0,
         "median_s": median,
         "iqr_s": q3 - q1,
         "rounds_s": rounds,
-        "timer": "cuda events" if times is not None and torch.device(device).type == "cuda" else "perf_counter",
+        "timer": timer(device) if times is not None else "perf_counter",
         "samples_per_s": samples / median,
         "flops_per_step": flops,
         "flops_per_s": flops / median,
@@ -137,44 +142,51 @@ class GemmProbe:
         self.times: list[float] = []
 
     def __call__(self) -> None:
-        synchronize(self.device)
-        start = time.perf_counter()
+        self.times.append(elapsed(self._gemms, self.device))  # on the clock the step's rounds use
+
+    def _gemms(self) -> None:
         for a, b in self.pairs:
             torch.matmul(a, b)
-        synchronize(self.device)
-        self.times.append(time.perf_counter() - start)
 
     def rate(self) -> float:
         """FLOP/s: the GEMMs' FLOPs over their median round."""
         return self.flops / statistics.median(self.times)
 
 
+def timer(device: str | torch.device) -> str:
+    """The clock a device's work is timed with: CUDA events on CUDA (the GPU's own clock: what the
+    kernels took, not what launching them took), perf_counter elsewhere."""
+    return "cuda events" if torch.device(device).type == "cuda" else "perf_counter"
+
+
+def elapsed(fn: Callable[[], None], device: str | torch.device) -> float:
+    """Seconds ``fn`` took on ``device``, on :func:`timer`'s clock (queued work waited for first)."""
+    synchronize(device)
+    if timer(device) == "cuda events":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
 def timed_rounds(
     fn: Callable[[], None], device: str, rounds: int, warmup: int, between: Callable[[], None] | None = None
 ) -> list[float]:
     """Seconds per call of ``fn`` over ``rounds`` calls after ``warmup`` untimed ones, with
-    ``between()`` (untimed) before each. On CUDA each call is timed with CUDA events (the GPU's own
-    clock); elsewhere with perf_counter after synchronizing."""
-    cuda = torch.device(device).type == "cuda"
+    ``between()`` (untimed) before each, each on :func:`timer`'s clock (:func:`elapsed`)."""
     times = []
     for i in range(warmup + rounds):
         if between is not None:
             between()
-        synchronize(device)
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            elapsed = start.elapsed_time(end) / 1e3
-        else:
-            t0 = time.perf_counter()
-            fn()
-            synchronize(device)
-            elapsed = time.perf_counter() - t0
+        took = elapsed(fn, device)
         if i >= warmup:
-            times.append(elapsed)
+            times.append(took)
     return times
 
 

@@ -1,39 +1,53 @@
-"""``trainclaims-bisect``: the first torch release where a selection of the suite behaves otherwise.
+"""``trainclaims-bisect``: the first torch release where a selection of a project's claim tests
+behaves otherwise. Run it in the project's folder (where ``pytest`` finds its tests)::
 
     trainclaims-bisect --good 2.1.2 --bad 2.14.1 S001-02
-    trainclaims-bisect --good 2.6.0 --bad 2.15.0 "suites/test_s001_relu.py::test_relu_like_ops_do_not_all_agree_at_zero"
+    trainclaims-bisect --good 2.6.0 --bad 2.14.1 CNN-01          # in examples/small-cnn
+    trainclaims-bisect --good 2.6.0 --bad 2.15.0 "tests/test_x.py::test_y"
 
-The selection is claim ids (the tests that encode them, as ``pytest --claims`` lists them here) or
-pytest node ids / arguments. For each probed torch release it makes an isolated environment from the
-package index (a virtual environment per release under ``--cache``, kept and reused), installs that
-torch with a torchvision the index pairs with it (numpy < 2 for torch < 2.3), this project and its
-test dependencies, runs the selection there, and compares what it found with the good release's run:
-each test's outcome and its recorded evidence. It bisects the releases on the index between the two
-(assuming one change), prints each probe as it goes (version, install, run, outcome) and ends with
-the first release whose outcome or evidence differs and the compare report of it and the release
-before it (``trainclaims-compare``). A release that cannot be installed (no wheel for this Python,
-no matching torchvision) is skipped with the reason and the bisection goes on without it.
+The selection is claim ids (``pytest --claim=ID`` runs their tests) or pytest node ids / arguments.
+For each probed torch release it makes an isolated environment from the package index (one per
+release under ``--cache``, kept and reused; made with ``uv`` where it is on PATH, else with ``venv``
+and pip), installs that torch with a torchvision the index pairs with it (numpy < 2 for torch <
+2.3), the test tools at the versions this environment has, and this trainclaims (a wheel made of
+the installed package, whether installed from a wheel or editable), runs the selection there on the
+CPU from the project's folder, and reads each test's outcome, verdict and evidence from the run's
+``claims.json``. It bisects the releases on the index between the two (assuming one change), prints
+each probe as it goes and ends with the first release that behaves otherwise, what differs, and
+the compare report of it and the release before it (``trainclaims-compare``); where the two ends
+behave alike it says so in one line. A release that cannot be installed is skipped with the reason.
+
+Evidence numbers are compared to 1e-3 relative or 1e-6 absolute: releases round differently, and a
+gap of 1.4e-7 against 1.2e-7 is the same measurement; a derivative of 1 against 0 is not.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import csv
+import hashlib
+import importlib.metadata
+import io
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trainclaims-bisect"
-# the test dependencies, pinned as this project pins them (constraints.txt without torch/torchvision)
-TOOLS = ["pytest", "pytest-benchmark", "hypothesis", "scipy", "matplotlib", "packaging"]
+# the test tools each probe runs with, at the versions installed here (pytest-xdist is not needed)
+TOOLS = ("pytest", "pytest-benchmark", "hypothesis", "scipy", "matplotlib", "packaging")
+NO_SPACE = "No space left on device"
+REL_TOL, ABS_TOL = 1e-3, 1e-6  # evidence numbers closer than this are the same measurement
 
 
 def say(text: str) -> None:
@@ -62,37 +76,117 @@ def index_versions() -> list[Version]:
     return sorted(versions)
 
 
-def constraints_without_torch(work: Path) -> Path:
-    lines = [
-        line
-        for line in (ROOT / "constraints.txt").read_text().splitlines()
-        if not re.match(r"(torch|torchvision|numpy)==", line)
-    ]
-    path = work / "constraints-tools.txt"
-    path.write_text("\n".join(lines) + "\n")
+def tool_pins() -> list[str]:
+    """The test tools pinned to the versions this environment has (a tool missing here: unpinned)."""
+    pins = []
+    for tool in TOOLS:
+        try:
+            pins.append(f"{tool}=={importlib.metadata.version(tool)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(tool)
+    return pins
+
+
+# --------------------------------------------------------------------------- this trainclaims, as a wheel
+
+
+def _package_files(dist: importlib.metadata.Distribution) -> dict[str, Path]:
+    """{path in a wheel: file here} for every module of the running trainclaims: the package and
+    every package its entry points name (the plugin ``trainclaims.fixtures``, which an editable
+    install maps from another folder, and the families), found without importing them."""
+    import importlib.util
+    import pkgutil
+
+    files: dict[str, Path] = {}
+
+    def add(name: str) -> None:
+        spec = importlib.util.find_spec(name)
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        prefix = name.replace(".", "/")
+        for folder in folders:
+            for path in Path(folder).glob("*.py"):
+                files[f"{prefix}/{path.name}"] = path
+        for info in pkgutil.iter_modules(folders):
+            if info.ispkg:
+                add(f"{name}.{info.name}")
+
+    packages = {"trainclaims"} | {
+        ep.value.partition(":")[0].rpartition(".")[0] for ep in dist.entry_points if ep.value.startswith("trainclaims.")
+    }
+    for name in sorted(packages):
+        add(name)
+    return files
+
+
+def trainclaims_wheel(work: Path) -> Path:
+    """A wheel of the trainclaims that is running: its modules and its installed metadata (version,
+    requirements, console scripts, entry points), however it was installed; what each probe installs."""
+    dist = importlib.metadata.distribution("trainclaims")
+    version = dist.version
+    name = f"trainclaims-{version}"
+    info = f"{name}.dist-info"
+    modules = _package_files(dist)
+    entries: dict[str, bytes] = {arcname: path.read_bytes() for arcname, path in sorted(modules.items())}
+    entries[f"{info}/METADATA"] = (
+        dist.read_text("METADATA") or f"Metadata-Version: 2.1\nName: trainclaims\nVersion: {version}\n"
+    ).encode()
+    entries[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: trainclaims-bisect\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    entries[f"{info}/entry_points.txt"] = (dist.read_text("entry_points.txt") or "").encode()
+    record = io.StringIO()
+    writer = csv.writer(record)
+    for arcname, data in entries.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        writer.writerow([arcname, f"sha256={digest}", len(data)])
+    writer.writerow([f"{info}/RECORD", "", ""])
+    entries[f"{info}/RECORD"] = record.getvalue().encode()
+    path = work / f"{name}-py3-none-any.whl"
+    work.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as wheel:
+        for arcname, data in entries.items():
+            wheel.writestr(arcname, data)
     return path
 
 
-def environment(version: Version, cache: Path, work: Path) -> tuple[Path | None, str]:
-    """(the environment's python, how it was had), or (None, why it could not be)."""
-    env = cache / f"torch-{version}"
+# --------------------------------------------------------------------------- environments
+
+
+def _installer() -> str:
+    """``uv`` where it is on PATH (an environment in seconds from its cache), else ``pip``."""
+    return "uv" if shutil.which("uv") else "pip"
+
+
+def _commands(env: Path, version: Version, wheel: Path, make: bool) -> list[list[Any]]:
     python = env / "bin" / "python"
-    if python.exists():
-        probe = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
-        if probe.returncode == 0 and Version(probe.stdout.strip()).base_version == str(version):
-            return python, "cached"
-        shutil.rmtree(env)
-    start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "venv", env], check=True)
     # === : the release itself, not a local build beside it on the index (2.13.0+cpu, whose torchvision
     # then lacks its operators: "operator torchvision::nms does not exist")
     pins = [f"torch==={version}", "torchvision"] + (["numpy<2"] if version < Version("2.3") else ["numpy"])
-    steps = [
-        [python, "-m", "pip", "install", "-q", *pins],
-        [python, "-m", "pip", "install", "-q", "-c", constraints_without_torch(work), *TOOLS],
-        [python, "-m", "pip", "install", "-q", "--no-deps", "-e", ROOT],
-    ]
-    for cmd in steps:
+    if _installer() == "uv":
+        install = ["uv", "pip", "install", "--quiet", "--python", python]
+        steps = [["uv", "venv", "--quiet", "--python", sys.executable, env]] if make else []
+    else:
+        install = [python, "-m", "pip", "install", "-q"]
+        steps = [[sys.executable, "-m", "venv", env]] if make else []
+    if make:
+        steps += [[*install, *pins], [*install, *tool_pins()]]
+    return [*steps, [*install, "--no-deps", "--reinstall" if install[0] == "uv" else "--force-reinstall", wheel]]
+
+
+def environment(version: Version, cache: Path, wheel: Path) -> tuple[Path | None, str]:
+    """(the environment's python, how it was had), or (None, why it could not be)."""
+    env = cache / f"torch-{version}"
+    python = env / "bin" / "python"
+    make = True
+    if python.exists():
+        probe = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+        made_for = (env / "tools.txt").read_text() if (env / "tools.txt").exists() else ""
+        if probe.returncode == 0 and Version(probe.stdout.strip()).base_version == str(version):
+            make = made_for != "\n".join(tool_pins())
+        if make:
+            shutil.rmtree(env)
+    start = time.monotonic()
+    for cmd in _commands(env, version, wheel, make):
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"PIP_CONSTRAINT": ""})
         if done.returncode != 0:
             shutil.rmtree(env, ignore_errors=True)
@@ -101,12 +195,12 @@ def environment(version: Version, cache: Path, work: Path) -> tuple[Path | None,
                     f"trainclaims-bisect: no space left on the device under {cache} while installing torch {version} "
                     "(an environment takes about 5 GB): free some, or pass --cache on a larger disk"
                 )
-            lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
-            return None, (lines[0] if lines else f"pip exited {done.returncode}")[:300]
-    return python, f"installed in {time.monotonic() - start:.0f} s"
-
-
-NO_SPACE = "No space left on device"
+            lines = [x for x in done.stderr.splitlines() if x.startswith(("ERROR", "error", "  ×"))]
+            lines = lines or done.stderr.strip().splitlines()
+            return None, (lines[0] if lines else f"{cmd[0]} exited {done.returncode}")[:300]
+    (env / "tools.txt").write_text("\n".join(tool_pins()))
+    how = "cached" if not make else f"installed with {_installer()} in {time.monotonic() - start:.0f} s"
+    return python, how
 
 
 def conclusion(releases: list[Version], before: Version, first: Version, skipped: dict[Version, str]) -> str:
@@ -122,37 +216,25 @@ def conclusion(releases: list[Version], before: Version, first: Version, skipped
     )
 
 
+# --------------------------------------------------------------------------- running and comparing
+
+
 def selection(args: list[str]) -> list[str]:
-    """pytest arguments for the selection: node ids as given; claim ids as the node ids of their tests."""
+    """pytest arguments for the selection: claim ids as ``--claim=...``, node ids as given."""
     claims = [a for a in args if re.fullmatch(r"[A-Z][A-Z0-9]*-\d+", a)]
     rest = [a for a in args if a not in claims]
-    if not claims:
-        return rest
-    listed = subprocess.run(
-        [sys.executable, "-m", "pytest", "--claims", "-q", "-p", "no:cacheprovider", "--no-report"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    ).stdout.splitlines()
-    nodes, current = [], None
-    for line in listed:
-        if not line.startswith(" "):
-            current = line.split()[0] if line.strip() else None
-        elif current in claims and "::" in line and not re.search(r"[\[-](cuda|mps)[\]-]", line):
-            nodes.append(line.strip())  # the CPU instances: each probe runs on the CPU
-    if not nodes:
-        raise SystemExit(f"trainclaims-bisect: no test of {', '.join(claims)} here (pytest --claims lists them)")
-    return rest + nodes
+    return rest + ([f"--claim={','.join(claims)}"] if claims else [])
 
 
-def run(python: Path, version: Version, select: list[str], work: Path) -> dict[str, Any]:
-    """The selection on this environment: each test's outcome and evidence, from its claims.json."""
+def run(python: Path, version: Version, select: list[str], work: Path, project: Path) -> dict[str, Any]:
+    """The selection on this environment, in the project's folder: each test's outcome, verdict and
+    evidence, from its claims.json."""
     reports = work / f"reports-{version}"
     done = subprocess.run(
         [python, "-m", "pytest", *select, "-p", "no:cacheprovider", "-q", f"--report-dir={reports}", "--device=cpu"],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=project,
         env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
     )
     tally = next((line for line in reversed(done.stdout.splitlines()) if " in " in line and "=" not in line), "")
@@ -161,12 +243,27 @@ def run(python: Path, version: Version, select: list[str], work: Path) -> dict[s
     if path.exists():
         for claim in json.loads(path.read_text())["claims"]:
             for t in claim["tests"]:
-                tests[t["test"]] = {"outcome": t["outcome"], "evidence": t.get("evidence") or {}}
+                if t["outcome"] != "deselected":
+                    tests[t["test"]] = {k: t.get(k) for k in ("outcome", "verdict")} | {
+                        "evidence": t.get("evidence") or {}
+                    }
     if done.returncode not in (0, 1) or " error" in tally or not tests:  # it did not run: nothing to compare
         lines = (done.stdout + done.stderr).splitlines()
         why = next((x for x in reversed(lines) if re.search(r"\w*(Error|Exception)\b", x)), tally)
         return {"ran": False, "why": (why.strip() or f"pytest exited {done.returncode}")[:300]}
     return {"ran": True, "tally": tally.strip(), "tests": tests, "reports": reports}
+
+
+def same(a: Any, b: Any) -> bool:
+    """The same evidence: equal structure, numbers within :data:`REL_TOL` / :data:`ABS_TOL`."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+        return both_nan or math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+    return a == b
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -175,16 +272,18 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         x, y = a["tests"].get(test), b["tests"].get(test)
         if x is None or y is None:
             out.append(f"{test}: {'only in the later run' if x is None else 'not in the later run'}")
-        elif x["outcome"] != y["outcome"]:
-            out.append(f"{test}: {x['outcome']} -> {y['outcome']}")
-        elif x["evidence"] != y["evidence"]:
+        elif (x["outcome"], x["verdict"]) != (y["outcome"], y["verdict"]):
+            out.append(
+                f"{test}: {x['outcome']} ({x['verdict'] or 'holds'}) -> {y['outcome']} ({y['verdict'] or 'holds'})"
+            )
+        elif not same(x["evidence"], y["evidence"]):
             keys = sorted(
-                k for k in set(x["evidence"]) | set(y["evidence"]) if x["evidence"].get(k) != y["evidence"].get(k)
+                k
+                for k in set(x["evidence"]) | set(y["evidence"])
+                if not same(x["evidence"].get(k), y["evidence"].get(k))
             )
             shown = ", ".join(f"{k}: {x['evidence'].get(k)!r} -> {y['evidence'].get(k)!r}" for k in keys[:4])
             out.append(f"{test}: evidence {shown}")
-    if not a["tests"] and not b["tests"] and a["tally"] != b["tally"]:
-        out.append(f"{a['tally']} -> {b['tally']}")
     return out
 
 
@@ -208,41 +307,52 @@ def main(argv: list[str] | None = None) -> int:
         if end not in releases:
             print(f"trainclaims-bisect: torch {end} is not on the package index", file=sys.stderr)
             return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+    project = Path.cwd()
+    work = args.out.resolve()
+    work.mkdir(parents=True, exist_ok=True)
     args.cache.mkdir(parents=True, exist_ok=True)
+    wheel = trainclaims_wheel(work)
     select = selection(args.select)
-    say(f"{len(releases)} releases from {args.good} to {args.bad}; selection: {len(select)} pytest arguments")
+    say(
+        f"{len(releases)} releases from {args.good} to {args.bad}; selection: {' '.join(select)}; project {project}; "
+        f"environments with {_installer()}"
+    )
     runs: dict[Version, dict[str, Any]] = {}
     skipped: dict[Version, str] = {}  # releases that could not be installed or run here, and why
     probes = [0]
+    begun = time.monotonic()
 
     def probe(v: Version) -> dict[str, Any] | None:
         probes[0] += 1
         start = time.monotonic()
-        python, how = environment(v, args.cache, args.out)
+        python, how = environment(v, args.cache, wheel)
         if python is None:
             say(f"[probe {probes[0]}] torch {v}: skipped, cannot be installed: {how}")
             skipped[v] = f"cannot be installed: {how}"
             return None
-        result = run(python, v, select, args.out)
+        result = run(python, v, select, work, project)
         if not result["ran"]:
             say(f"[probe {probes[0]}] torch {v}: {how}; skipped, the selection does not run there: {result['why']}")
             skipped[v] = f"the selection does not run there: {result['why']}"
             return None
-        same = (
+        same_as_good = (
             ""
             if v == args.good
             else (" (as the good release)" if not differences(runs[args.good], result) else " (differs)")
         )
-        say(f"[probe {probes[0]}] torch {v}: {how}; ran: {result['tally']}{same}; {time.monotonic() - start:.0f} s")
+        took = time.monotonic() - start
+        say(f"[probe {probes[0]}] torch {v}: {how}; ran: {result['tally']}{same_as_good}; {took:.0f} s")
         runs[v] = result
         return result
 
     if probe(args.good) is None or probe(args.bad) is None:
-        say("the good or the bad release cannot be installed here: nothing to bisect")
+        say("the good or the bad release cannot be installed or run here: nothing to bisect")
         return 2
     if not differences(runs[args.good], runs[args.bad]):
-        say(f"torch {args.good} and {args.bad} give the same outcomes and evidence: no change to find")
+        say(
+            f"no release differs: torch {args.good} and {args.bad} give the same outcomes, verdicts and evidence "
+            f"({runs[args.bad]['tally']}; {time.monotonic() - begun:.0f} s)"
+        )
         return 1
     lo, hi = 0, len(releases) - 1  # releases[lo] behaves as good, releases[hi] differs
     candidates = list(releases)
@@ -258,10 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lo = mid
     first, before = candidates[hi], candidates[lo]
-    say(conclusion(releases, before, first, skipped))
+    say(f"{conclusion(releases, before, first, skipped)} ({probes[0]} probes, {time.monotonic() - begun:.0f} s)")
     for line in differences(runs[before], runs[first]):
         say(f"  {line}")
-    compare = args.out / f"compare-{before}-{first}"
+    compare = work / f"compare-{before}-{first}"
     subprocess.run(
         [
             sys.executable,
@@ -273,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             str(compare),
         ],
         capture_output=True,
+        cwd=project,
     )
     if (compare / "compare.md").exists():
         say(f"compare report: {compare / 'compare.md'}")

@@ -1,10 +1,12 @@
-"""Claims, claim families, verdicts, and the evidence a test records for its claim.
+"""Claims, claim families, and the evidence a test records for its claim.
 
 A claim family (a source document's claims: S000, S001, ... ) is a :class:`Family`: an id prefix,
-a title, its claims (ids and one-line statements, in the project's words) and the report parts
-that draw what a run measured for them. Families are plugins: each answers the
-``pytest_trainclaims_families`` hook, and the run's :class:`Catalogue` is whatever they answered.
-This module names no family.
+a title, its claims (ids and one-line statements, in the project's words), the report parts that
+draw what a run measured for them, the sections it adds to ``trainclaims-compare``, the models it
+names for the training engine and the rank experiments a launched job runs for it. An installed
+family registers through the ``trainclaims.families`` entry-point group (:mod:`trainclaims.registry`);
+a project's own family answers the ``pytest_trainclaims_families`` hook in a conftest. The run's
+:class:`Catalogue` is every family so found. This module names no family.
 
 A test encodes a claim with ``@pytest.mark.claim("S001-02")``; an id that is in no registered
 family, or a ``claim`` mark without one, is a collection error.
@@ -13,7 +15,7 @@ family, or a ``claim`` mark without one, is a collection error.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,19 +58,29 @@ class ReportContext:
 ReportPart = Callable[[ReportContext], list[Path]]  # writes files (atomically), returns their paths
 # a section of trainclaims-compare's report: the compared runs (trainclaims.compare.Run) -> markdown lines
 CompareSection = Callable[[list[Any]], list[str]]
+# the rank experiments of a family's data-parallel tests in some numerics modes, on a device type:
+# (modes, device) -> [trainclaims.ranks.Experiment] (what trainclaims.launch runs on a job's ranks)
+RankPlan = Callable[[tuple[Any, ...], str], list[Any]]
 
 
 @dataclass(frozen=True)
 class Family:
     """A source document's claims: ``catalogue`` is one ``ID | statement`` line per claim; its
-    report parts draw what a run measured, its compare sections what several runs did (found by
-    ``trainclaims-compare`` through the ``trainclaims.families`` entry-point group)."""
+    report parts draw what a run measured, its compare sections what several runs did; ``models``
+    are the model factories a training config may name by a short name (``TrainConfig(model="fc")``);
+    ``rank_plan`` gives the rank experiments its data-parallel tests make (what a launched job runs);
+    ``capabilities`` are the ops some torch versions lack that its tests meet
+    (:class:`trainclaims.known.Capability`: a test that meets one where the table says this torch
+    lacks it skips)."""
 
     id: str
     title: str
     catalogue: str
     report_parts: tuple[ReportPart, ...] = ()
     compare_sections: tuple[CompareSection, ...] = ()
+    models: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    rank_plan: RankPlan | None = None
+    capabilities: tuple[Any, ...] = ()
     claims: dict[str, Claim] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

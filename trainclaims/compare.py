@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainclaims import registry
 from trainclaims.files import atomic_write
 from trainclaims.render import cell
 from trainclaims.results import ClaimResult, ClaimsReport, Row, row_claim, row_mode_rank
@@ -146,40 +147,12 @@ def markdown(runs: list[Run], families: Sequence[Any] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def installed_families() -> list[Any]:
-    """The families registered under the ``trainclaims.families`` entry-point group, by name."""
-    from importlib.metadata import entry_points
-
-    return [entry.load() for entry in sorted(entry_points(group="trainclaims.families"), key=lambda e: e.name)]
-
-
-def load_family(ref: str) -> Any:
-    """The family ``MODULE:NAME`` names (``conftest:FAMILY`` in a project's folder: the current
-    folder is searched first). ValueError (one line) where it cannot be imported or is no Family."""
-    import importlib
-
-    from trainclaims.claims import Family
-
-    module, _, name = ref.partition(":")
-    if not module or not name:
-        raise ValueError(f"--family {ref!r}: give MODULE:NAME, e.g. conftest:FAMILY")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        family = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"--family {ref}: {type(err).__name__}: {err}") from None
-    if not isinstance(family, Family):
-        raise ValueError(f"--family {ref}: {type(family).__name__} is not a trainclaims.claims.Family")
-    return family
-
-
 def family_sections(runs: list[Run], families: Sequence[Any] | None = None) -> list[str]:
     """What the claim families add to the comparison: each family (default: the installed ones,
-    :func:`installed_families`) may have ``compare_sections``, functions from the runs to markdown
+    :func:`trainclaims.registry.installed`) may have ``compare_sections``, functions from the runs to markdown
     lines (nothing where the runs measured nothing of theirs)."""
     lines: list[str] = []
-    for family in installed_families() if families is None else families:
+    for family in registry.installed() if families is None else families:
         for section in getattr(family, "compare_sections", ()):
             lines += section(runs)
     return lines
@@ -263,11 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.runs) < 2:
         parser.error("give at least two run folders")
     try:
-        extra = [load_family(ref) for ref in args.family]
+        families = registry.with_extra(registry.load(ref) for ref in args.family)
     except ValueError as err:
         parser.error(str(err))
-    families = installed_families()
-    families += [f for f in extra if f.id not in {g.id for g in families}]
     runs = [load_run(p) for p in args.runs]
     label_runs(runs)
     atomic_write(args.out / "compare.md", markdown(runs, families))

@@ -32,17 +32,6 @@ def git_commit(cwd: Path) -> str:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def numeric_settings() -> dict[str, Any]:
     """The process's numeric settings that change what a float32 run computes (outside the tests:
     each test runs with its mode's settings pinned, trainclaims.numerics), each once, and the
@@ -61,7 +50,7 @@ def environment(devices: Iterable[str], rootdir: Path, **extra: Any) -> dict[str
     import torch
     import torchvision
 
-    from trainclaims.devices import device_name, unavailable_reason
+    from trainclaims.devices import cpu_name, device_name, unavailable_reason
 
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

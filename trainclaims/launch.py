@@ -7,8 +7,9 @@ a Kubernetes job. Each process of the job runs this module::
 Every rank reads the env:// variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``; under srun ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID`` where torchrun's are
 absent), uses NCCL on its own GPU (``cuda:LOCAL_RANK``) where CUDA is present and gloo on CPU, and
-runs each experiment of :func:`trainclaims.families.s002_ddp.plan` (the same functions, with the
-same arguments, that the suite's tests run on ranks it spawns). Rank 0 prints each experiment as it
+runs every rank experiment the installed families plan (:func:`trainclaims.registry.experiments`:
+the same functions, with the same arguments, that the suite's tests run on ranks they spawn), each
+with its numerics mode pinned, on the rank's device. Rank 0 prints each experiment as it
 finishes and writes ``OUT/ranks.json``: every rank's result of every experiment and what they ran
 on (world size, nodes, backend, devices, torch, CUDA and NCCL versions, the launcher). The suite
 judges such a folder as it judges its own ranks::
@@ -106,7 +107,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=300.0,
         help="seconds for the process group to form and for any one collective. Default: %(default)s",
     )
-    p.add_argument("--only", default="", help="run only the experiments whose name contains this text")
+    p.add_argument("--only", default="", help="run only the experiments whose id contains this text (S002-12)")
     p.add_argument(
         "--drill",
         choices=("hold", "raise"),
@@ -118,7 +119,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _drill(env: RankEnv, args: argparse.Namespace) -> None:
+def backend_and_device(option: str, local_rank: int, cuda_available: bool, gpus: int) -> tuple[str, str]:
+    """The process group's backend and this rank's device: NCCL on ``cuda:LOCAL_RANK`` for
+    ``--device=cuda``, and for ``auto`` where CUDA is present; gloo on the CPU otherwise. ValueError
+    (one line) where this rank's LOCAL_RANK has no GPU."""
+    if option == "cuda" or (option == "auto" and cuda_available):
+        if gpus <= local_rank:
+            raise ValueError(f"LOCAL_RANK {local_rank} has no GPU: {gpus} visible")
+        return "nccl", f"cuda:{local_rank}"
+    return "gloo", "cpu"
+
+
+def _drill(env: RankEnv, args: argparse.Namespace, device: str) -> None:
+    """The fault drill's collectives, on the rank's device (an NCCL group takes CUDA tensors only)."""
     import torch
     import torch.distributed as dist
 
@@ -127,11 +140,24 @@ def _drill(env: RankEnv, args: argparse.Namespace) -> None:
     (pids / f"rank-{env.rank}.pid").write_text(str(os.getpid()))
     end = time.monotonic() + (1.0 if args.drill == "raise" else args.drill_seconds)
     while time.monotonic() < end:
-        dist.all_reduce(torch.ones(1))
+        dist.all_reduce(torch.ones(1, device=device))
         time.sleep(0.01)
     if args.drill == "raise" and env.rank == env.world - 1:
         raise RuntimeError(f"fault drill: rank {env.rank} raises")
-    dist.all_reduce(torch.ones(1))  # the others wait here for the rank that raised
+    dist.all_reduce(torch.ones(1, device=device))  # the others wait here for the rank that raised
+
+
+def run_experiment(e: Any, rank: int, world: int, device: str) -> tuple[Any, dict[str, Any]]:
+    """One rank's part of a rank experiment (:class:`trainclaims.ranks.Experiment`) on ``device``,
+    with its numerics mode's precision pinned whatever the job's settings (``ieee`` off any TF32
+    the process was started with), the mode's probe run first (tf32: that cuBLAS computes in
+    TF32), and what the mode did watched: (its result, what the mode did, as JSON)."""
+    from trainclaims import numerics
+
+    with numerics.pinned(e.mode), numerics.watch() as acted:
+        numerics.before_test(e.mode, device)
+        result = e.fn(rank, world, *e.args, device=device)
+    return result, acted.to_json()
 
 
 def _say(env: RankEnv, text: str) -> None:
@@ -172,17 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from trainclaims import numerics
+    from trainclaims import registry
     from trainclaims.devices import device_name
-    from trainclaims.families import s002_ddp
 
-    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    available = torch.cuda.is_available()
+    try:
+        backend, device = backend_and_device(
+            args.device, env.local_rank, available, torch.cuda.device_count() if available else 0
+        )
+    except ValueError as err:
+        _say(env, str(err))
+        return 2
+    cuda = backend == "nccl"
     if cuda:
-        if torch.cuda.device_count() <= env.local_rank:
-            _say(env, f"LOCAL_RANK {env.local_rank} has no GPU: {torch.cuda.device_count()} visible")
-            return 2
         torch.cuda.set_device(env.local_rank)
-    backend, device = ("nccl", f"cuda:{env.local_rank}") if cuda else ("gloo", "cpu")
     timeout = dt.timedelta(seconds=args.timeout)
     # torchrun's agent hosts the store on MASTER_PORT itself (TORCHELASTIC_USE_AGENT_STORE);
     # elsewhere rank 0 does, and waits for every rank to join it
@@ -207,19 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _watch_for_failures(env, timeout)
 
-    experiments = [] if args.drill else [e for e in s002_ddp.plan(args.numerics, device) if args.only in e.name]
+    experiments = [] if args.drill else [e for e in registry.experiments(args.numerics, device) if args.only in e.id]
     results: dict[str, Any] = {}
     try:
         if args.drill:
-            _drill(env, args)
-        s002_ddp.set_rank_device(device)
+            _drill(env, args, device)
         for i, e in enumerate(experiments, 1):
             start = time.perf_counter()
-            with numerics.watch() as acted:
-                mine = e.fn(env.rank, env.world, *e.args)
+            mine, acted = run_experiment(e, env.rank, env.world, device)
             every = [None] * env.world
-            dist.all_gather_object(every, {"result": mine, "acted": acted.to_json()})
-            results[e.key] = every
+            dist.all_gather_object(every, {"result": mine, "acted": acted})
+            results[e.id] = every
             if env.rank == 0:
                 _say(env, f"[{i}/{len(experiments)}] {e.name}: {time.perf_counter() - start:.1f} s")
         where = [None] * env.world
@@ -251,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             "cuda": torch.version.cuda,
             "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda else None,
             "python": platform.python_version(),
-            "numerics_modes": list(args.numerics),
+            "numerics_modes": [str(m) for m in args.numerics],
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         path = write_results(args.out, environment, results)

@@ -20,6 +20,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +47,53 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def rank_gpu(backend: str, rank: int, gpus: int) -> int | None:
+    """The GPU a spawned rank owns: GPU ``rank`` (of ``gpus``) where the backend is NCCL (which needs
+    one GPU per rank, chosen before the group forms), else None. ValueError where there are fewer
+    GPUs than ranks need."""
+    if backend != "nccl":
+        return None
+    if rank >= gpus:
+        raise ValueError(f"rank {rank} on NCCL needs GPU {rank}: {gpus} visible")
+    return rank
+
+
 def _rank_main(
-    rank: int, world_size: int, port: int, backend: str, threads: int, fn: Callable, args: tuple, out: Any
+    rank: int,
+    world_size: int,
+    port: int,
+    backend: str,
+    threads: int,
+    fn: Callable,
+    args: tuple,
+    out: Any,
+    mode: str = "ieee",
 ) -> None:
+    import inspect
+
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(threads)  # k ranks share the parent's cores
     try:
+        gpu = rank_gpu(backend, rank, torch.cuda.device_count() if backend == "nccl" else 0)
+        options = {}
+        if gpu is not None:
+            torch.cuda.set_device(gpu)  # before the group: NCCL binds each rank to its own GPU
+            if "device_id" in inspect.signature(dist.init_process_group).parameters:  # torch 2.3+
+                options["device_id"] = torch.device("cuda", gpu)
         dist.init_process_group(
             backend,
             init_method=f"tcp://{LOOPBACK}:{port}",
             rank=rank,
             world_size=world_size,
             timeout=dt.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+            **options,
         )
         try:
-            with numerics.watch() as acted:  # what the numerics modes did on this rank
+            # the test's numerics mode pinned here too (a rank is a process of its own), and what
+            # the modes did on this rank watched, for the test's proof
+            with numerics.pinned(mode), numerics.watch() as acted:
                 result = fn(rank, world_size, *args)
         finally:
             dist.destroy_process_group()
@@ -78,11 +109,13 @@ def run_ranks(
     backend: str = "gloo",
     port: int | None = None,
     deadline_s: float = RUN_DEADLINE_S,
+    mode: str = "ieee",
 ) -> list[Any]:
-    """``[fn(0, world_size, *args), ..., fn(world_size - 1, ...)]``, each on its own rank."""
+    """``[fn(0, world_size, *args), ..., fn(world_size - 1, ...)]``, each on its own rank, with the
+    numerics mode ``mode``'s precision pinned on every rank (on NCCL each rank on its own GPU)."""
     for attempt in range(PORT_TRIES):
         try:
-            return _run_once(fn, world_size, args, backend, port or free_port(), deadline_s)
+            return _run_once(fn, world_size, args, backend, port or free_port(), deadline_s, str(mode))
         except RankFailed as err:
             if attempt + 1 == PORT_TRIES or not any(s in str(err).lower() for s in _PORT_CLASH):
                 raise
@@ -127,7 +160,9 @@ def _context(fn: Callable) -> Any:
     return mp.get_context("spawn")
 
 
-def _run_once(fn: Callable, world_size: int, args: tuple, backend: str, port: int, deadline_s: float) -> list[Any]:
+def _run_once(
+    fn: Callable, world_size: int, args: tuple, backend: str, port: int, deadline_s: float, mode: str
+) -> list[Any]:
     ctx = _context(fn)
     out = ctx.Queue()
     env = {"MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(port)}
@@ -138,7 +173,9 @@ def _run_once(fn: Callable, world_size: int, args: tuple, backend: str, port: in
         for rank in range(world_size):
             threads = max(1, torch.get_num_threads() // world_size)
             p = ctx.Process(
-                target=_rank_main, args=(rank, world_size, port, backend, threads, fn, args, out), daemon=True
+                target=_rank_main,
+                args=(rank, world_size, port, backend, threads, fn, args, out, mode),
+                daemon=True,
             )
             p.start()
             procs.append(p)
@@ -190,24 +227,41 @@ RESULTS_SCHEMA = 1
 
 
 def write_results(out: Path, environment: dict[str, Any], results: dict[str, Any]) -> Path:
-    """``out/ranks.json``: every rank's result of every experiment and what the job ran on,
-    written whole or not at all (a temporary file renamed)."""
+    """``out/ranks.json``: every rank's result of every experiment (by its id) and what the job ran
+    on, written whole or not at all (trainclaims.files.atomic_write)."""
     import json
 
-    out.mkdir(parents=True, exist_ok=True)
+    from trainclaims.files import atomic_write
+
     path = out / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"schema": RESULTS_SCHEMA, "environment": environment, "experiments": results}, indent=1))
-    os.replace(tmp, path)
+    atomic_write(
+        path, json.dumps({"schema": RESULTS_SCHEMA, "environment": environment, "experiments": results}, indent=1)
+    )
     return path
 
 
-def experiment_key(fn: Callable, args: tuple) -> str:
-    """How an experiment (a rank function and its arguments) is named in a launched job's results:
-    the suite's test and ``trainclaims.launch`` build the same key from the same call."""
-    import json
+@dataclass(frozen=True)
+class Experiment:
+    """A rank experiment: ``fn(rank, world, *args)`` on every rank of a process group, named by an
+    explicit ``id`` (``S002-11/ddp/float32/ieee``) under which a launched job writes its results
+    and a test finds them. ``args`` are plain data (JSON: a launched job's results carry them);
+    ``mode`` is the numerics mode it measures, by name (the launcher pins it around the call)."""
 
-    return f"{fn.__name__}{json.dumps(list(args), default=str)}"  # a numerics mode by its name
+    id: str
+    fn: Callable[..., Any]
+    args: tuple = ()
+    mode: str = "ieee"
+
+    @property
+    def name(self) -> str:
+        return f"{self.id}: {self.fn.__name__}({', '.join(map(repr, self.args))})"
+
+    @classmethod
+    def of_call(cls, fn: Callable[..., Any], args: tuple) -> Experiment:
+        """An experiment named by its function and arguments (a call made without an Experiment)."""
+        import json
+
+        return cls(f"{fn.__name__}{json.dumps(list(args), default=str)}", fn, tuple(args))
 
 
 class RankResults:
@@ -247,10 +301,10 @@ class RankResults:
             f"torch {e.get('torch', '?')}{nccl}"
         )
 
-    def get(self, fn: Callable, args: tuple) -> list[Any] | None:
-        """Every rank's result of the experiment, in rank order (each rank's numerics activity is
-        noted for the test), or None where the job did not run it."""
-        every = self.experiments.get(experiment_key(fn, args))
+    def get(self, experiment: Experiment) -> list[Any] | None:
+        """Every rank's result of the experiment (by its id), in rank order (each rank's numerics
+        activity is noted for the test), or None where the job did not run it."""
+        every = self.experiments.get(experiment.id)
         if every is None:
             return None
         for rank in every:

@@ -55,6 +55,18 @@ def to_device(batch: Batch, device: str | torch.device, dtype: torch.dtype | Non
     return move(x), y.to(device)
 
 
+def cast(batch: Batch, dtype: torch.dtype) -> Batch:
+    """The batch with its floating tensors in ``dtype`` (as they are where they already are)."""
+
+    def to(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t
+
+    if isinstance(batch, Mapping):
+        return {k: to(v) for k, v in batch.items()}
+    x, y = batch
+    return to(x), y
+
+
 def batch_size(batch: Batch) -> int:
     return int(targets(batch).shape[0])
 
@@ -89,8 +101,11 @@ class ModeLoss:
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.loss_fn = loss_fn
         self.run = num.compiled(model, self.mode)
+        self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
     def with_output(self, batch: Batch) -> tuple[Any, torch.Tensor]:
+        if self.dtype is not None:  # inputs in the parameters' dtype (a mode may hold them in another)
+            batch = cast(batch, self.dtype)
         with num.autocast(self.mode, self.device):
             output = forward(self.run, batch)
             return output, self.loss_fn(output, targets(batch))

@@ -9,12 +9,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trainclaims.modes import Mode, get
-
-if TYPE_CHECKING:
-    from trainclaims.results import TestResult
 
 
 class Verdict(str, enum.Enum):
@@ -86,10 +83,11 @@ FAILED_OUTCOMES = ("failed", "error", "xpassed")
 UNMEASURED_OUTCOMES = ("crashed", NOT_RUN)
 
 
-def roll_up(recs: Sequence[TestResult]) -> tuple[Verdict, str]:
-    """One verdict from a claim's tests: any failure -> fails (with the failures' messages); else a
-    test whose worker crashed or that never ran -> not measured; else any refuted -> refuted; any conditional ->
-    conditional; any passed -> holds; nothing ran -> not measured (with why)."""
+def roll_up(recs: Sequence[Any]) -> tuple[Verdict, str]:
+    """One verdict from a claim's tests (:class:`trainclaims.results.TestResult`): any failure ->
+    fails (with the failures' messages); else a test whose worker crashed or that never ran -> not
+    measured; else any refuted -> refuted; any conditional -> conditional; any passed -> holds;
+    nothing ran -> not measured (with why)."""
     if not recs:
         return Verdict.NOT_MEASURED, "no test of it was collected in this run"
     failed = [r for r in recs if r.outcome in FAILED_OUTCOMES]

@@ -184,7 +184,9 @@ def ddp_against_one_process(
             raise ValueError(
                 f"a batch of {x.shape[0]} does not split into {world} ranks x {micro_batches} micro-batches"
             )
-    results = run_ranks(ddp_rank, world, model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches)
+    results = run_ranks(
+        ddp_rank, world, model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, mode=str(numerics)
+    )
     return ddp_verdict(results, bound)
 
 
@@ -307,7 +309,8 @@ def ddp_batchnorm(
         raise ValueError(f"a batch of {batch[0].shape[0]} does not split into {world} ranks")
     if not batchnorms(model_fn()):
         raise ValueError("ddp_batchnorm: the model has no BatchNorm layer")
-    return ddp_batchnorm_verdict(run_ranks(ddp_batchnorm_rank, world, model_fn, [batch], loss_fn, numerics), min_gap)
+    results = run_ranks(ddp_batchnorm_rank, world, model_fn, [batch], loss_fn, numerics, mode=str(numerics))
+    return ddp_batchnorm_verdict(results, min_gap)
 
 
 __all__ = [

@@ -1,10 +1,10 @@
-"""The seed documents' nets, and the names a training config gives them (``TrainConfig(model="fc")``).
-The engine trains any other model factory by its import path (trainclaims.models)."""
+"""The seed documents' nets. The families that train them through the engine name them
+(``Family.models``: ``TrainConfig(model="fc")``); the engine trains any other model factory by its
+import path (trainclaims.models)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 
 from torch import nn
 
@@ -59,6 +59,3 @@ def strong_mlp(in_features: int, hidden: int = 1024, classes: int = 10) -> nn.Se
             fc3=nn.Linear(hidden // 2, classes),
         )
     )
-
-
-MODELS: dict[str, Callable[..., nn.Module]] = {"fc": seed_fc, "fc-bn": bn_fc, "mlp-strong": strong_mlp}

@@ -18,7 +18,7 @@ Versions. A run file carries ``"schema"``: this module writes :data:`RUN_SCHEMA`
 version. Version 1 is the minimal form, ``{"schema": 1, "environment", "claims", "benchmarks"}``
 (what a hand-made or older tool's file has): the fields added since (``name``, ``label``,
 ``recorded``, ``tiers``, ``not_measured``, ``claims_schema``) are read with defaults (the name from
-the file name, the tiers from the test ids). A newer version's unknown fields are ignored, and
+the file name, the tiers from the tests' ``tier``). A newer version's unknown fields are ignored, and
 the fields it shares with this one are read as usual (a newer writer adds fields, it does not
 change the meaning of old ones; a change that did would use another marker file). The marker's own
 ``schema`` works the same way.
@@ -50,7 +50,6 @@ FORMAT = "trainclaims-history"
 RUN_FORMAT = "trainclaims-history-run"
 MARKER_SCHEMA = 1  # the layout version this module writes
 RUN_SCHEMA = 2  # the run file version this module writes (1: the minimal form, see the docstring)
-_TIER = re.compile(r"[\[-](" + "|".join(map(re.escape, TIERS)) + r")[\]-]")  # as trainclaims.compare reads them
 
 
 @dataclass
@@ -185,15 +184,15 @@ def _check_benchmarks(benchmarks: Any) -> None:
 
 
 def tiers_of(claims: list[dict[str, Any]] | None) -> list[str]:
-    """The data tiers a run measured: those in the ids of its tests that passed."""
+    """The data tiers a run measured: those of its tests that passed (each test's ``tier``, in
+    claims.json from schema 3 on; none for older files)."""
     found = {
-        m.group(1)
+        t["tier"]
         for c in claims or ()
         for t in c.get("tests") or ()
-        if isinstance(t, dict) and t.get("outcome") == "passed"
-        for m in _TIER.finditer(str(t.get("test", "")))
+        if isinstance(t, dict) and t.get("outcome") == "passed" and t.get("tier")
     }
-    return sorted(found, key=TIERS.index)
+    return sorted(found, key=lambda tier: (TIERS.index(tier) if tier in TIERS else len(TIERS), tier))
 
 
 def _marker_problem(folder: Path) -> str | None:

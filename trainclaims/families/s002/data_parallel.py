@@ -8,13 +8,11 @@ S002-11..13 are trainclaims.checks' data-parallel checks on the seed MLP (the ra
 ``checks.ddp_batchnorm_verdict``): the checks users run on their own models. Every rank also
 trains, from the same seed, the single-process reference the claim compares against (one batch of
 k*b, the global batch), so rank and reference see the same numbers. Models and batches live on
-:func:`rank_device` (the rank's GPU under a launcher with NCCL, else CPU). The family's bands are
-here too: a launched job's results are judged with the same ones."""
+the ``device`` each experiment is given (the rank's GPU under a launcher with NCCL, else CPU). The
+family's bands are here too: a launched job's results are judged with the same ones."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,6 +26,7 @@ from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.checks import relative_gap
 from trainclaims.modes import Mode, get
+from trainclaims.ranks import Experiment
 from trainclaims.step import Step
 
 DTYPES = ("float64", "float32")  # the dtypes its experiments run in
@@ -60,33 +59,27 @@ BN_MIN_GAP = 0.05
 # the same rounding as DDP's, so the same tolerances.
 FSDP_TOL = DDP_TOL
 
-_RANK_DEVICE = ["cpu"]
+# Every rank experiment takes ``device``: where this rank's models and batches live (CPU for the
+# ranks the tests spawn; ``cuda:LOCAL_RANK`` with NCCL under trainclaims.launch).
 
 
-def set_rank_device(device: str) -> None:
-    """Where this rank's models and batches live (trainclaims.launch: ``cuda:LOCAL_RANK`` with NCCL)."""
-    _RANK_DEVICE[0] = device
-
-
-def rank_device() -> torch.device:
-    return torch.device(_RANK_DEVICE[0])
-
-
-def mlp(seed: int, dtype: torch.dtype, bn: bool = False, sync_bn: bool = False) -> nn.Sequential:
+def mlp(seed: int, dtype: torch.dtype, bn: bool = False, sync_bn: bool = False, device: str = "cpu") -> nn.Sequential:
     torch.manual_seed(seed)
     norm: list[nn.Module] = [nn.BatchNorm1d(16)] if bn else []
     model = nn.Sequential(nn.Linear(6, 16), *norm, nn.ReLU(), nn.Linear(16, 3)).to(dtype)
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn else model.to(rank_device())
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn else model.to(device)
 
 
 OPTIMIZER = checks.sgd(LR, MOMENTUM, WEIGHT_DECAY)
 
 
-def global_batch(seed: int, step: int, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def global_batch(
+    seed: int, step: int, n: int, dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The step's global batch, the same on every rank (mean 1, std 2: BN has work to do)."""
     g = torch.Generator().manual_seed(seed * 1000 + step)
     x = torch.randn(n, 6, generator=g, dtype=torch.float64).mul(2).add(1).to(dtype)
-    return x.to(rank_device()), torch.randint(3, (n,), generator=g).to(rank_device())
+    return x.to(device), torch.randint(3, (n,), generator=g).to(device)
 
 
 def flat(model: nn.Module) -> torch.Tensor:
@@ -100,61 +93,67 @@ def mode_dtype(dtype: torch.dtype, numerics: Mode | str) -> torch.dtype:
 
 
 def ddp_against_one_large_batch(
-    rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int, numerics: Mode | str = "ieee"
+    rank: int,
+    world: int,
+    dtype_name: str,
+    steps: int,
+    b: int,
+    seed: int,
+    numerics: Mode | str = "ieee",
+    device: str = "cpu",
 ) -> dict:
     """S002-11 as :func:`trainclaims.checks.ddp_rank` on the seed MLP: k ranks with batch b each
     (no BN) against one process with batch k*b, ``steps`` SGD steps (momentum, weight decay)."""
     dtype = num.dtype_of(dtype_name)
     batches = [global_batch(seed, i, world * b, dtype) for i in range(steps)]
-    return checks.ddp_rank(
-        rank, world, partial(mlp, seed, dtype), batches, F.cross_entropy, OPTIMIZER, numerics, device=rank_device()
-    )
+    model = partial(mlp, seed, dtype, device=device)
+    return checks.ddp_rank(rank, world, model, batches, F.cross_entropy, OPTIMIZER, numerics, device=device)
 
 
 def no_sync_accumulation(
-    rank: int, world: int, micro: int, steps: int, b: int, seed: int, numerics: Mode | str = "ieee"
+    rank: int, world: int, micro: int, steps: int, b: int, seed: int, numerics: Mode | str = "ieee", device: str = "cpu"
 ) -> dict:
     """S002-12 as :func:`trainclaims.checks.ddp_rank` with m micro-batches under ``no_sync()``,
     against one step of batch m*k*b (float64 in ieee, float32 in another mode)."""
     dtype = mode_dtype(torch.float64, numerics)
     batches = [global_batch(seed, i, micro * world * b, dtype) for i in range(steps)]
-    return checks.ddp_rank(
-        rank, world, partial(mlp, seed, dtype), batches, F.cross_entropy, OPTIMIZER, numerics, micro, rank_device()
-    )
+    model = partial(mlp, seed, dtype, device=device)
+    return checks.ddp_rank(rank, world, model, batches, F.cross_entropy, OPTIMIZER, numerics, micro, device)
 
 
-def ddp_batchnorm(rank: int, world: int, forward_sync: bool, b: int, seed: int, numerics: Mode | str = "ieee") -> dict:
+def ddp_batchnorm(
+    rank: int, world: int, forward_sync: bool, b: int, seed: int, numerics: Mode | str = "ieee", device: str = "cpu"
+) -> dict:
     """S002-13 as :func:`trainclaims.checks.ddp_batchnorm_rank` on the seed MLP with BatchNorm,
     over two batches (float64 in ieee, float32 in another mode)."""
     dtype = mode_dtype(torch.float64, numerics)
     batches = [global_batch(seed, step, world * b, dtype) for step in range(2)]
-    return checks.ddp_batchnorm_rank(
-        rank, world, partial(mlp, seed, dtype, True), batches, F.cross_entropy, numerics, forward_sync, rank_device()
-    )
+    model = partial(mlp, seed, dtype, True, device=device)
+    return checks.ddp_batchnorm_rank(rank, world, model, batches, F.cross_entropy, numerics, forward_sync, device)
 
 
 # --------------------------------------------------------------------------- S002-14
 
 
-def sync_batchnorm(rank: int, world: int, backend_device: str, b: int, seed: int) -> dict:
+def sync_batchnorm(rank: int, world: int, backend_device: str, b: int, seed: int, device: str | None = None) -> dict:
     """DDP + SyncBatchNorm against BN over the global batch (outputs, gradients, running stats).
     On CPU modules PyTorch refuses SyncBatchNorm: the error's text is returned instead."""
     dtype = torch.float64 if backend_device == "cpu" else torch.float32
     if backend_device == "cpu":
-        device = torch.device("cpu")
+        where = torch.device("cpu")
     else:  # under a launcher the rank's own GPU (LOCAL_RANK); spawned here, GPU i for rank i
-        device = rank_device() if rank_device().type == "cuda" else torch.device(f"cuda:{rank}")
-    x, y = (t.to(device) for t in global_batch(seed, 0, world * b, dtype))
+        where = torch.device(device) if device and device.startswith("cuda") else torch.device(f"cuda:{rank}")
+    x, y = global_batch(seed, 0, world * b, dtype, where)
     xr, yr = x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]
     try:
-        model = DDP(mlp(seed, dtype, bn=True, sync_bn=True).to(device))
+        model = DDP(mlp(seed, dtype, bn=True, sync_bn=True).to(where))
         logits = model(xr)
     except (ValueError, RuntimeError) as err:
         return {"error": f"{type(err).__name__}: {err}"}
     F.cross_entropy(logits, yr).backward()
-    reference = mlp(seed, dtype, bn=True).to(device)
-    ref_logits = reference(x.to(device))
-    F.cross_entropy(ref_logits, y.to(device)).backward()
+    reference = mlp(seed, dtype, bn=True, device=where)
+    ref_logits = reference(x)
+    F.cross_entropy(ref_logits, y).backward()
     grads = torch.cat([p.grad.flatten() for p in model.module.parameters()])
     ref_grads = torch.cat([p.grad.flatten() for p in reference.parameters()])
     return {
@@ -185,33 +184,44 @@ def fsdp2() -> tuple[Any, str | None]:
 
 
 def fsdp_against_one_large_batch(
-    rank: int, world: int, dtype_name: str, steps: int, b: int, seed: int, numerics: Mode | str = "ieee"
+    rank: int,
+    world: int,
+    dtype_name: str,
+    steps: int,
+    b: int,
+    seed: int,
+    numerics: Mode | str = "ieee",
+    device: str = "cpu",
 ) -> dict:
-    """FSDP2 (``fully_shard`` on each Linear and on the root) over k ranks with batch b each, against
-    one process with batch k*b and against DDP with the same batches, ``steps`` SGD steps (momentum,
-    weight decay), all in the ``numerics`` mode: the relative gap of the full parameters (gathered
-    from their shards) after each step to each, and how much of the parameters this rank holds.
-    Where this torch or device cannot shard, ``{"unsupported": why}``."""
+    """FSDP2 (``fully_shard`` on each Linear and on the root, over a mesh of the ranks on
+    ``device``'s type) over k ranks with batch b each, against one process with batch k*b and
+    against DDP with the same batches, ``steps`` SGD steps (momentum, weight decay), all in the
+    ``numerics`` mode: the relative gap of the full parameters (gathered from their shards) after
+    each step to each, and how much of the parameters this rank holds. Where this torch has no
+    FSDP2, ``{"unsupported": why}``; every other error is raised (a failure of the claim's test).
+
+    The mesh is given: ``fully_shard`` without one builds a default mesh on the accelerator where
+    one is visible, even for CPU ranks on gloo (it would move the parameters to CUDA)."""
     fully_shard, why = fsdp2()
     if fully_shard is None:
         return {"unsupported": why}
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(torch.device(device).type, (world,))
     dtype = num.dtype_of(dtype_name)
-    model, reference, replica = mlp(seed, dtype), mlp(seed, dtype), DDP(mlp(seed, dtype))
+    model, reference, replica = (num.place(mlp(seed, dtype, device=device), numerics, device) for _ in range(3))
+    replica = DDP(replica)
     nets = (model, reference, replica)
-    try:
-        for layer in model:
-            if isinstance(layer, nn.Linear):
-                fully_shard(layer)
-        fully_shard(model)
-    except (RuntimeError, NotImplementedError, ValueError, AssertionError) as err:
-        return {"unsupported": f"fully_shard on {rank_device().type} with torch {torch.__version__}: {err}"}
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     full_numel = sum(p.numel() for p in reference.parameters())
     local_numel = sum(p.to_local().numel() for p in model.parameters())
-    device = str(rank_device())
     steppers = [Step(m, OPTIMIZER(m.parameters()), F.cross_entropy, numerics, device) for m in nets]
     gaps, ddp_gaps = [], []
     for i in range(steps):
-        x, y = global_batch(seed, i, world * b, dtype)
+        x, y = global_batch(seed, i, world * b, dtype, device)
         mine = x[rank * b : (rank + 1) * b], y[rank * b : (rank + 1) * b]
         for step, batch in zip(steppers, (mine, (x, y), mine), strict=True):
             step([batch])
@@ -222,22 +232,37 @@ def fsdp_against_one_large_batch(
 
 
 # --------------------------------------------------------------------------- what a launched job runs
+# Each experiment of S002-11..15's tests, by an explicit id: the tests and trainclaims.launch build
+# them here, with the same arguments, and a launched job's results are found by the id.
 
 
-@dataclass(frozen=True)
-class Experiment:
-    fn: Callable[..., dict]
-    args: tuple
+def ddp_experiment(dtype: str, mode: Mode | str) -> Experiment:
+    """S002-11: DDP against one process, in ``dtype`` and ``mode``."""
+    args = (dtype, DDP_STEPS, B, SEED, str(mode))
+    return Experiment(f"S002-11/ddp/{dtype}/{mode}", ddp_against_one_large_batch, args, str(mode))
 
-    @property
-    def name(self) -> str:
-        return f"{self.fn.__name__}({', '.join(map(repr, self.args))})"
 
-    @property
-    def key(self) -> str:
-        from trainclaims.ranks import experiment_key
+def no_sync_experiment(micro: int, mode: Mode | str) -> Experiment:
+    """S002-12: ``micro`` micro-batches under no_sync against one step of the global batch."""
+    args = (micro, NO_SYNC_STEPS, B, SEED, str(mode))
+    return Experiment(f"S002-12/no_sync/{micro}/{mode}", no_sync_accumulation, args, str(mode))
 
-        return experiment_key(self.fn, self.args)
+
+def batchnorm_experiment(forward_sync: bool, mode: Mode | str) -> Experiment:
+    """S002-13: DDP + BN, rank 0's buffers broadcast before each forward or not."""
+    sync = "sync" if forward_sync else "no_sync"
+    return Experiment(f"S002-13/batchnorm/{sync}/{mode}", ddp_batchnorm, (forward_sync, B, SEED, str(mode)), str(mode))
+
+
+def sync_batchnorm_experiment(backend_device: str) -> Experiment:
+    """S002-14: SyncBatchNorm on ``backend_device`` (CUDA with NCCL; on CPU PyTorch refuses it)."""
+    return Experiment(f"S002-14/sync_batchnorm/{backend_device}", sync_batchnorm, (backend_device, B, SEED))
+
+
+def fsdp_experiment(dtype: str, mode: Mode | str) -> Experiment:
+    """S002-15: FSDP2 against one process and against DDP, in ``dtype`` and ``mode``."""
+    args = (dtype, FSDP_STEPS, B, SEED, str(mode))
+    return Experiment(f"S002-15/fsdp2/{dtype}/{mode}", fsdp_against_one_large_batch, args, str(mode))
 
 
 def measures(mode: Mode | str, dtype: str) -> bool:
@@ -248,17 +273,18 @@ def measures(mode: Mode | str, dtype: str) -> bool:
 
 def plan(modes: tuple[Mode | str, ...] = (num.REFERENCE,), device: str = "cpu") -> list[Experiment]:
     """Every rank experiment of S002-11..15's tests in these numerics modes, with the arguments the
-    tests call them with (trainclaims.launch runs these on a launched job's ranks)."""
+    tests call them with (trainclaims.launch runs these on a launched job's ranks; ``device`` is
+    the type of device the job's ranks are on)."""
     out = []
-    for mode in (str(m) for m in modes):  # by name: the arguments travel as JSON
+    for mode in modes:
         measured = [dtype for dtype in DTYPES if measures(mode, dtype)]
-        out += [Experiment(ddp_against_one_large_batch, (dtype, DDP_STEPS, B, SEED, mode)) for dtype in measured]
-        out += [Experiment(no_sync_accumulation, (m, NO_SYNC_STEPS, B, SEED, mode)) for m in MICRO_BATCHES]
-        out.append(Experiment(ddp_batchnorm, (True, B, SEED, mode)))
+        out += [ddp_experiment(dtype, mode) for dtype in measured]
+        out += [no_sync_experiment(m, mode) for m in MICRO_BATCHES]
+        out.append(batchnorm_experiment(True, mode))
         if get(mode).reference:
-            out.append(Experiment(ddp_batchnorm, (False, B, SEED, mode)))
-        out += [Experiment(fsdp_against_one_large_batch, (dtype, FSDP_STEPS, B, SEED, mode)) for dtype in measured]
-    out.append(Experiment(sync_batchnorm, ("cuda" if device.startswith("cuda") else "cpu", B, SEED)))
+            out.append(batchnorm_experiment(False, mode))
+        out += [fsdp_experiment(dtype, mode) for dtype in measured]
+    out.append(sync_batchnorm_experiment("cuda" if device.startswith("cuda") else "cpu"))
     return out
 
 

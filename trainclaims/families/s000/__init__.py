@@ -17,9 +17,11 @@ import torch
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
 from trainclaims.engine import TrainConfig, TrainResult
+from trainclaims.families.nets import seed_fc, strong_mlp
 
 S = 255.0
-BASE = TrainConfig()  # the source's recipe
+# the source's recipe: its net, SGD lr 0.02, momentum 0.9, weight decay 1e-4, batch 250, 20 epochs
+BASE = TrainConfig(model=seed_fc, hidden=300, epochs=20, batch_size=250, lr=0.02, momentum=0.9, weight_decay=1e-4)
 
 VARIANTS: dict[str, TrainConfig] = {
     # S000-01: the original net
@@ -225,4 +227,5 @@ S000-10 | Pixel values in [0,1] converge more smoothly than 0..255.
 S000-11 | About 50% is the most a fully connected network can get on CIFAR-10.
 """,
     report_parts=(report_sweeps,),
+    models={"fc": seed_fc, "mlp-strong": strong_mlp},
 )

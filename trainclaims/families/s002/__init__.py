@@ -1,5 +1,7 @@
-"""Claim family S002 (BatchNorm, train/eval, gradient accumulation): its claims, and the report part
-that draws BatchNorm's running statistics against the hand-computed EMA as this run measured them."""
+"""Claim family S002 (BatchNorm, train/eval, gradient accumulation, data-parallel training): its
+claims, its bands, the report part that draws BatchNorm's running statistics against the
+hand-computed EMA as this run measured them, and the rank experiments of its data-parallel claims
+(:mod:`.data_parallel`, what a launched job runs)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch
 
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
+from trainclaims.families.nets import bn_fc
 
 EMA_CLAIM = "S002-04"
 EMA_EVIDENCE = "ema_trace"  # {series name: [value per training batch]}, with "momentum" and "batch"
@@ -62,6 +65,14 @@ EMA_CORRECTED_MAX_GAP = 0.01
 EMA_UNCORRECTED_MIN_GAP = 0.3
 
 
+def rank_plan(modes: tuple, device: str) -> list:
+    """The rank experiments of S002-11..15's tests (:func:`.data_parallel.plan`; imported when a
+    launched job asks: it imports torch.distributed)."""
+    from trainclaims.families.s002.data_parallel import plan
+
+    return plan(modes, device)
+
+
 FAMILY = Family(
     id="S002",
     title="BatchNorm parameters, train/eval, gradient accumulation, data-parallel training",
@@ -83,4 +94,6 @@ S002-14 | SyncBatchNorm uses statistics over all ranks: DDP + SyncBatchNorm equa
 S002-15 | FSDP2 (fully_shard) over k ranks with batch b each takes the same optimizer steps as one process with batch k*b (no BN) within rounding, and the same as DDP, while each rank holds only a shard of the parameters.
 """,
     report_parts=(report_running_statistics,),
+    models={"fc-bn": bn_fc},
+    rank_plan=rank_plan,
 )

@@ -71,7 +71,7 @@ def compare_derivatives_at_zero(runs: list[Any]) -> list[str]:
     lines.append("")
     lines.append("| op | " + run_columns(runs) + " |")
     lines.append("|---|" + "---|" * len(runs))
-    from trainclaims.families.relu_ops import OPS
+    from trainclaims.families.s001.relu_ops import OPS
 
     known = {op.name: op.at_zero for op in OPS if isinstance(op.at_zero, Known)}
     for op in ops:
