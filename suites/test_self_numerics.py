@@ -30,7 +30,7 @@ def suite(pytester, monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("ieee,bf16", "unknown mode 'bf16'; accepted: ieee, tf32, bf16-autocast, fp16-autocast, compile"),
+        ("ieee,bf16", "unknown mode 'bf16'; accepted: ieee, tf32, bf16-autocast, fp16-autocast, compile, bf16-weights"),
         ("", "no mode"),
     ],
 )
@@ -286,3 +286,84 @@ def test_a_compile_instance_passes_only_where_compiled_graphs_ran_cache_hits_inc
     # the second, which reused it without calling the backend
     assert re.fullmatch(r"compile: \d+ calls of compiled graphs \(\d+ graphs, \d+ ops built .*\)", proof), proof
     assert int(proof.split()[1]) >= 2, proof
+
+
+# --------------------------------------------------------------------------- bf16-weights
+
+
+def tiny_mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+
+def tiny_batches(steps: int = 3, n: int = 8):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(n, 6, generator=g), torch.randint(3, (n,), generator=g)) for _ in range(steps)]
+
+
+def test_bf16_weights_holds_parameters_gradients_and_optimizer_state_in_bfloat16():
+    """The mode is a registry entry: a check given it builds its copies in bfloat16 (no autocast),
+    casts the batches to them, steps bfloat16 parameters, records the mode, and the proof says so."""
+    from trainclaims import checks
+    from trainclaims.modes import get
+
+    mode = get("bf16-weights")
+    with num.watch() as acted:
+        result = checks.accumulation(tiny_mlp, tiny_batches(), k=2, numerics=mode)
+    assert result.mode is mode
+    assert result.dtype == "float32"  # the claim's dtype; the bound is float32's, the gap bfloat16's rounding
+    assert (acted.held, acted.stepped, acted.regions) == ({"bfloat16": 2}, {"bfloat16": 6}, 0)
+    assert mode.proof(acted, mode) == (
+        True,
+        "bf16-weights: 2 models held in bfloat16; 6 optimizer steps updated bfloat16 parameters",
+    )
+    assert mode.param_dtype("float32") == "bfloat16"
+    assert mode.param_dtype("float64") == "float64"  # float64 claims are left alone, as autocast does
+    assert mode.unsupported("cpu") is None
+
+
+WEIGHTS_TEST = """
+import pytest
+import torch
+from trainclaims import checks
+
+def net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+def batches():
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(8, 6, generator=g), torch.randint(3, (8,), generator=g)) for _ in range(3)]
+
+@pytest.mark.claim("S002-07")
+def test_accumulation(device, numerics, evidence):
+    checks.accumulation(net, batches(), k=4, device=device, numerics=numerics).judge(evidence)
+
+@pytest.mark.claim("S002-07")
+def test_float32_by_hand(device, numerics):
+    model = net()
+    torch.optim.SGD(model.parameters(), lr=0.1).zero_grad()
+    model(torch.ones(2, 6)).sum().backward()
+"""
+
+
+def test_bf16_weights_gets_its_own_verdict_and_fails_a_test_that_trained_in_float32(suite):
+    suite.makepyfile(WEIGHTS_TEST)
+    result = suite.runpytest_inprocess("--device", "cpu", "--numerics", "ieee,bf16-weights", "-rf")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_float32_by_hand?cpu-bf16-weights? _*",
+            "the numerics mode bf16-weights did not act in this test: bf16-weights: no model was held in bfloat16",
+        ]
+    )
+    report = json.loads((suite.path / "reports" / "claims.json").read_text())
+    tests = {t["test"].split("::")[1]: t for c in report["claims"] for t in c["tests"]}
+    weights = tests["test_accumulation[cpu-bf16-weights]"]
+    assert (
+        weights["mode_proof"]
+        == "bf16-weights: 2 models held in bfloat16; 6 optimizer steps updated bfloat16 parameters"
+    )
+    assert weights["verdict"] == "conditional"  # the gap is bfloat16's rounding, beyond float32's bound
+    assert weights["evidence"]["gap"] > 1e-4
+    assert tests["test_accumulation[cpu-ieee]"]["verdict"] is None  # holds, as measured in ieee

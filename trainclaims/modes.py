@@ -125,6 +125,20 @@ def compile_proof(acted: Acted, mode: Mode) -> tuple[bool, str]:
     )
 
 
+def weights_proof(acted: Acted, mode: Mode) -> tuple[bool, str]:
+    """A mode that holds the parameters in another dtype acted where its models were held in it
+    and (where the test trained) the optimizer stepped parameters of that dtype."""
+    held = acted.held.get(mode.weights or "", 0)
+    if not held:
+        return False, f"{mode.name}: no model was held in {mode.weights}"
+    stepped = acted.stepped.get(mode.weights or "", 0)
+    others = {d: n for d, n in acted.stepped.items() if d != mode.weights}
+    if others:
+        return False, f"{mode.name}: optimizer steps updated parameters of other dtypes too: {others}"
+    steps = f"; {stepped} optimizer steps updated {mode.weights} parameters" if stepped else ""
+    return True, f"{mode.name}: {held} models held in {mode.weights}{steps}"
+
+
 # Relative error (Frobenius) of a 256x256 float32 matmul of standard normal numbers against float64,
 # simulated on CPU (suites/test_self_numerics.py: the inputs rounded to TF32's 10-bit mantissa, the
 # products summed in float32, seeds 0-2): IEEE 2.1e-7; TensorFloat-32 with round-to-nearest 2.9e-4,
@@ -380,6 +394,16 @@ COMPILE = register(
         device_types=("cpu", "cuda"),
         requires=(needs_inductor,),
         threadable=False,  # torch.compile (dynamo) is not for threads: compiled runs train one by one
+        bounds=_UNMEASURED,
+    )
+)
+BF16_WEIGHTS = register(
+    Mode(
+        "bf16-weights",
+        "parameters, gradients and optimizer state in bfloat16, no autocast (pure bfloat16 training)",
+        proof=weights_proof,
+        weights="bfloat16",
+        acts_on=("float32",),
         bounds=_UNMEASURED,
     )
 )
