@@ -160,3 +160,110 @@ def test_the_ddp_batchnorm_verdict_needs_a_gap_and_each_ranks_own_statistics():
     shared = checks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(0.2, 0.3, 0.5) | env])
     assert not shared.holds
     assert "not its own shard's: gaps [0.0, 0.5]" in shared.claim
+
+
+# --------------------------------------------------------------------------- each check, broken on purpose
+# Every public check must read "does not hold" on a model or behaviour broken the way its claim
+# rules out, with its numbers. (The others above: accumulation undivided, eval_determinism with a
+# Dropout that ignores eval(), gradient_at_zero with maximum's 0.5, running_statistics with a
+# biased running variance, the DDP verdicts on hand-made rank results.)
+
+
+class FrozenBN(nn.BatchNorm1d):
+    """A BatchNorm that normalizes with its running statistics in training too, and never updates
+    them: micro-batches and ranks no longer see their own batch's statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def frozen_bn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), FrozenBN(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+class NoVarianceBN(nn.BatchNorm1d):
+    """Ignores running_var in eval (divides by sqrt(1 + eps)): gap 0.12 on the check's model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        ones = torch.ones_like(self.running_var)
+        return F.batch_norm(x, self.running_mean, ones, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def no_variance_bn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), NoVarianceBN(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_accumulation_with_batchnorm_does_not_hold_where_batchnorm_ignores_the_batch():
+    broken = checks.accumulation_with_batchnorm(frozen_bn, data(16), k=2)
+    assert not broken.holds  # the same gradient, and no update of the running statistics
+    assert "running statistics took [0] updates (expected 2 each)" in broken.claim
+
+
+def test_batchnorm_eval_does_not_hold_where_eval_ignores_the_running_variance():
+    x = data(64)[0] * 3 + 1  # a variance far from 1
+    broken = checks.batchnorm_eval(no_variance_bn, list(x.split(16)), data(8, 1)[0])
+    assert not broken.holds
+    assert broken.gap > 0.05, broken
+    with pytest.raises(AssertionError, match=r"batchnorm_eval: .* gap .* does not hold \[layers=1"):
+        broken.assert_holds()
+
+
+class GroupBlindSGD(torch.optim.SGD):
+    """SGD that applies its defaults to every group, ignoring each group's lr and weight decay."""
+
+    def __init__(self, groups, **defaults):
+        flat = [p for g in groups for p in g["params"]]
+        super().__init__(flat, **defaults)
+
+
+def test_reparametrization_does_not_hold_where_the_optimizer_ignores_per_group_settings(monkeypatch):
+    batches = [data(16, s) for s in range(3)]
+    monkeypatch.setattr(torch.optim, "SGD", GroupBlindSGD)
+    broken = checks.reparametrization(mlp, batches, s=4.0, weight_decay=1e-2)
+    assert not broken.holds
+    assert broken.values["first_layer_gap"] > 1e-2, broken
+
+
+def test_gradient_scaling_does_not_hold_where_the_inputs_are_normalized_before_the_first_layer():
+    def normalized() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.LayerNorm(6), nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    broken = checks.gradient_scaling(normalized, data(16), s=255.0)
+    assert not broken.holds
+    assert broken.values["norm_ratio"] < 1.0  # W1/s shrinks the gradient instead: x*s is normalized away
+
+
+def summed(state, bucket):
+    """DDP's all-reduce without the division by the world size: the ranks' gradients summed."""
+    import torch.distributed as dist
+
+    fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
+
+
+def cnn_free_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_ddp_against_one_process_does_not_hold_where_ddp_sums_the_ranks_gradients():
+    batches = [data(16, s) for s in range(3)]
+    assert checks.ddp_against_one_process(cnn_free_mlp, batches).holds
+    broken = checks.ddp_against_one_process(cnn_free_mlp, batches, comm_hook=summed)
+    assert not broken.holds
+    assert broken.gap > 1e-2, broken
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_ddp_batchnorm_does_not_hold_where_batchnorm_ignores_each_ranks_batch():
+    broken = checks.ddp_batchnorm(frozen_bn, data(16))
+    assert not broken.holds
+    assert broken.gap < 1e-6, broken

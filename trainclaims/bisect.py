@@ -28,6 +28,7 @@ import base64
 import csv
 import hashlib
 import importlib.metadata
+import importlib.util
 import io
 import json
 import math
@@ -55,18 +56,27 @@ def say(text: str) -> None:
 
 
 def index_versions() -> list[Version]:
-    """torch releases on the package index (pip's view, no machine-wide constraint), oldest first."""
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "index", "versions", "torch"],
-        capture_output=True,
-        text=True,
-        env=os.environ | {"PIP_CONSTRAINT": ""},
-    )
-    found = re.search(r"Available versions: (.*)", out.stdout)
-    if not found:
-        raise SystemExit(f"trainclaims-bisect: pip found no torch releases on the index: {out.stderr.strip()[:300]}")
+    """torch releases on the package index, oldest first: pip's view where this Python has pip (no
+    machine-wide constraint), else the index's simple JSON API (``$PIP_INDEX_URL`` / ``$UV_INDEX_URL``,
+    else PyPI): an environment made by uv has no pip."""
+    texts: list[str]
+    if importlib.util.find_spec("pip") is not None:
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "index", "versions", "torch"],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"PIP_CONSTRAINT": ""},
+        )
+        found = re.search(r"Available versions: (.*)", out.stdout)
+        if not found:
+            raise SystemExit(
+                f"trainclaims-bisect: pip found no torch releases on the index: {out.stderr.strip()[:300]}"
+            )
+        texts = found.group(1).split(",")
+    else:
+        texts = _simple_index_versions()
     versions = set()
-    for text in found.group(1).split(","):
+    for text in texts:
         try:
             v = Version(text.strip())
         except InvalidVersion:
@@ -74,6 +84,21 @@ def index_versions() -> list[Version]:
         if not v.local and not v.is_prerelease:
             versions.add(v)
     return sorted(versions)
+
+
+def _simple_index_versions() -> list[str]:
+    import urllib.request
+
+    index = os.environ.get("PIP_INDEX_URL") or os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
+    request = urllib.request.Request(
+        f"{index.rstrip('/')}/torch/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            data = json.load(reply)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"trainclaims-bisect: the package index {index} gave no torch releases: {err}") from None
+    return list(data.get("versions") or [])
 
 
 def tool_pins() -> list[str]:
@@ -235,7 +260,9 @@ def run(python: Path, version: Version, select: list[str], work: Path, project: 
         capture_output=True,
         text=True,
         cwd=project,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
+        # PYTHONSAFEPATH: the project's folder is not put first on sys.path, so that a checkout of
+        # trainclaims itself imports the trainclaims this probe installed, not its source folder
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")} | {"PYTHONSAFEPATH": "1"},
     )
     tally = next((line for line in reversed(done.stdout.splitlines()) if " in " in line and "=" not in line), "")
     tests = {}

@@ -10,7 +10,7 @@ factory, and returns plain data; and a verdict function that turns the ranks' re
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -32,7 +32,7 @@ from trainclaims.checks.base import (
     sgd,
 )
 from trainclaims.modes import REFERENCE, Mode
-from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split, to_device
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, batch_size, shard, split, to_device
 
 
 def _forward_sync_kwargs(forward_sync: bool) -> dict[str, bool]:
@@ -68,12 +68,15 @@ def ddp_rank(
     numerics: Mode | str = REFERENCE,
     micro_batches: int = 1,
     device: str | torch.device = "cpu",
+    comm_hook: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """One rank of :func:`ddp_against_one_process`: DDP over this rank's 1/world shard of each
     batch (with ``micro_batches`` > 1 accumulated under ``no_sync()``, loss/m, the last outside it),
     and the one-process reference on the whole batch, both from ``model_fn`` in the ``numerics``
     mode. Returns per step the parameter gap between the two and how many of the rank's backward
-    passes all-reduced (counted through a communication hook), and the replica's final parameters."""
+    passes all-reduced (counted through a communication hook), and the replica's final parameters.
+    ``comm_hook``: the gradient communication DDP runs (``(state, bucket) -> Future``, a
+    module-level function; default: its all-reduce that averages over the ranks)."""
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -86,7 +89,7 @@ def ddp_rank(
 
     def counting(state, bucket):  # unannotated: DDP refuses a hook whose bucket annotation is not GradBucket
         reductions[0] += 1
-        return default_hooks.allreduce_hook(state, bucket)
+        return (comm_hook or default_hooks.allreduce_hook)(state, bucket)
 
     model.register_comm_hook(None, counting)
     step, step_ref = (Step(m, optimizer_fn(m.parameters()), loss_fn, numerics, device) for m in (model, reference))
@@ -165,6 +168,7 @@ def ddp_against_one_process(
     micro_batches: int = 1,
     numerics: Mode | str = REFERENCE,
     bound: float | None = None,
+    comm_hook: Callable[..., Any] | None = None,
 ) -> Checked:
     """DDP averages gradients over ranks: ``world`` gloo ranks (CPU processes), each with its
     1/world shard of every batch, take the same optimizer steps as one process on the whole batch,
@@ -175,18 +179,18 @@ def ddp_against_one_process(
     ``model_fn``, ``loss_fn`` and ``optimizer_fn`` go to the rank processes: they must be
     picklable (module-level functions, ``functools.partial``, :func:`sgd`). Holds for a model
     without BatchNorm (each rank normalizes with its own shard's statistics). The ranks run
-    :func:`ddp_rank`; :func:`ddp_verdict` judges them (the two a launched job uses)."""
+    :func:`ddp_rank`; :func:`ddp_verdict` judges them (the two a launched job uses). ``comm_hook``
+    replaces DDP's averaging all-reduce (a hook of your own, to check it)."""
     from trainclaims.ranks import run_ranks
 
-    batches = [(x.cpu(), y.cpu()) for x, y in batches]
-    for x, _ in batches:
-        if x.shape[0] % (world * micro_batches):
+    batches = [to_device(b, "cpu") for b in batches]
+    for b in batches:
+        if batch_size(b) % (world * micro_batches):
             raise ValueError(
-                f"a batch of {x.shape[0]} does not split into {world} ranks x {micro_batches} micro-batches"
+                f"a batch of {batch_size(b)} does not split into {world} ranks x {micro_batches} micro-batches"
             )
-    results = run_ranks(
-        ddp_rank, world, model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, mode=str(numerics)
-    )
+    args = (model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, "cpu", comm_hook)
+    results = run_ranks(ddp_rank, world, *args, mode=str(numerics))
     return ddp_verdict(results, bound)
 
 

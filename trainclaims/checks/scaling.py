@@ -61,8 +61,11 @@ def reparametrization(
             {"params": rest, "lr": lr, "weight_decay": weight_decay},
         ]
 
-    opt_base = torch.optim.SGD(groups(base, w_base, 1.0), lr=lr, momentum=momentum)
-    opt_scaled = torch.optim.SGD(groups(scaled, w_scaled, s), lr=lr, momentum=momentum)
+    # the defaults given too: an optimizer that ignored the groups' settings would apply these to the
+    # first layer as well, unscaled, and the trajectories would part (with no defaults both runs would
+    # lose the groups' weight decay alike, and still agree)
+    opt_base = torch.optim.SGD(groups(base, w_base, 1.0), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt_scaled = torch.optim.SGD(groups(scaled, w_scaled, s), lr=lr, momentum=momentum, weight_decay=weight_decay)
     data = batches_on(batches, device, base)
     losses = train(base, opt_base, [[b] for b in data], loss_fn, numerics, device)
     scaled_losses = train(scaled, opt_scaled, [[(x * s, y)] for x, y in data], loss_fn, numerics, device)

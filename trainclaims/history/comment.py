@@ -18,6 +18,7 @@ from typing import Any
 from trainclaims.history.noise import compare_rows
 from trainclaims.history.series import ALL, evidence_numbers, first_line
 from trainclaims.history.store import History, Run
+from trainclaims.render import cell
 
 EVIDENCE_SHOWN = 6  # numbers shown per test of a changed claim (a gap and its bound count as one)
 TESTS_SHOWN = 8
@@ -117,10 +118,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_fmt(v) for v in value[:4]) + (", ...]" if len(value) > 4 else "]")
     return str(value)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _tests(claim: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -232,7 +229,7 @@ def pr_comment(history: History, base: int, head: int) -> str:
             f"⚠ base and head ran on different machines ({a.machine}; {b.machine}): samples/s do not compare.",
         ]
     lines += ["", "| | base | head | change |", "|---|---|---|---|"]
-    lines.append(f"| run | {_cell(_run_cell(a))}, {a.date[:19]} | {_cell(_run_cell(b))}, {b.date[:19]} | |")
+    lines.append(f"| run | {cell(_run_cell(a))}, {a.date[:19]} | {cell(_run_cell(b))}, {b.date[:19]} | |")
     for change in claims:
         for mode, old, now in change.rows:
             where = change.claim if mode == ALL else f"{change.claim} [{mode}]"
@@ -264,7 +261,7 @@ def pr_comment(history: History, base: int, head: int) -> str:
         )
         why = str((change.head or {}).get("why") or "")
         lines.append(
-            f"- **{change.claim}** ({_cell(change.statement)}): {verdicts}" + (f": {_cell(why)}" if why else "")
+            f"- **{change.claim}** ({cell(change.statement)}): {verdicts}" + (f": {cell(why)}" if why else "")
         )
         before = _tests(change.base)
         shown = 0
@@ -289,7 +286,7 @@ def pr_comment(history: History, base: int, head: int) -> str:
                 text += f"; {numbers}"
             if failed and test.get("reason"):
                 text += f"; {first_line(str(test['reason']))[:200]}"
-            lines.append(_cell(text).replace("\\|", "|"))
+            lines.append(cell(text).replace("\\|", "|"))
             shown += 1
     slow = [x for x in benches if x.status in ("slower", "faster", "inconclusive")]
     if slow:

@@ -50,10 +50,14 @@ BN_TOL = {
     torch.bfloat16: (3e-2, 3e-2),
     torch.float16: (3e-3, 3e-3),
 }
-# Measured (CPU, float64, suites/test_s002_batchnorm.py's mlp with BatchNorm1d(16), micro-batches
-# of 8, seeds 0-19): the accumulated gradient (loss/k) differs from the large batch's by 17-92% (k=2)
-# and 27-87% (k=4) in relative norm; without BN the same comparison gives at most 3.2e-16.
-BN_ACCUM_MIN_REL_DIFF = 0.05
+# How far BatchNorm over part of a batch (a micro-batch, a DDP rank's shard) moves the family's BN
+# net from BN over the whole batch, in relative norm; "differs" is beyond this line. Measured (CPU,
+# float64, seeds 0-19): accumulation (suites/test_s002_batchnorm.py's mlp with BatchNorm1d(16),
+# micro-batches of 8): the gradient 17-92% (k=2) and 27-87% (k=4), without BN at most 3.2e-16;
+# DDP (gloo, 2 ranks x 8, seeds 0-4, data_parallel.ddp_batchnorm): outputs 19.6-63.1% per rank,
+# all-reduced gradients 24.7-42.5%. (trainclaims.checks.BATCHNORM_MIN_GAP is the checks' default for
+# any model: the example CNN's smallest gaps are 1.7-4%.)
+BN_MIN_GAP = 0.05
 # Running statistics: k micro-batch updates with momentum m against one large-batch update with
 # m_k = 1-(1-m)^k, from the same start. In expectation they agree exactly (both weigh the start by
 # (1-m)^(kT) after T steps); uncorrected (m_k = m) the large batch lags. 4096 independent channels
