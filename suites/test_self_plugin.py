@@ -423,19 +423,42 @@ def test_another_runtime_error_is_a_failure():
 """
 
 
-def test_an_op_this_torch_lacks_is_unsupported_not_failed_and_every_other_error_fails(suite):
+GAP_IN_A_PROPERTY = """
+import pytest
+from hypothesis import given, strategies as st
+
+
+@pytest.mark.claim("S002-01")
+@given(n=st.integers(0, 10))
+def test_fails_on_some_examples(n):
+    if n > 5:
+        raise RuntimeError('"relu_cpu" not implemented for \\'Half\\'')
+"""
+
+
+def test_a_property_that_meets_an_undeclared_gap_on_some_examples_fails(suite):
+    """Before, any "not implemented for" on any example skipped the whole property, exit 0."""
+    suite.makepyfile(GAP_IN_A_PROPERTY)
+    result = suite.runpytest_inprocess("--device=cpu", "-rf")
+    result.assert_outcomes(failed=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*declared nowhere: RuntimeError: \"relu_cpu\" not implemented for 'Half'*"])
+
+
+def test_only_a_declared_capability_gap_skips_and_every_other_error_fails(suite):
     suite.makepyfile(CAPABILITY)
     result = suite.runpytest_inprocess("--device=cpu", "-rs")
     # float16 batch_norm on CPU: missing before torch 2.2 (a known gap, skipped), there from 2.2 on
-    # (where torch refuses it, that is an unknown change: it fails, naming the table's range)
+    # (where torch refuses it, that is an unknown change: it fails, naming the table's range); an
+    # op missing that no table declares fails, saying how to declare it
     has_it = HALF_BATCH_NORM_CPU.known.expected()
-    result.assert_outcomes(skipped=2 + (not has_it), failed=2 + has_it)
+    result.assert_outcomes(skipped=not has_it, failed=4 + has_it)
     claims = {c["id"]: c for c in json.loads((suite.path / "reports" / "claims.json").read_text())["claims"]}
     version = torch.__version__
-    assert claims["S002-01"]["verdict"] == "not measured"
-    assert claims["S002-01"]["why"] == (
-        f"unsupported on torch {version}: RuntimeError: \"foo\" not implemented for 'Half' "
-        "(not in trainclaims.known.CAPABILITIES)"
+    assert claims["S002-01"]["verdict"] == "fails"
+    assert (
+        f"unsupported on torch {version} and declared nowhere: RuntimeError: \"foo\" not implemented for 'Half'. "
+        "If this torch lacks the op on purpose, declare the gap" in claims["S002-01"]["why"]
     )
     if has_it:
         assert claims["S002-05"]["verdict"] == "fails"
@@ -444,7 +467,7 @@ def test_an_op_this_torch_lacks_is_unsupported_not_failed_and_every_other_error_
     else:
         assert claims["S002-05"]["verdict"] == "not measured"
         assert "a known gap: float16 batch_norm on CPU (torch >=2.2 has it" in claims["S002-05"]["why"]
-    assert claims["S002-02"]["verdict"] == "not measured"
-    assert claims["S002-02"]["why"].startswith(f"unsupported on torch {version}: NotImplementedError: ")
+    assert claims["S002-02"]["verdict"] == "fails"
+    assert f"unsupported on torch {version} and declared nowhere: NotImplementedError: " in claims["S002-02"]["why"]
     assert claims["S002-03"]["verdict"] == "fails"
     assert claims["S002-04"]["verdict"] == "fails"

@@ -226,10 +226,11 @@ DEPRECATIONS: tuple[Deprecation, ...] = (
 )
 
 
-def known_gap(err: BaseException) -> Capability | None:
-    """The capability of :data:`CAPABILITIES` whose refusal ``err``'s text is, or None."""
+def known_gap(err: BaseException, declared: tuple[Capability, ...] = ()) -> Capability | None:
+    """The capability of :data:`CAPABILITIES` (or of ``declared``: a family's own) whose refusal
+    ``err``'s text is, or None."""
     text = str(err)
-    return next((c for c in CAPABILITIES if c.refusal and re.search(c.refusal, text)), None)
+    return next((c for c in (*CAPABILITIES, *declared) if c.refusal and re.search(c.refusal, text)), None)
 
 
 def gap_reason(cap: Capability) -> str:
