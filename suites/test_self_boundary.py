@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch._inductor.config  # noqa: F401  before pytester's in-process runs: torch.use_deterministic_algorithms
+
 # (the numerics guard's) imports it, and a second import after pytester put sys.modules back
 # registers inductor's test library twice
 
@@ -116,7 +117,7 @@ def test_in_a_project_that_asked_only_its_trainclaims_tests_are_touched(foreign)
     with_it.stdout.fnmatch_lines(["PASSED test_claim.py::test_on_their_device[[]meta[]]"])
     # ours only: an undeclared gap fails, saying how to declare it (theirs ran as without trainclaims)
     with_it.stdout.fnmatch_lines(["FAILED test_claim.py::test_a_gap - Failed: unsupported on torch *"])
-    assert "declared nowhere: RuntimeError: \"foo\" not implemented for" in with_it.stdout.str()
+    assert 'declared nowhere: RuntimeError: "foo" not implemented for' in with_it.stdout.str()
     report = (foreign.path / "out" / "claims.json").read_text()
     assert "test_claim.py::test_mine[ieee]" in report
     assert "test_other.py" not in report
