@@ -163,15 +163,23 @@ class Evidence:
         self.verdict, self.why = Verdict(verdict), why
 
     def judge_in_mode(
-        self, numerics: Mode | str, gap: float, tol: float, what: str, detail: str = "", dtype: str = "float32"
+        self,
+        numerics: Mode | str,
+        gap: float,
+        tol: float,
+        what: str,
+        detail: str = "",
+        dtype: str = "float32",
+        unequal: str = "",
     ) -> None:
         """A property that holds to ``tol`` in the reference numerics mode (ieee), measured in
         ``numerics`` as ``gap``, for a claim computed in ``dtype`` (the rules of
         :func:`trainclaims.verdicts.judge_gap`): within ``tol`` it holds; in another mode within
         the mode's rounding bound it is conditional, with the gap; beyond that (in ieee: beyond
-        ``tol``) the test fails, naming the bound. A test that judges several gaps is conditional
-        where any of them is."""
-        judged = judge_gap(gap, tol, numerics, what, dtype, detail)
+        ``tol``) the test fails, naming the bound; ``unequal`` says why the runs took other steps in
+        the mode (a GradScaler's skips: :func:`trainclaims.step.unequal_skips`), where they did. A
+        test that judges several gaps is conditional where any of them is."""
+        judged = judge_gap(gap, tol, numerics, what, dtype, detail, unequal)
         if judged.verdict is Verdict.FAILS:
             raise AssertionError(judged.why)
         if not get(numerics).reference:  # in the reference a test that passes holds

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -140,6 +141,7 @@ class Step:
         self.divide = divide
         self.loss = ModeLoss(model, loss_fn, self.mode, self.device)
         self.scaler = num.grad_scaler(self.mode, self.device)
+        self.skipped = 0  # optimizer steps the GradScaler skipped (inf or NaN in float16 gradients)
 
     def __call__(
         self,
@@ -163,10 +165,20 @@ class Step:
         if self.scaler is None:
             self.optimizer.step()
         else:
-            self.scaler.step(self.optimizer)  # skipped on inf/NaN gradients
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skipped on inf/NaN gradients, and the scale lowered
             self.scaler.update()
+            self.skipped += int(self.scaler.get_scale() < scale)
         num.note(Acted(stepped={num.dtype_name(d): 1 for d in _stepped_dtypes(self.optimizer)}))
         return total if total is not None else torch.zeros((), device=self.device)
+
+
+@dataclass
+class Trained:
+    """What :func:`train` did: each step's summed loss, and the steps the GradScaler skipped."""
+
+    losses: list[float]
+    skipped: int
 
 
 def train(
@@ -178,10 +190,18 @@ def train(
     device: str | torch.device | None = None,
     *,
     divide: bool = True,
-) -> list[float]:
-    """One :class:`Step` per element of ``steps`` (its micro-batches); each step's summed loss."""
+) -> Trained:
+    """One :class:`Step` per element of ``steps`` (its micro-batches)."""
     step = Step(model, optimizer, loss_fn, mode, device, divide=divide)
-    return [float(step(micro_batches)) for micro_batches in steps]
+    return Trained([float(step(micro_batches)) for micro_batches in steps], step.skipped)
+
+
+def unequal_skips(skipped: Sequence[int]) -> str:
+    """Why runs that should take the same steps did not, where a GradScaler skipped more steps of
+    one than of another (float16 overflow in one run's gradients); "" where they skipped alike."""
+    if len(set(skipped)) <= 1:
+        return ""
+    return f"the GradScaler skipped {' / '.join(map(str, skipped))} steps of the runs (float16 overflow)"
 
 
 def _device_of(model: nn.Module) -> torch.device:

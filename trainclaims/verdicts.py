@@ -43,7 +43,13 @@ class Judgement:
 
 
 def judge_gap(
-    gap: float, tol: float, mode: Mode | str, what: str, dtype: str = "float32", detail: str = ""
+    gap: float,
+    tol: float,
+    mode: Mode | str,
+    what: str,
+    dtype: str = "float32",
+    detail: str = "",
+    unequal: str = "",
 ) -> Judgement:
     """An equality that holds to ``tol`` in exact-enough arithmetic, measured as ``gap`` in ``mode``
     for a claim computed in ``dtype``:
@@ -52,7 +58,10 @@ def judge_gap(
     - in a mode other than the reference, within the mode's bound for ``dtype``
       (:meth:`Mode.bound`: how far that mode's rounding was measured to move such a gap) it is
       conditional: it holds only to the mode's rounding, with the gap;
-    - beyond that it fails: naming the bound and where it was measured (in the reference: the tolerance).
+    - beyond that it fails: naming the bound and where it was measured (in the reference: the tolerance);
+    - except where the two runs took different steps for a reason the mode gives (``unequal``: a
+      GradScaler that skipped more steps of one run, on float16 overflow): there no rounding bound
+      applies, and the claim is conditional with that reason and the gap.
 
     A NaN gap never holds."""
     mode = get(mode)
@@ -61,6 +70,11 @@ def judge_gap(
         where = "" if mode.reference else f"{mode.name}: "
         return Judgement(Verdict.HOLDS, f"{where}{what} within {tol:g}: {gap:.2g}{extra}")
     bound = mode.bound(dtype)
+    if unequal and not mode.reference:
+        return Judgement(
+            Verdict.CONDITIONAL,
+            f"{mode.name}: {what} not to rounding: {gap:.2g}, the runs took other steps: {unequal}{extra}",
+        )
     if mode.reference or bound is None:
         return Judgement(Verdict.FAILS, f"{what}: {gap:.2e} in {mode.name}, bound {tol:g}{extra}")
     if gap <= bound.value:

@@ -49,8 +49,10 @@ def accumulation(
     (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
     data = batches_on(batches, device, large)
     opt_a, opt_l = optimizer_fn(accumulated.parameters()), optimizer_fn(large.parameters())
-    train(accumulated, opt_a, [split(b, k) for b in data], loss_fn, numerics, device, divide=divide)
-    train(large, opt_l, [[b] for b in data], loss_fn, numerics, device)
+    runs = (
+        train(accumulated, opt_a, [split(b, k) for b in data], loss_fn, numerics, device, divide=divide),
+        train(large, opt_l, [[b] for b in data], loss_fn, numerics, device),
+    )
     gap = parameter_gap(accumulated.parameters(), large.parameters())
     return Checked(
         "accumulation",
@@ -67,6 +69,7 @@ def accumulation(
             "dtype": str(claim_dtype),
             "device": device,
             "batchnorm_layers": len(batchnorms(large)),
+            "scaler_skips": [r.skipped for r in runs],
         },
         numerics,
         claim_dtype,

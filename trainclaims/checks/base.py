@@ -14,7 +14,7 @@ from torch import nn
 
 from trainclaims import numerics as num
 from trainclaims.modes import REFERENCE, Mode, get
-from trainclaims.step import Batch, to_device
+from trainclaims.step import Batch, to_device, unequal_skips
 from trainclaims.verdicts import Verdict, judge_gap
 
 ModelFactory = Callable[[], nn.Module]
@@ -153,7 +153,8 @@ class Checked:
         if self.expect != "equal" or self.mode.reference:
             self.assert_holds()
             return
-        judged = judge_gap(self.gap, self.bound, self.mode, f"{self.check}: {self.claim}", self.dtype)
+        unequal = unequal_skips(self.values.get("scaler_skips") or ())
+        judged = judge_gap(self.gap, self.bound, self.mode, f"{self.check}: {self.claim}", self.dtype, "", unequal)
         if judged.verdict is Verdict.FAILS:
             raise AssertionError(f"{judged.why} [{self._detail()}]")
         evidence.conclude_in_mode(judged)

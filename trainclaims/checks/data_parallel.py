@@ -117,6 +117,7 @@ def ddp_rank(
         "dtype": str(claim_dtype),
         "numerics": str(numerics),
         "micro_batches": micro_batches,
+        "scaler_skips": [step.skipped, step_ref.skipped],  # the DDP replica's and the reference's
     }
 
 
@@ -147,6 +148,8 @@ def ddp_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -
             "replica_gap": replica_gap,
             "synced_backwards_per_step": synced[0],
             "dtype": first["dtype"],
+            # every rank's and reference's GradScaler skips, where a mode trains through one
+            "scaler_skips": [n for r in results for n in r.get("scaler_skips", ())],
         },
         first["numerics"],
         dtype,

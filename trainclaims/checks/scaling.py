@@ -67,8 +67,9 @@ def reparametrization(
     opt_base = torch.optim.SGD(groups(base, w_base, 1.0), lr=lr, momentum=momentum, weight_decay=weight_decay)
     opt_scaled = torch.optim.SGD(groups(scaled, w_scaled, s), lr=lr, momentum=momentum, weight_decay=weight_decay)
     data = batches_on(batches, device, base)
-    losses = train(base, opt_base, [[b] for b in data], loss_fn, numerics, device)
-    scaled_losses = train(scaled, opt_scaled, [[(x * s, y)] for x, y in data], loss_fn, numerics, device)
+    base_run = train(base, opt_base, [[b] for b in data], loss_fn, numerics, device)
+    scaled_run = train(scaled, opt_scaled, [[(x * s, y)] for x, y in data], loss_fn, numerics, device)
+    losses, scaled_losses = base_run.losses, scaled_run.losses
     loss_gap = max(abs(a - b) / abs(a) if a else abs(b) for a, b in zip(losses, scaled_losses, strict=True))
     rest_base = [p for p in base.parameters() if p is not w_base]
     rest_scaled = [p for p in scaled.parameters() if p is not w_scaled]
@@ -87,6 +88,7 @@ def reparametrization(
             "first_layer_gap": gap_w,
             "other_parameters_gap": gap_rest,
             "loss_gap": loss_gap,  # the largest relative gap of a step's loss
+            "scaler_skips": [base_run.skipped, scaled_run.skipped],
             "dtype": str(dt),
             "device": device,
         },

@@ -260,9 +260,7 @@ def pr_comment(history: History, base: int, head: int) -> str:
             f"{'' if mode == ALL else f'[{mode}] '}{old} → **{now}**" for mode, old, now in change.rows
         )
         why = str((change.head or {}).get("why") or "")
-        lines.append(
-            f"- **{change.claim}** ({cell(change.statement)}): {verdicts}" + (f": {cell(why)}" if why else "")
-        )
+        lines.append(f"- **{change.claim}** ({cell(change.statement)}): {verdicts}" + (f": {cell(why)}" if why else ""))
         before = _tests(change.base)
         shown = 0
         tests = list(_tests(change.head).values())

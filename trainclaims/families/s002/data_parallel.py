@@ -226,7 +226,8 @@ def fsdp_against_one_large_batch(
         full = torch.cat([p.full_tensor().detach().flatten() for p in model.parameters()])
         gaps.append(relative_gap(full, flat(reference)))
         ddp_gaps.append(relative_gap(full, flat(replica.module)))
-    return {"gaps": gaps, "ddp_gaps": ddp_gaps, "local_fraction": local_numel / full_numel}
+    skips = [step.skipped for step in steppers]  # FSDP2's, the reference's and DDP's GradScaler skips
+    return {"gaps": gaps, "ddp_gaps": ddp_gaps, "local_fraction": local_numel / full_numel, "scaler_skips": skips}
 
 
 # --------------------------------------------------------------------------- what a launched job runs
