@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.claims import Verdict
+from trainclaims.families.s002 import BN_MIN_GAP
 from trainclaims.families.s002 import data_parallel as ddp
 from trainclaims.ranks import LOOPBACK, RankFailed, run_ranks
 from trainclaims.step import unequal_skips
@@ -62,7 +63,7 @@ def ddp_bn_runs(ranks) -> Callable[[bool, str], list[dict]]:
 
 @pytest.mark.claim("S002-13")
 def test_ddp_with_batchnorm_differs_from_bn_over_the_global_batch(ddp_bn_runs, numerics, evidence):
-    checks.ddp_batchnorm_verdict(ddp_bn_runs(True, numerics), ddp.BN_MIN_GAP).judge(evidence, numerics)
+    checks.ddp_batchnorm_verdict(ddp_bn_runs(True, numerics), BN_MIN_GAP).judge(evidence, numerics)
 
 
 def ema(running: list[float], batch_mean: list[float], m: float) -> torch.Tensor:

@@ -25,7 +25,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.checks import relative_gap
-from trainclaims.families.s002 import BN_MIN_GAP  # noqa: F401  the family's band, judged with here too
 from trainclaims.modes import Mode, get
 from trainclaims.ranks import Experiment
 from trainclaims.step import Step
