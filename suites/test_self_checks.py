@@ -267,3 +267,98 @@ def test_ddp_batchnorm_does_not_hold_where_batchnorm_ignores_each_ranks_batch():
     broken = checks.ddp_batchnorm(frozen_bn, data(16))
     assert not broken.holds
     assert broken.gap < 1e-6, broken
+
+
+# --------------------------------------------------------------------------- the language-model and practice checks
+
+
+def test_token_accumulation_does_not_hold_with_each_micro_batchs_own_mean():
+    from trainclaims.families.tp import lm
+
+    assert checks.token_accumulation(lm.lm(0), lm.batches(0, 2), 2).holds
+    broken = checks.token_accumulation(lm.lm(0), lm.batches(0, 2), 2, normalize="mean")
+    assert not broken.holds
+    assert broken.gap > 0.05, broken
+    with pytest.raises(ValueError, match="normalize='sum'"):
+        checks.token_accumulation(lm.lm(0), lm.batches(0, 1), 2, normalize="sum")
+
+
+def test_logged_loss_does_not_hold_where_the_loop_logs_the_sum_of_the_micro_batches_means():
+    from trainclaims.families.tp import lm
+
+    assert checks.logged_loss(lm.lm(0), lm.batches(0, 2), 2).holds
+    broken = checks.logged_loss(lm.lm(0), lm.batches(0, 2), 2, normalize="sum")
+    assert not broken.holds
+    assert all(abs(r - 2) < 0.25 for r in broken.values["ratio_per_step"]), broken
+
+
+def test_clipping_under_scaler_does_not_hold_where_the_loop_clips_before_unscale():
+    from trainclaims.modes import get
+
+    why = get("fp16-autocast").unsupported("cpu")
+    if why:
+        pytest.skip(why)
+    batches = [data(32, s) for s in range(3)]
+    assert checks.clipping_under_scaler(mlp, batches, max_norm=0.05).holds
+    broken = checks.clipping_under_scaler(mlp, batches, max_norm=0.05, unscale=False)
+    assert not broken.holds
+    assert broken.values["norm_ratio_per_step"][0] > 1e3, broken  # the scale, 2^16
+
+
+def dropout_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+
+
+def test_activation_checkpointing_does_not_hold_without_the_rng_state():
+    assert checks.activation_checkpointing(dropout_mlp, [data(16)]).holds
+    broken = checks.activation_checkpointing(dropout_mlp, [data(16)], preserve_rng_state=False)
+    assert not broken.holds
+    assert broken.gap > 0.1, broken
+    assert not broken.values["bitwise_equal"]
+
+
+class BufferlessAverage(torch.optim.swa_utils.AveragedModel):
+    """Averages the parameters and leaves the BatchNorm buffers as they were at the start."""
+
+    def update_parameters(self, model: nn.Module) -> None:
+        kept = [b.detach().clone() for b in self.module.buffers()]
+        super().update_parameters(model)
+        with torch.no_grad():
+            for b, old in zip(self.module.buffers(), kept, strict=True):
+                b.copy_(old)
+
+
+def test_averaged_batchnorm_does_not_hold_where_the_buffers_are_not_the_sources():
+    batches = [(x + 2, y) for x, y in (data(16, s) for s in range(6))]
+    bn_mlp = lambda: mlp(bn=True)  # noqa: E731
+    assert checks.averaged_batchnorm(bn_mlp, batches, start=2).holds
+    broken = checks.averaged_batchnorm(bn_mlp, batches, start=2, averager=BufferlessAverage)
+    assert not broken.holds
+    assert broken.gap > 0.1, broken
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        checks.averaged_batchnorm(mlp, batches)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_ddp_token_accumulation_does_not_hold_with_each_ranks_own_token_count():
+    from trainclaims.families.tp import lm
+
+    broken = checks.ddp_token_accumulation(lm.lm(0), lm.batches(0, 2), count="local")
+    assert not broken.holds
+    assert broken.gap > 0.05, broken
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_fsdp_clip_norm_does_not_hold_where_each_rank_clips_by_its_own_shards():
+    from trainclaims.families import tp
+    from trainclaims.families.tp import data_parallel as dp
+
+    if not tp.FSDP2_ON_CPU.expected():
+        pytest.skip(f"{tp.FSDP2_ON_CPU.what}: not on this torch ({tp.FSDP2_ON_CPU.range_for().source})")
+    broken = checks.fsdp_clip_norm(dp.clip_mlp, dp.clip_batch(), clip_fn=dp.local_shard_clip)
+    assert not broken.holds
+    one = broken.values["one_process_norm"]
+    assert min(abs(n / one - 1) for n in broken.values["norms"]) > tp.LOCAL_SHARD_MIN_GAP, broken

@@ -123,7 +123,8 @@ class Step:
     ``context(i)``: a context manager around micro-batch i's forward and backward (DDP's
     ``no_sync``); ``before_step()``: called after the last backward pass and before the optimizer
     step, with the gradients unscaled where the mode trains through a GradScaler (gradient norms,
-    clipping)."""
+    clipping; ``unscale=False``: on the scaled gradients, as a loop that clips before
+    ``scaler.unscale_`` does)."""
 
     def __init__(
         self,
@@ -134,8 +135,10 @@ class Step:
         device: str | torch.device | None = None,
         *,
         divide: bool = True,
+        unscale: bool = True,
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.unscale = unscale
         self.mode = get(mode)
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.divide = divide
@@ -159,7 +162,7 @@ class Step:
                 (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             total = loss.detach() if total is None else total + loss.detach()  # in the loss's own dtype
         if before_step is not None:
-            if self.scaler is not None:
+            if self.scaler is not None and self.unscale:
                 self.scaler.unscale_(self.optimizer)  # what before_step reads are the true gradients
             before_step()
         if self.scaler is None:

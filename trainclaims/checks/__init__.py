@@ -24,12 +24,17 @@ an exact equality; :func:`assert_close` is ``torch.testing.assert_close`` with t
 Every check trains through :class:`trainclaims.step.Step`, the one training step of the library.
 
 The checks, by subject: :mod:`.accumulation`, :mod:`.batchnorm`, :mod:`.evaluation`,
-:mod:`.activations`, :mod:`.scaling`, :mod:`.data_parallel`.
+:mod:`.activations`, :mod:`.scaling`, :mod:`.data_parallel`; for language models and today's
+training practice: :mod:`.tokens` (accumulation normalized by the step's token count, in one
+process and across DDP ranks), :mod:`.clipping` (under a GradScaler, over FSDP2 shards),
+:mod:`.checkpointing` (activation checkpointing with Dropout), :mod:`.averaging`
+(``AveragedModel`` with BatchNorm).
 """
 
 from trainclaims.bench import step_flops
 from trainclaims.checks.accumulation import accumulation, accumulation_with_batchnorm
 from trainclaims.checks.activations import gradient_at_zero
+from trainclaims.checks.averaging import averaged_batchnorm
 from trainclaims.checks.base import (
     BATCHNORM_MIN_GAP,
     TOLERANCE,
@@ -44,6 +49,14 @@ from trainclaims.checks.base import (
     tolerance,
 )
 from trainclaims.checks.batchnorm import batchnorm_eval, running_statistics
+from trainclaims.checks.checkpointing import activation_checkpointing, checkpointed
+from trainclaims.checks.clipping import (
+    CLIP_NORM_MAX_GAP,
+    clipping_under_scaler,
+    fsdp_clip_norm,
+    fsdp_clip_norm_rank,
+    fsdp_clip_norm_verdict,
+)
 from trainclaims.checks.data_parallel import (
     ddp_against_one_process,
     ddp_batchnorm,
@@ -54,10 +67,20 @@ from trainclaims.checks.data_parallel import (
 )
 from trainclaims.checks.evaluation import eval_determinism
 from trainclaims.checks.scaling import first_layer, gradient_scaling, reparametrization
+from trainclaims.checks.tokens import (
+    ddp_token_accumulation,
+    ddp_token_rank,
+    ddp_token_verdict,
+    logged_loss,
+    token_accumulation,
+    token_count,
+    token_sum,
+)
 from trainclaims.step import Batch, LossFn, Step
 
 __all__ = [
     "BATCHNORM_MIN_GAP",
+    "CLIP_NORM_MAX_GAP",
     "TOLERANCE",
     "Batch",
     "Checked",
@@ -67,18 +90,29 @@ __all__ = [
     "Step",
     "accumulation",
     "accumulation_with_batchnorm",
+    "activation_checkpointing",
     "assert_close",
+    "averaged_batchnorm",
     "batchnorm_eval",
+    "checkpointed",
+    "clipping_under_scaler",
     "ddp_against_one_process",
     "ddp_batchnorm",
     "ddp_batchnorm_rank",
     "ddp_batchnorm_verdict",
     "ddp_rank",
+    "ddp_token_accumulation",
+    "ddp_token_rank",
+    "ddp_token_verdict",
     "ddp_verdict",
     "eval_determinism",
     "first_layer",
+    "fsdp_clip_norm",
+    "fsdp_clip_norm_rank",
+    "fsdp_clip_norm_verdict",
     "gradient_at_zero",
     "gradient_scaling",
+    "logged_loss",
     "parameter_gap",
     "relative_gap",
     "reparametrization",
@@ -86,5 +120,8 @@ __all__ = [
     "running_statistics",
     "sgd",
     "step_flops",
+    "token_accumulation",
+    "token_count",
+    "token_sum",
     "tolerance",
 ]

@@ -1,0 +1,125 @@
+"""Activation checkpointing: the gradients of a model whose blocks recompute their forward pass in
+backward (``torch.utils.checkpoint``) are the model's own, Dropout included: the RNG state is saved
+at the forward pass and restored for the recomputation (``preserve_rng_state=True``, the default),
+so the recomputed masks are the forward pass's. With ``preserve_rng_state=False`` they are not."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from trainclaims.checks.base import Checked, ModelFactory, batches_on, build, relative_gap
+from trainclaims.modes import REFERENCE, Mode, get
+from trainclaims.step import Batch, LossFn, ModeLoss
+
+BlockPicker = Callable[[nn.Module], Sequence[nn.Module]]
+
+
+def children(model: nn.Module) -> list[nn.Module]:
+    """The model's direct children (the default blocks to checkpoint: a Sequential's layers, a
+    transformer's embedding, blocks and head), or the model itself where it has none."""
+    return list(model.children()) or [model]
+
+
+def checkpointed(block: nn.Module, *, use_reentrant: bool = False, preserve_rng_state: bool = True) -> nn.Module:
+    """``block`` with its forward pass run through ``torch.utils.checkpoint.checkpoint`` (in place:
+    the instance's ``forward`` is wrapped; its parameters are the same)."""
+    plain = block.forward
+
+    @functools.wraps(plain)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return checkpoint(plain, *args, use_reentrant=use_reentrant, preserve_rng_state=preserve_rng_state, **kwargs)
+
+    block.forward = forward  # type: ignore[method-assign]
+    return block
+
+
+@contextlib.contextmanager
+def _same_random_masks(mode: Mode) -> Iterator[None]:
+    """Under torch.compile the checkpointed graph draws its own dropout masks (inductor's RNG, not
+    eager's): the claim is measured with inductor's ``fallback_random`` (eager's RNG), as PyTorch's
+    own tests of compiled dropout do."""
+    if not mode.compiles:
+        yield
+        return
+    import torch._inductor.config as inductor
+
+    saved = inductor.fallback_random
+    inductor.fallback_random = True
+    try:
+        yield
+    finally:
+        inductor.fallback_random = saved
+
+
+def activation_checkpointing(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    blocks: BlockPicker = children,
+    use_reentrant: bool = False,
+    preserve_rng_state: bool = True,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: Mode | str = REFERENCE,
+) -> Checked:
+    """Checkpointing ``blocks(model)`` (default: each direct child) leaves every gradient
+    as it is, bit for bit, the random ops (Dropout) included, in training mode: one copy plain, one
+    checkpointed, the same seed before each forward pass; the gap is the gradients' relative gap
+    over all parameters, and it must be 0. ``preserve_rng_state=False`` recomputes Dropout with
+    other masks (the check then fails with the gap). Under a compiling mode inductor's
+    ``fallback_random`` is on while it measures (the check's numbers say so)."""
+    mode = get(numerics)
+    grads: list[list[torch.Tensor]] = []
+    chosen: list[str] = []
+    with _same_random_masks(mode):
+        for wrap in (False, True):
+            model, claim_dtype = build(model_fn, device, dtype, mode)
+            model.train()
+            if wrap:
+                picked = list(blocks(model))
+                if not picked:
+                    raise ValueError("blocks(model) picked no block to checkpoint")
+                names = {id(m): n for n, m in model.named_modules()}
+                chosen = [names.get(id(b), type(b).__name__) for b in picked]
+                for block in picked:
+                    checkpointed(block, use_reentrant=use_reentrant, preserve_rng_state=preserve_rng_state)
+            loss = ModeLoss(model, loss_fn, mode, device)
+            for batch in batches_on(batches, device, model):
+                torch.manual_seed(seed)
+                loss(batch).backward()  # the gradients of every batch, summed
+            grads.append([p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
+    plain, wrapped = grads
+    gap = relative_gap(wrapped, plain)
+    return Checked(
+        "activation_checkpointing",
+        f"checkpointing {', '.join(chosen)} (use_reentrant={use_reentrant}, preserve_rng_state={preserve_rng_state}) "
+        "leaves every gradient unchanged",
+        "exact",
+        gap,
+        0.0,
+        {
+            "blocks": chosen,
+            "use_reentrant": use_reentrant,
+            "preserve_rng_state": preserve_rng_state,
+            "bitwise_equal": all(torch.equal(a, b) for a, b in zip(wrapped, plain, strict=True)),
+            "batches": len(batches),
+            "device": device,
+            "fallback_random": mode.compiles,
+            "dtype": str(claim_dtype),
+        },
+        mode,
+        claim_dtype,
+    )
+
+
+__all__ = ["activation_checkpointing", "checkpointed", "children"]

@@ -1,0 +1,383 @@
+"""Gradient accumulation with a per-token loss: micro-batches of unequal token counts (padded
+sequences, positions ignored through ``ignore_index``).
+
+A token-mean loss per micro-batch, divided by k, is not the large batch's token mean where the
+micro-batches hold different numbers of tokens (transformers #34242): each micro-batch's tokens are
+weighed by 1/(k * its own count) instead of 1/(the step's count). Summing the token losses and
+dividing by the step's total token count is the large batch's loss; across DDP ranks the count is
+the global one (all-reduced), times the world size that DDP's average divides by again.
+
+A batch here is a mapping with ``labels`` ((batch, positions), ``ignore_index`` where a position
+does not count) and the model's inputs (``input_ids``, ``attention_mask``, ...), or a pair
+``(inputs, labels)``. The loss function gives the *sum* over the counted tokens
+(:func:`token_sum`, the default: cross entropy over the last dimension of the model's output).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from trainclaims.checks.base import (
+    Checked,
+    ModelFactory,
+    OptimizerFactory,
+    batches_on,
+    build,
+    dtype_of_model,
+    parameter_gap,
+    rtol,
+    sgd,
+)
+from trainclaims.modes import REFERENCE, Mode
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, batch_size, shard, split, targets, to_device
+
+IGNORE_INDEX = -100  # PyTorch's default ignore_index (cross_entropy, nll_loss)
+NORMALIZATIONS = ("tokens", "mean")
+
+
+def token_sum(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """The cross entropy summed over the counted tokens (labels other than ``ignore_index``)."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=ignore_index, reduction="sum"
+    )
+
+
+def token_count(batch: Batch, ignore_index: int = IGNORE_INDEX) -> int:
+    """How many of the batch's label positions count (are not ``ignore_index``)."""
+    return int((targets(batch) != ignore_index).sum())
+
+
+def _normalized(loss_fn: LossFn, denominator: list[float]) -> LossFn:
+    """``loss_fn`` divided by ``denominator[0]``, read at each call (set per step or micro-batch)."""
+
+    def loss(output: Any, labels: torch.Tensor) -> torch.Tensor:
+        return loss_fn(output, labels) / denominator[0]
+
+    return loss
+
+
+def _normalize_by(normalize: str) -> None:
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(
+            f"normalize={normalize!r}: 'tokens' (the step's token count) or 'mean' (each micro-batch's, /k)"
+        )
+
+
+def _accumulating_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    numerics: Mode | str,
+    device: str,
+    normalize: str,
+    ignore_index: int,
+) -> Callable[..., torch.Tensor]:
+    """``step(micro_batches, total, context=None)``: one optimizer step over the micro-batches, each
+    micro-batch's token sum divided by ``total`` (normalize="tokens": the step's count; the caller
+    gives it, all-reduced across ranks where it is DDP's) or by its own count and by k (normalize="mean")."""
+    denominator = [1.0]
+    step = Step(model, optimizer, _normalized(loss_fn, denominator), numerics, device, divide=normalize == "mean")
+
+    def run(micro_batches: Sequence[Batch], total: float, context: Callable[[int], Any] | None = None) -> torch.Tensor:
+        if normalize == "tokens":
+            denominator[0] = total
+            return step(micro_batches, context)
+
+        def own_count(i: int) -> contextlib.AbstractContextManager:  # each micro-batch's own mean
+            denominator[0] = max(1, token_count(micro_batches[i], ignore_index))
+            return context(i) if context is not None else contextlib.nullcontext()
+
+        return step(micro_batches, own_count)
+
+    run.step = step  # type: ignore[attr-defined]
+    return run
+
+
+def token_accumulation(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    k: int,
+    *,
+    normalize: str = "tokens",
+    loss_fn: LossFn = token_sum,
+    optimizer_fn: OptimizerFactory | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: Mode | str = REFERENCE,
+) -> Checked:
+    """Accumulating k micro-batches of a token loss trains as one k-times larger batch whose loss is
+    the mean over its tokens, where each micro-batch's token sum is divided by the *step's* token
+    count (``normalize="tokens"``); with each micro-batch's own token mean divided by k
+    (``normalize="mean"``, the recipe of the 2024 accumulation bug) it does not where the
+    micro-batches hold different numbers of tokens (the check then fails, with the gap and the
+    counts). One copy steps on the micro-batches of each batch, the other on the whole batch
+    (``loss_fn`` over its tokens / its count); after ``len(batches)`` steps their parameters agree
+    to the dtype's rounding. With an adaptive optimizer (Adam), keep parameters whose gradient is 0
+    up to rounding out of it or use SGD (the default): rounding noise becomes whole updates there."""
+    _normalize_by(normalize)
+    optimizer_fn = optimizer_fn or sgd()
+    (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
+    data = batches_on(batches, device, large)
+    micro = [split(b, k) for b in data]
+    acc_step = _accumulating_step(
+        accumulated, optimizer_fn(accumulated.parameters()), loss_fn, numerics, device, normalize, ignore_index
+    )
+    large_step = _accumulating_step(
+        large, optimizer_fn(large.parameters()), loss_fn, numerics, device, "tokens", ignore_index
+    )
+    per_step = []
+    for parts, whole in zip(micro, data, strict=True):
+        total = token_count(whole, ignore_index)
+        acc_step(parts, total)
+        large_step([whole], total)
+        per_step.append(parameter_gap(accumulated.parameters(), large.parameters()))
+    gap = per_step[-1]
+    counts = [[token_count(p, ignore_index) for p in parts] for parts in micro]
+    recipe = "token sum / the step's token count" if normalize == "tokens" else "each micro-batch's token mean / k"
+    return Checked(
+        "token_accumulation",
+        f"{k} micro-batches with {recipe} equal one batch {k} times larger (its token mean) after {len(data)} steps",
+        "equal",
+        gap,
+        rtol(claim_dtype),
+        {
+            "k": k,
+            "steps": len(data),
+            "normalize": normalize,
+            "tokens_per_micro_batch": counts,
+            "gap_per_step": per_step,
+            "dtype": str(claim_dtype),
+            "device": device,
+            "scaler_skips": [acc_step.step.skipped, large_step.step.skipped],
+        },
+        numerics,
+        claim_dtype,
+    )
+
+
+# --------------------------------------------------------------------------- the loss a loop logs
+
+# The relative gap of the loss a step returns under accumulation to the large batch's token mean,
+# where both are the same sum of the same token losses in another order. Measured (CPU, torch
+# 2.1.2/2.6.0/2.14.1/2.15.0, the tiny causal LM, k=2 and 4, 3 steps, seeds 0-9, float32): 0-1.82e-7;
+# each micro-batch's mean / k 1.2e-4-3.0e-2; the undivided sum k times (1.97-2.04 at k=2, 3.88-4.10
+# at k=4). In a numerics mode the gap is the mode's (bf16-autocast up to 1.4e-4, fp16 1.2e-5).
+LOGGED_LOSS_MAX_GAP = 1e-6
+LOGGED = ("tokens", "mean", "sum")
+
+
+def logged_loss(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    k: int,
+    *,
+    normalize: str = "tokens",
+    loss_fn: LossFn = token_sum,
+    optimizer_fn: OptimizerFactory | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    numerics: Mode | str = REFERENCE,
+) -> Checked:
+    """The loss an accumulating step returns (what a loop logs: one value per optimizer step) is
+    the large batch's token-mean loss at the same parameters: with each micro-batch's token sum
+    over the step's token count (``normalize="tokens"``) the logged value is the large batch's; with
+    each micro-batch's mean / k (``"mean"``) it is off where token counts differ; the undivided sum
+    of the micro-batches' means (``"sum"``, transformers #35438) is k times too large. The copy
+    trains on the token-normalized loss; at each step the large batch's loss is computed on the
+    same parameters before the step. The gap is the largest ``|logged / large - 1|`` over steps."""
+    if normalize not in LOGGED:
+        raise ValueError(f"normalize={normalize!r}: one of {', '.join(LOGGED)}")
+    optimizer_fn = optimizer_fn or sgd()
+    model, claim_dtype = build(model_fn, device, dtype, numerics)
+    data = batches_on(batches, device, model)
+    train = _accumulating_step(
+        model, optimizer_fn(model.parameters()), loss_fn, numerics, device, "tokens", ignore_index
+    )
+
+    whole_loss = ModeLoss(model, loss_fn, numerics, device)
+    ratios = []
+    for whole in data:
+        parts = split(whole, k)
+        total = token_count(whole, ignore_index)
+        with torch.no_grad():
+            large = float(whole_loss(whole)) / total
+            means = [float(whole_loss(p)) / max(1, token_count(p, ignore_index)) for p in parts]
+        logged = float(train(parts, total))  # the token-normalized step: what a correct loop logs
+        if normalize == "mean":
+            logged = sum(means) / k
+        elif normalize == "sum":
+            logged = sum(means)
+        ratios.append(logged / large)
+    recipe = {
+        "tokens": "the step's token-normalized loss",
+        "mean": "the micro-batches' means / k",
+        "sum": "the sum of the micro-batches' means",
+    }[normalize]
+    return Checked(
+        "logged_loss",
+        f"logging {recipe} under {k} micro-batches gives the large batch's token-mean loss",
+        "equal",
+        max(abs(r - 1) for r in ratios),
+        LOGGED_LOSS_MAX_GAP,
+        {"k": k, "normalize": normalize, "ratio_per_step": ratios, "device": device, "dtype": str(claim_dtype)},
+        numerics,
+        claim_dtype,
+    )
+
+
+# --------------------------------------------------------------------------- across DDP ranks
+
+
+def _all_reduced(count: int, device: str) -> int:
+    import torch.distributed as dist
+
+    total = torch.tensor([count], dtype=torch.int64, device=device)
+    dist.all_reduce(total)
+    return int(total.item())
+
+
+def ddp_token_rank(
+    rank: int,
+    world: int,
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    loss_fn: LossFn = token_sum,
+    optimizer_fn: OptimizerFactory | None = None,
+    numerics: Mode | str = REFERENCE,
+    micro_batches: int = 1,
+    device: str | torch.device = "cpu",
+    count: str = "global",
+    ignore_index: int = IGNORE_INDEX,
+) -> dict[str, Any]:
+    """One rank of :func:`ddp_token_accumulation`: DDP over this rank's shard of each batch (its
+    micro-batches under ``no_sync()``), each micro-batch's token sum divided by the step's token
+    count: ``count="global"``, all ranks' (all-reduced), times the world size (DDP averages the
+    ranks' gradients); ``count="local"``, this rank's own (the per-rank recipe). Against one process
+    on the whole batch over its tokens. Returns per step the parameter gap, the token counts, and
+    the replica's final parameters (plain data: a launched job writes it as JSON)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from trainclaims.checks.data_parallel import _as_lists
+
+    if count not in ("global", "local"):
+        raise ValueError(f"count={count!r}: 'global' (all ranks' tokens) or 'local' (this rank's)")
+    optimizer_fn = optimizer_fn or sgd()
+    device = str(device)
+    (replica, claim_dtype), (reference, _) = (build(model_fn, device, None, numerics) for _ in range(2))
+    model = DDP(replica)
+    dt = dtype_of_model(reference)
+    step = _accumulating_step(
+        model, optimizer_fn(model.parameters()), loss_fn, numerics, device, "tokens", ignore_index
+    )
+    step_ref = _accumulating_step(
+        reference, optimizer_fn(reference.parameters()), loss_fn, numerics, device, "tokens", ignore_index
+    )
+
+    @contextlib.contextmanager
+    def synced_last(i: int) -> Iterator[None]:  # every micro-batch but the last under no_sync
+        with contextlib.nullcontext() if i == micro_batches - 1 else model.no_sync():
+            yield
+
+    gaps, counts = [], []
+    for batch in batches:
+        whole = to_device(batch, device, dt)
+        mine = shard(whole, rank, world)
+        local = token_count(mine, ignore_index)
+        total = _all_reduced(local, device) / world if count == "global" else local
+        step(split(mine, micro_batches), total, synced_last)
+        step_ref([whole], token_count(whole, ignore_index))
+        gaps.append(parameter_gap(model.module.parameters(), reference.parameters()))
+        counts.append(local)
+    return {
+        "gaps": gaps,
+        "tokens": counts,
+        "count": count,
+        "parameters": _as_lists(model.module.parameters()),
+        "dtype": str(claim_dtype),
+        "numerics": str(numerics),
+        "micro_batches": micro_batches,
+        "scaler_skips": [step.step.skipped, step_ref.step.skipped],
+    }
+
+
+def ddp_token_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -> Checked:
+    """The claim of :func:`ddp_token_accumulation` judged on its ranks' results (of
+    :func:`ddp_token_rank`): every rank's parameters stay within ``bound`` (default: the dtype's
+    tolerance) of one process on the whole batch, and the replicas are identical."""
+    from trainclaims.checks.data_parallel import _tensors
+
+    first = results[0]
+    gaps = [max(r["gaps"]) for r in results]
+    replica_gap = max(parameter_gap(_tensors(r["parameters"]), _tensors(first["parameters"])) for r in results)
+    result = Checked(
+        "ddp_token_accumulation",
+        f"{len(results)} DDP ranks, each micro-batch's token sum over the {first['count']} token count, take the "
+        f"steps of one process with the whole batch's token mean",
+        "equal",
+        max([*gaps, replica_gap]),
+        rtol(first["dtype"]) if bound is None else bound,
+        {
+            "world": len(results),
+            "count": first["count"],
+            "tokens_per_rank_and_step": [r["tokens"] for r in results],
+            "rank_gaps": gaps,
+            "replica_gap": replica_gap,
+            "dtype": first["dtype"],
+            "scaler_skips": [n for r in results for n in r.get("scaler_skips", ())],
+        },
+        first["numerics"],
+        first["dtype"],
+    )
+    if replica_gap != 0:
+        result.refute(f"the replicas differ between ranks (gap {replica_gap:.3g})")
+    return result
+
+
+def ddp_token_accumulation(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    *,
+    world: int = 2,
+    micro_batches: int = 1,
+    count: str = "global",
+    loss_fn: LossFn = token_sum,
+    optimizer_fn: OptimizerFactory | None = None,
+    numerics: Mode | str = REFERENCE,
+    bound: float | None = None,
+) -> Checked:
+    """Token-normalized accumulation across ``world`` gloo ranks (CPU processes): with each
+    micro-batch's token sum divided by the step's *global* token count (all-reduced over the ranks,
+    times the world size DDP divides by), DDP takes the steps of one process on the whole batch's
+    token mean; with each rank's own count (``count="local"``) it does not where the ranks hold
+    different numbers of tokens. ``model_fn``, ``loss_fn`` and ``optimizer_fn`` must be picklable
+    (module-level functions, ``functools.partial``). The ranks run :func:`ddp_token_rank`;
+    :func:`ddp_token_verdict` judges them."""
+    from trainclaims.ranks import run_ranks
+
+    batches = [to_device(b, "cpu") for b in batches]
+    for b in batches:
+        if batch_size(b) % (world * micro_batches):
+            raise ValueError(
+                f"a batch of {batch_size(b)} does not split into {world} ranks x {micro_batches} micro-batches"
+            )
+    args = (model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, "cpu", count)
+    return ddp_token_verdict(run_ranks(ddp_token_rank, world, *args, mode=str(numerics)), bound)
+
+
+__all__ = [
+    "LOGGED_LOSS_MAX_GAP",
+    "ddp_token_accumulation",
+    "ddp_token_rank",
+    "ddp_token_verdict",
+    "logged_loss",
+    "token_accumulation",
+    "token_count",
+    "token_sum",
+]
