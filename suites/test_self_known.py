@@ -4,6 +4,7 @@ change says so."""
 
 import pytest
 
+from trainclaims import registry
 from trainclaims.families.s001.relu_ops import CLAMP_AT_ZERO
 from trainclaims.known import CAPABILITIES, DEPRECATIONS, Known, Range, base_version, gap_reason, known_gap
 
@@ -44,7 +45,10 @@ def test_overlapping_ranges_are_an_error_and_local_versions_compare_as_their_rel
 # torch line's tox environment runs these: torch 2.1 the "missing" and "no warning" ranges).
 
 
-@pytest.mark.parametrize("cap", CAPABILITIES, ids=lambda c: c.name)
+FAMILY_CAPABILITIES = tuple(c for family in registry.installed() for c in family.capabilities)
+
+
+@pytest.mark.parametrize("cap", CAPABILITIES + FAMILY_CAPABILITIES, ids=lambda c: c.name)
 def test_each_capability_is_present_exactly_where_the_table_says(cap):
     assert cap.known.check(cap.present()) is None
 

@@ -147,7 +147,7 @@ def test_claims_lists_the_catalogue_and_the_tests_of_each_claim(suite):
     result = suite.runpytest_inprocess("--claims")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["S001-02  *at exactly 0*", "    test_*.py::test_relu_at_zero", "S001-03  *"])
-    result.stdout.fnmatch_lines(["34 claims, 1 with tests in this selection"])
+    result.stdout.fnmatch_lines(["48 claims, 1 with tests in this selection"])
     result.assert_outcomes()
 
 
@@ -208,7 +208,7 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
     assert verdicts["S001-02"] == ("not measured", "no test of it was collected in this run")
     unknown = suite.runpytest_inprocess("-o", "trainclaims_families=S001 NOPE")
     assert unknown.ret == pytest.ExitCode.USAGE_ERROR
-    unknown.stderr.fnmatch_lines(["*trainclaims_families: no claim family NOPE (registered: S000, S001, S002)*"])
+    unknown.stderr.fnmatch_lines(["*trainclaims_families: no claim family NOPE (registered: S000, S001, S002, TP)*"])
 
 
 # --------------------------------------------------------------------------- path options
@@ -347,7 +347,7 @@ def test_a_claim_family_plugs_in_from_a_plugin_with_its_claims_and_report_part(s
     )
     result = suite.runpytest_inprocess("--device=cpu")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["trainclaims: claim families S000, S001, S002, X900"])
+    result.stdout.fnmatch_lines(["trainclaims: claim families S000, S001, S002, TP, X900"])
     assert (suite.path / "reports" / "x900.txt").read_text() == "1 test(s): {'answer': 42}"
     claims = json.loads((suite.path / "reports" / "claims.json").read_text())["claims"]
     assert [c["verdict"] for c in claims if c["id"] == "X900-01"] == ["holds"]

@@ -14,7 +14,6 @@ family's bands are here too: a launched job's results are judged with the same o
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.checks import relative_gap
+from trainclaims.checks.clipping import fsdp2
 from trainclaims.modes import Mode, get
 from trainclaims.ranks import Experiment
 from trainclaims.step import Step
@@ -162,22 +162,6 @@ def sync_batchnorm(rank: int, world: int, backend_device: str, b: int, seed: int
 
 
 # --------------------------------------------------------------------------- S002-15
-
-
-def fsdp2() -> tuple[Any, str | None]:
-    """(FSDP2's ``fully_shard``, None), or (None, why this torch has none)."""
-    try:
-        from torch.distributed.fsdp import fully_shard  # torch 2.6+
-
-        return fully_shard, None
-    except ImportError:
-        pass
-    try:
-        from torch.distributed._composable.fsdp import fully_shard  # torch 2.4-2.5
-
-        return fully_shard, None
-    except ImportError:
-        return None, f"torch {torch.__version__} has no FSDP2 fully_shard (torch 2.4+)"
 
 
 def fsdp_against_one_large_batch(

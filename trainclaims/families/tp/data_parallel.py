@@ -1,0 +1,102 @@
+"""TP-01's and TP-04's data-parallel experiments: each ``fn(rank, world, ...)`` on a real process
+group (spawned by the test on the loopback with gloo, or run by a launcher: trainclaims.launch),
+returning plain data for the tests to judge. They are trainclaims.checks' rank functions
+(``ddp_token_rank``, ``fsdp_clip_norm_rank``) on the family's models: the checks users run on
+their own."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainclaims import checks
+from trainclaims.checks.clipping import clip_grad_norm, fsdp2
+from trainclaims.families.tp.lm import batches, lm
+from trainclaims.modes import Mode, get
+from trainclaims.ranks import Experiment
+
+SEED = 0
+TOKEN_MICRO_BATCHES = 2  # per rank, under no_sync
+CLIP_MAX_NORM = 0.1  # below every gradient norm of the MLP's first step: every rank clips
+COUNTS = ("global", "local")
+
+
+def clip_mlp(seed: int = SEED) -> nn.Sequential:
+    """MLP 16-64-64-4 (each Linear a child FSDP2 shards)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+
+
+def clip_batch(seed: int = SEED, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 16, generator=g), torch.randint(4, (n,), generator=g)
+
+
+def local_shard_clip(parameters: Any, max_norm: float) -> torch.Tensor:
+    """A hand-rolled clip that takes the norm of this rank's own gradient shards (the broken
+    recipe the claim rules out; picklable for the ranks)."""
+    params = [p for p in parameters if p.grad is not None]
+    grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params]
+    norm = torch.cat([g.detach().flatten() for g in grads]).norm()
+    factor = min(1.0, max_norm / (float(norm) + 1e-6))
+    for g in grads:
+        g.mul_(factor)
+    return norm
+
+
+CLIPS = {"clip_grad_norm_": clip_grad_norm, "local shards": local_shard_clip}
+
+
+def token_rank(rank: int, world: int, count: str, seed: int, numerics: Mode | str, device: str = "cpu") -> dict:
+    """TP-01 across ranks: :func:`trainclaims.checks.ddp_token_rank` on the tiny LM."""
+    return checks.ddp_token_rank(
+        rank,
+        world,
+        lm(seed),
+        batches(seed),
+        numerics=numerics,
+        micro_batches=TOKEN_MICRO_BATCHES,
+        device=device,
+        count=count,
+    )
+
+
+def clip_rank(rank: int, world: int, clip: str, seed: int, numerics: Mode | str, device: str = "cpu") -> dict:
+    """TP-04: :func:`trainclaims.checks.fsdp_clip_norm_rank` on the MLP, with ``clip`` (a name of
+    :data:`CLIPS`), or ``{"unsupported": why}`` where this torch has no FSDP2."""
+    if fsdp2()[0] is None:
+        return {"unsupported": fsdp2()[1]}
+    return checks.fsdp_clip_norm_rank(
+        rank,
+        world,
+        functools.partial(clip_mlp, seed),
+        clip_batch(seed),
+        F.cross_entropy,
+        CLIP_MAX_NORM,
+        numerics,
+        device,
+        CLIPS[clip],
+    )
+
+
+def token_experiment(count: str, mode: Mode | str) -> Experiment:
+    return Experiment(f"TP-01/ddp_tokens/{count}/{mode}", token_rank, (count, SEED, str(mode)), str(mode))
+
+
+def clip_experiment(clip: str, mode: Mode | str) -> Experiment:
+    return Experiment(f"TP-04/fsdp_clip/{clip}/{mode}", clip_rank, (clip, SEED, str(mode)), str(mode))
+
+
+def plan(modes: tuple[Mode | str, ...], device: str = "cpu") -> list[Experiment]:
+    """Every rank experiment of TP-01's and TP-04's tests in these modes (the broken variants in
+    the reference mode only, as the tests make them)."""
+    out = []
+    for mode in modes:
+        reference = get(mode).reference
+        out += [token_experiment(count, mode) for count in COUNTS if reference or count == "global"]
+        out += [clip_experiment(clip, mode) for clip in CLIPS if reference or clip == "clip_grad_norm_"]
+    return out
