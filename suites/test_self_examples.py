@@ -1,7 +1,9 @@
-"""The example user project (examples/small-cnn: a CNN of its own, a claim family in its conftest,
-claims measured with trainclaims.checks) run from the outside, as its user runs it: its report
-lists only its own family, its baseline gate passes, and a deliberately broken variant (the loss
-not divided by k) fails with the check's numbers."""
+"""The example user projects run from the outside, as their users run them: examples/small-cnn (a
+CNN of its own, a claim family in its conftest, claims measured with trainclaims.checks) and
+examples/tiny-lm (a causal language model: padded sequences as dict batches, AdamW, a GradScaler,
+checkpointed blocks). Each report lists only its own family, each baseline gate passes, and a
+deliberately broken variant fails with the check's numbers (the CNN's loss not divided by k; the
+LM's accumulation normalized by each micro-batch's own token count)."""
 
 import json
 import shutil
@@ -13,12 +15,12 @@ import pytest
 
 pytestmark = pytest.mark.trainclaims
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "small-cnn"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLE = EXAMPLES / "small-cnn"
 
 
-@pytest.fixture
-def project(pytester):
-    for entry in EXAMPLE.iterdir():
+def copy_example(pytester, example: Path):
+    for entry in example.iterdir():
         if entry.name in ("reports", "__pycache__", ".pytest_cache"):
             continue
         target = pytester.path / entry.name
@@ -27,6 +29,16 @@ def project(pytester):
         else:
             shutil.copy(entry, target)
     return pytester
+
+
+@pytest.fixture
+def project(pytester):
+    return copy_example(pytester, EXAMPLE)
+
+
+@pytest.fixture
+def lm_project(pytester):
+    return copy_example(pytester, EXAMPLES / "tiny-lm")
 
 
 @pytest.mark.slow  # 20 s; CI also runs the example itself (the README's quick start)
@@ -73,3 +85,32 @@ def test_a_broken_variant_fails_with_the_checks_numbers(project):
     )
     claims = json.loads((project.path / "reports" / "claims.json").read_text())["claims"]
     assert [(c["id"], c["verdict"]) for c in claims if c["id"] == "CNN-01"] == [("CNN-01", "fails")]
+
+
+@pytest.mark.slow  # 10 s: a pytest run in a subprocess with two gloo ranks; CI also runs the example itself
+def test_the_language_model_example_passes_its_gate_and_reports_only_its_own_family(lm_project):
+    result = lm_project.runpytest_subprocess("-p", "no:cacheprovider", "--claims-baseline", "baselines/claims.json")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*trainclaims gate passed*", "claims: 5 compared, 0 changed, 0 missing"])
+    claims = json.loads((lm_project.path / "reports" / "claims.json").read_text())["claims"]
+    assert [(c["id"], c["verdict"]) for c in claims] == [(f"LM-0{i}", "holds") for i in range(1, 6)]
+    text = (lm_project.path / "reports" / "claims.md").read_text()
+    assert "## LM: Training our tiny causal language model" in text
+    assert "TP-01" not in text
+
+
+@pytest.mark.slow  # 6 s of a pytest start in a subprocess; test_self_checks.py has the failure in the fast tier
+def test_the_language_model_normalized_per_micro_batch_fails_with_the_checks_numbers(lm_project):
+    test_file = lm_project.path / "tests" / "test_lm_claims.py"
+    test_file.write_text(test_file.read_text().replace('normalize="tokens"', 'normalize="mean"'))
+    result = lm_project.runpytest_subprocess("-p", "no:cacheprovider", "-k", "token_normalized")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: token_accumulation: 2 micro-batches with each micro-batch's token mean / k equal one "
+            "batch 2 times larger (its token mean) after 3 steps: gap 0.4* (needs <= 0.0001): does not hold*"
+            "normalize='mean', tokens_per_micro_batch=??61, 27?, ?70, 37?, ?77, 35??*"
+        ]
+    )
+    claims = json.loads((lm_project.path / "reports" / "claims.json").read_text())["claims"]
+    assert [(c["id"], c["verdict"]) for c in claims if c["id"] == "LM-01"] == [("LM-01", "fails")]
