@@ -253,16 +253,17 @@ EVAL_BATCHES = (1, 2, 8, 64)
 # 3 epochs on fashion-mnist, 5 on synthetic; first 4096 test images). Accuracy with running
 # statistics, and the points lost when each eval batch normalizes with its own statistics:
 #   fashion-mnist  running 85.0-86.7%; lost at batch 2: 30.0-32.7, 8: 4.8-6.0, 64: -1.9..+0.1
-#   synthetic      running 40.9-41.7%; lost at batch 2: -3.3..-2.6 (a gain), 8: -1.1..+0.2,
-#                  64: -0.6..+0.5
+#   synthetic      (seeds 0-7) running 40.9-42.9%; lost at batch 2: -3.75..-1.6 (a gain), 8: -1.15..+0.95,
+#                  64: -0.68..+1.47 (no effect: the claim's "worse" does not show, the test says conditional)
 # Batch size 1 is degenerate: BatchNorm1d raises ValueError ("Expected more than 1 value per channel").
 # At batch 2 every feature is normalized to -1/+1: only the sign of the difference survives.
 S002_05_EPOCHS = {"fashion-mnist": 3, "synthetic": 5}
 # Bands for (running - batch statistics) accuracy, per tier and eval batch size: measured range
-# widened by about 3 points for other seeds and devices.
+# widened by about 3 points for other seeds and devices; synthetic's batch 2 by 1.1 points above, so
+# that its band excludes 0 (the gain measured on every seed: no effect there would be a change).
 S002_05_LOSS = {
     "fashion-mnist": {2: (0.20, 0.45), 8: (0.02, 0.10), 64: (-0.04, 0.03)},
-    "synthetic": {2: (-0.07, 0.0), 8: (-0.04, 0.03), 64: (-0.03, 0.03)},
+    "synthetic": {2: (-0.07, -0.005), 8: (-0.04, 0.03), 64: (-0.03, 0.03)},
 }
 
 

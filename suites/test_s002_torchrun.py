@@ -19,7 +19,7 @@ import pytest
 import torch
 import torchvision  # noqa: F401  imported before pytester's in-process runs (see test_self_plugin)
 
-from trainclaims.families.s002 import data_parallel as ddp
+from trainclaims import registry
 from trainclaims.launch import write_results
 from trainclaims.ranks import free_port
 
@@ -95,17 +95,21 @@ def same_numbers(a: object, b: object) -> bool:
 
 def verdicts(path: Path) -> dict[str, str]:
     claims = json.loads(path.read_text())["claims"]
-    return {c["id"]: c["verdict"] for c in claims if c["id"].startswith("S002-1") and c["tests"]}
+    data_parallel = ("S002-11", "S002-12", "S002-13", "S002-14", "S002-15", "TP-01", "TP-04")
+    return {c["id"]: c["verdict"] for c in claims if c["id"] in data_parallel and c["tests"]}
 
 
 @pytest.fixture
 def project(pytester, monkeypatch):
-    """A copy of the data-parallel claims' tests in a project of their own."""
+    """A copy of the data-parallel claims' tests (S002's and TP's) in a project of their own."""
     pytester.makeini(OPT_IN)
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    module = (ROOT / "suites" / "test_s002_data_parallel.py").read_text()
-    pytester.makepyfile(test_s002_copy=module)
+    modules = {name: (ROOT / "suites" / f"{name}.py").read_text() for name in DATA_PARALLEL_MODULES}
+    pytester.makepyfile(**{f"{name}_copy": text for name, text in modules.items()})
     return pytester
+
+
+DATA_PARALLEL_MODULES = ("test_s002_data_parallel", "test_tp_data_parallel")
 
 
 CLAIM_TESTS = ["-m", "not benchmark", "-k", "not raises and not port", "-p", "no:cacheprovider", "-q"]
@@ -127,7 +131,7 @@ def test_two_torchrun_nodes_give_the_verdicts_of_the_ranks_the_suite_spawns(proj
     assert (env["world_size"], env["nodes"], env["backend"], env["launcher"]) == (2, 2, "gloo", "torchrun")
     assert "experiments on 2 ranks written to" in done[0][1]
 
-    spawned = {e.id: [{"result": r} for r in ranks.spawned(e)] for e in ddp.plan()}
+    spawned = {e.id: [{"result": r} for r in ranks.spawned(e)] for e in registry.experiments(("ieee",), "cpu")}
     assert set(spawned) == set(job["experiments"])
     here = {"world_size": 2, "nodes": 1, "backend": "gloo", "launcher": "spawned"}
     write_results(tmp_path / "spawned", here, spawned)
@@ -140,7 +144,7 @@ def test_two_torchrun_nodes_give_the_verdicts_of_the_ranks_the_suite_spawns(proj
         assert run.ret == 0, run.stdout.str()[-3000:]
         judged[name] = (run.parseoutcomes(), verdicts(project.path / name / "claims.json"))
     assert judged["launched"] == judged["spawned"]
-    assert {"S002-11", "S002-12", "S002-13", "S002-15"} <= set(judged["launched"][1])
+    assert {"S002-11", "S002-12", "S002-13", "S002-15", "TP-01", "TP-04"} <= set(judged["launched"][1])
     report = json.loads((project.path / "launched" / "claims.json").read_text())
     where = {t["evidence"].get("ranks_ran_on") for c in report["claims"] for t in c["tests"] if t["evidence"]}
     assert "torchrun: 2 ranks on 2 nodes, gloo, torch " + torch.__version__ in where, where

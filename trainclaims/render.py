@@ -116,6 +116,46 @@ MATMUL_FRACTION_NOTE = (
 )
 
 
+NOISE_SIMULATIONS = 1000  # pairs of simulated runs per benchmark: a 1% false-alarm rate to about +-0.3%
+NOISE_NOTE = (
+    "**noise**: the coefficient of variation of the step's cost over this run's rounds (robust: 1.4826 MAD / "
+    "median), and how often the benchmark gate, at this benchmark's limit, would call two unchanged runs of "
+    "these rounds *slower* / *inconclusive* (both fail CI): simulated, each run's rounds drawn with replacement "
+    "from these (trainclaims.history.noise). Over several runs (`--history`), `trainclaims-history site` adds the "
+    "run-to-run drift."
+)
+
+
+def with_noise(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its ``noise`` (this run's rounds: CV, the false alarms it implies at its gate
+    limit), where it recorded the step costs the gate compares."""
+    if not row.get("step_costs") or len(row["step_costs"]) < 3:
+        return row
+    from trainclaims.history.noise import benchmark_noise
+
+    noise = benchmark_noise([row], simulations=NOISE_SIMULATIONS)
+    if noise is None:
+        return row
+    return {
+        **row,
+        "noise": {
+            "cv_rounds": noise.cv_rounds,
+            "gate_min_effect": noise.gate.min_effect,
+            "false_alarm_slower": noise.false_alarm.get("changed"),
+            "false_alarm_inconclusive": noise.false_alarm.get("inconclusive"),
+            "simulations": noise.simulations,
+        },
+    }
+
+
+def _noise_cell(row: dict[str, Any]) -> str:
+    noise = row.get("noise")
+    if not noise or noise.get("cv_rounds") is None:
+        return "-"
+    rates = f"{noise['false_alarm_slower']:.1%} / {noise['false_alarm_inconclusive']:.1%}"
+    return f"CV {noise['cv_rounds']:.1%}; at its {noise['gate_min_effect']:.0%} limit {rates}"
+
+
 def benchmarks_markdown(env: dict[str, Any], rows: list[dict[str, Any]], unmeasured: list[dict[str, str]]) -> str:
     lines = ["# Benchmark report", ""]
     lines += [f"- **{k}**: {_fmt(v)}" for k, v in env.items()]
@@ -127,14 +167,16 @@ def benchmarks_markdown(env: dict[str, Any], rows: list[dict[str, Any]], unmeasu
             "",
             MATMUL_FRACTION_NOTE,
             "",
+            NOISE_NOTE,
+            "",
         ]
     for group in dict.fromkeys(r["group"] for r in rows):
         lines += [f"## {group}", ""]
         lines.append(
             "| benchmark | device | median (ms) | IQR (ms) | rounds | samples/s | GFLOP/s | matmul GFLOP/s "
-            "| % of matmul rate | notes |"
+            "| % of matmul rate | noise | notes |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in (r for r in rows if r["group"] == group):
             notes = [r["note"]] if r.get("note") else []  # what the benchmark itself says of its numbers
             median = r.get("median_s", r["mean_s"])
@@ -144,7 +186,7 @@ def benchmarks_markdown(env: dict[str, Any], rows: list[dict[str, Any]], unmeasu
             lines.append(
                 f"| `{r['name']}` | {r['device']} ({r.get('device_name', '')}) | {median * 1e3:.3g} | "
                 f"{r.get('iqr_s', 0.0) * 1e3:.2g} | {rounds} | {r.get('samples_per_s', 0):.4g} | "
-                f"{r.get('flops_per_s', 0) / 1e9:.3g} | {matmul} | {fraction} | {'; '.join(notes)} |"
+                f"{r.get('flops_per_s', 0) / 1e9:.3g} | {matmul} | {fraction} | {_noise_cell(r)} | {'; '.join(notes)} |"
             )
         lines.append("")
     if unmeasured:
@@ -158,6 +200,7 @@ def write_benchmark_reports(
     report_dir: Path, env: dict[str, Any], rows: list[dict[str, Any]], unmeasured: list[dict[str, str]]
 ) -> list[Path]:
     """benchmarks.json / .md: the measured benchmarks, and those that ran unmeasured or skipped."""
+    rows = [with_noise(r) for r in rows]
     payload = {"environment": env, "benchmarks": rows, "not_measured": unmeasured}
     paths = [report_dir / "benchmarks.json", report_dir / "benchmarks.md"]
     atomic_write(paths[0], json.dumps(payload, indent=2, default=str) + "\n")
