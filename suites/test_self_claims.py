@@ -169,3 +169,13 @@ def test_the_rescaling_property_fails_when_sgd_ignores_per_group_lr_or_weight_de
     result = claim_suite.runpytest_inprocess(*SELECT_REPARAM)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*losses differ*"])
+
+
+def test_the_practice_familys_rank_plan_names_every_experiment_its_tests_make():
+    """What a launched job runs for TP-01 and TP-04: the broken variants in the reference mode only."""
+    from trainclaims.families import tp
+
+    ids = {e.id for e in tp.rank_plan(("ieee", "bf16-autocast"), "cpu")}
+    assert "TP-01/ddp_tokens/local/ieee" in ids
+    assert "TP-04/fsdp_clip/clip_grad_norm_/bf16-autocast" in ids
+    assert "TP-04/fsdp_clip/local shards/bf16-autocast" not in ids

@@ -14,7 +14,8 @@ from trainclaims.families import tp
 from trainclaims.families.tp import data_parallel as dp
 from trainclaims.ranks import RankFailed
 
-pytestmark = pytest.mark.slow  # each test starts (or reads) a process group: seconds, not milliseconds
+# each test starts (or reads) a process group: seconds, not milliseconds
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 @pytest.mark.claim("TP-01")
@@ -67,10 +68,3 @@ def test_a_clip_by_the_ranks_own_shards_misses_the_global_norm(ranks, evidence):
     gaps = [abs(n / result.values["one_process_norm"] - 1) for n in result.values["norms"]]
     evidence.record(local_norm_gaps=gaps)
     assert min(gaps) > tp.LOCAL_SHARD_MIN_GAP, result
-
-
-def test_the_plan_names_every_experiment_these_tests_make():
-    ids = {e.id for e in tp.rank_plan(("ieee", "bf16-autocast"), "cpu")}
-    assert "TP-01/ddp_tokens/local/ieee" in ids
-    assert "TP-04/fsdp_clip/clip_grad_norm_/bf16-autocast" in ids
-    assert "TP-04/fsdp_clip/local shards/bf16-autocast" not in ids
