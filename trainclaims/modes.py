@@ -11,7 +11,8 @@ says everything the suite needs to know about one of them, as data:
 - where it runs (device types, and what this torch and machine must have: :meth:`Mode.unsupported`);
 - whether the batched engine can train in it, and whether training runs may share threads;
 - how it proves that it acted in a test (:meth:`Mode.proof` over :class:`Acted`, what the modes
-  did in the test's stretch of work), and a probe to run before each test where the proof needs one;
+  did in the test's stretch of work), and a probe to run before each test where the proof needs one
+  (and what to clear before each test: compile's cache);
 - the bound of the rounding it makes (:meth:`Mode.bound`): an equality claim whose gap lies within
   the dtype's tolerance holds, within the mode's bound it is *conditional*, beyond it fails.
 
@@ -225,6 +226,19 @@ def needs_inductor(device: str) -> str | None:
     return None
 
 
+def fresh_compile_cache() -> None:
+    """Dynamo's cache, emptied: it keeps compiled code per code object for the whole process, and
+    every compiled module's forward shares one (dynamo's wrapper around it), so after 8 models of a
+    run (its recompile limit) the rest ran eager and a later compile test failed its proof for the
+    order the tests ran in (torch 2.14.1: the fast tier's S002 instances, then TP-07's and TP-14's).
+    Each test compiles afresh instead; a test's own models still share its graphs."""
+    try:
+        import torch._dynamo
+    except ImportError:  # a torch without torch.compile: the mode's requirement skips its tests
+        return
+    torch._dynamo.reset()
+
+
 # --------------------------------------------------------------------------- the mode
 
 
@@ -254,6 +268,7 @@ class Mode:
     requires: tuple[Requirement, ...] = ()
     batchable: bool = False  # trainclaims.batched can train several configs at once in it
     threadable: bool = True  # training runs in it may run side by side in threads
+    fresh: Callable[[], None] | None = None  # run before each test of the mode: what it keeps between tests, cleared
     probe: Callable[[str], Acted] | None = None  # run before each test of the mode, on its device
     bounds: Mapping[str, Bound] = field(default_factory=dict)  # claim dtype -> its rounding bound
     reference: bool = False
@@ -425,6 +440,7 @@ COMPILE = register(
         compiles=True,
         device_types=("cpu", "cuda"),
         requires=(needs_inductor,),
+        fresh=fresh_compile_cache,
         threadable=False,  # torch.compile (dynamo) is not for threads: compiled runs train one by one
         bounds=COMPILE_BOUNDS,
     )

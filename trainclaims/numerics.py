@@ -312,8 +312,11 @@ def cast_input(x: torch.Tensor, mode: Mode | str, dtype: torch.dtype) -> torch.T
 
 
 def before_test(mode: Mode | str, device: str) -> None:
-    """What ``mode`` runs before each of its tests, on the test's device (the tf32 probe)."""
+    """What ``mode`` runs before each of its tests, on the test's device: what it keeps between tests
+    cleared (compile's cache), then its probe (tf32)."""
     mode = get(mode)
+    if mode.fresh is not None:
+        mode.fresh()
     if mode.probe is not None:
         note(mode.probe(device))
 
