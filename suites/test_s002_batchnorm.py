@@ -278,6 +278,7 @@ def accuracy_with_batch_statistics(
             m.track_running_stats = False
             m.running_mean = m.running_var = m.num_batches_tracked = None
     n = len(x) // batch * batch
+    x = x.to(next(model.parameters()).dtype)  # as trained: a mode may hold the parameters in another dtype
     with torch.no_grad(), num.autocast(numerics, x.device):
         out = torch.cat([model(x[i : i + batch]) for i in range(0, n, batch)])
     return (out.argmax(1) == y[:n]).double().mean().item()
