@@ -14,7 +14,7 @@ from torch import nn
 
 from trainclaims import numerics as num
 from trainclaims.modes import REFERENCE, Mode, get
-from trainclaims.step import Batch, to_device, unequal_skips
+from trainclaims.step import Batch, batch_size, to_device, unequal_skips
 from trainclaims.verdicts import Verdict, judge_gap
 
 ModelFactory = Callable[[], nn.Module]
@@ -195,6 +195,18 @@ def batches_on(batches: Iterable[Batch], device: str | torch.device, model: nn.M
     """Batches on ``device``, their floating tensors in the model's parameter dtype."""
     dt = dtype_of_model(model)
     return [to_device(b, device, dt) for b in batches]
+
+
+def for_ranks(batches: Iterable[Batch], world: int, micro_batches: int | None = None) -> list[Batch]:
+    """The batches on the CPU, as they go to ``world`` rank processes (each takes its shard there);
+    ValueError, before any process starts, for one that does not split into ``world`` ranks (of
+    ``micro_batches`` micro-batches each, where given)."""
+    out = [to_device(b, "cpu") for b in batches]
+    for b in out:
+        if batch_size(b) % (world * (micro_batches or 1)):
+            into = f"{world} ranks" if micro_batches is None else f"{world} ranks x {micro_batches} micro-batches"
+            raise ValueError(f"a batch of {batch_size(b)} does not split into {into}")
+    return out
 
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

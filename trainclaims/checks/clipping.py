@@ -26,12 +26,13 @@ from trainclaims.checks.base import (
     batches_on,
     build,
     dtype_of_model,
+    for_ranks,
     relative_gap,
     rtol,
     sgd,
 )
 from trainclaims.modes import REFERENCE, Mode, get
-from trainclaims.step import Batch, LossFn, ModeLoss, Step, batch_size, shard, to_device
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, to_device
 
 ClipFn = Callable[[Iterable[torch.Tensor], float], Any]  # clip_grad_norm_(parameters, max_norm) -> norm
 
@@ -251,9 +252,7 @@ def fsdp_clip_norm(
     :func:`fsdp_clip_norm_rank`; :func:`fsdp_clip_norm_verdict` judges them."""
     from trainclaims.ranks import run_ranks
 
-    whole = to_device(batch, "cpu")
-    if batch_size(whole) % world:
-        raise ValueError(f"a batch of {batch_size(whole)} does not split into {world} ranks")
+    (whole,) = for_ranks([batch], world)
     args = (model_fn, whole, loss_fn, max_norm, numerics, "cpu", clip_fn)
     return fsdp_clip_norm_verdict(run_ranks(fsdp_clip_norm_rank, world, *args, mode=str(numerics)), bound)
 

@@ -26,13 +26,14 @@ from trainclaims.checks.base import (
     batchnorms,
     build,
     dtype_of_model,
+    for_ranks,
     parameter_gap,
     relative_gap,
     rtol,
     sgd,
 )
 from trainclaims.modes import REFERENCE, Mode
-from trainclaims.step import Batch, LossFn, ModeLoss, Step, batch_size, shard, split, to_device
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split, to_device
 
 
 def _forward_sync_kwargs(forward_sync: bool) -> dict[str, bool]:
@@ -56,6 +57,14 @@ def _as_lists(tensors: Iterable[torch.Tensor]) -> list[list[float]]:
 
 def _tensors(lists: Iterable[list[float]]) -> list[torch.Tensor]:
     return [torch.tensor(t, dtype=torch.float64) for t in lists]
+
+
+def _rank_gaps(results: Sequence[dict[str, Any]]) -> tuple[list[float], float]:
+    """Each rank's largest gap to the one-process reference over its steps, and the largest gap
+    between a rank's final parameters and rank 0's (0 where the replicas are identical)."""
+    first = results[0]
+    gaps = [max(r["gaps"]) for r in results]
+    return gaps, max(parameter_gap(_tensors(r["parameters"]), _tensors(first["parameters"])) for r in results)
 
 
 def ddp_rank(
@@ -127,8 +136,7 @@ def ddp_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -
     ``bound`` (default: :data:`TOLERANCE`'s rtol for the dtype) of the one-process reference after
     every step, the replicas are identical, and each step all-reduced once."""
     first = results[0]
-    gaps = [max(r["gaps"]) for r in results]
-    replica_gap = max(parameter_gap(_tensors(r["parameters"]), _tensors(first["parameters"])) for r in results)
+    gaps, replica_gap = _rank_gaps(results)
     synced = [r["synced_backwards"] for r in results]
     dtype = num.dtype_of(first["dtype"])
     micro = first["micro_batches"]
@@ -186,12 +194,7 @@ def ddp_against_one_process(
     replaces DDP's averaging all-reduce (a hook of your own, to check it)."""
     from trainclaims.ranks import run_ranks
 
-    batches = [to_device(b, "cpu") for b in batches]
-    for b in batches:
-        if batch_size(b) % (world * micro_batches):
-            raise ValueError(
-                f"a batch of {batch_size(b)} does not split into {world} ranks x {micro_batches} micro-batches"
-            )
+    batches = for_ranks(batches, world, micro_batches)
     args = (model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, "cpu", comm_hook)
     results = run_ranks(ddp_rank, world, *args, mode=str(numerics))
     return ddp_verdict(results, bound)
@@ -311,9 +314,7 @@ def ddp_batchnorm(
     ranks run :func:`ddp_batchnorm_rank`; :func:`ddp_batchnorm_verdict` judges them."""
     from trainclaims.ranks import run_ranks
 
-    batch = (batch[0].cpu(), batch[1].cpu())
-    if batch[0].shape[0] % world:
-        raise ValueError(f"a batch of {batch[0].shape[0]} does not split into {world} ranks")
+    (batch,) = for_ranks([batch], world)
     if not batchnorms(model_fn()):
         raise ValueError("ddp_batchnorm: the model has no BatchNorm layer")
     results = run_ranks(ddp_batchnorm_rank, world, model_fn, [batch], loss_fn, numerics, mode=str(numerics))

@@ -29,12 +29,13 @@ from trainclaims.checks.base import (
     batches_on,
     build,
     dtype_of_model,
+    for_ranks,
     parameter_gap,
     rtol,
     sgd,
 )
 from trainclaims.modes import REFERENCE, Mode
-from trainclaims.step import Batch, LossFn, ModeLoss, Step, batch_size, shard, split, targets, to_device
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split, targets, to_device
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index (cross_entropy, nll_loss)
 NORMALIZATIONS = ("tokens", "mean")
@@ -311,11 +312,10 @@ def ddp_token_verdict(results: Sequence[dict[str, Any]], bound: float | None = N
     """The claim of :func:`ddp_token_accumulation` judged on its ranks' results (of
     :func:`ddp_token_rank`): every rank's parameters stay within ``bound`` (default: the dtype's
     tolerance) of one process on the whole batch, and the replicas are identical."""
-    from trainclaims.checks.data_parallel import _tensors
+    from trainclaims.checks.data_parallel import _rank_gaps
 
     first = results[0]
-    gaps = [max(r["gaps"]) for r in results]
-    replica_gap = max(parameter_gap(_tensors(r["parameters"]), _tensors(first["parameters"])) for r in results)
+    gaps, replica_gap = _rank_gaps(results)
     result = Checked(
         "ddp_token_accumulation",
         f"{len(results)} DDP ranks, each micro-batch's token sum over the {first['count']} token count, take the "
@@ -361,12 +361,7 @@ def ddp_token_accumulation(
     :func:`ddp_token_verdict` judges them."""
     from trainclaims.ranks import run_ranks
 
-    batches = [to_device(b, "cpu") for b in batches]
-    for b in batches:
-        if batch_size(b) % (world * micro_batches):
-            raise ValueError(
-                f"a batch of {batch_size(b)} does not split into {world} ranks x {micro_batches} micro-batches"
-            )
+    batches = for_ranks(batches, world, micro_batches)
     args = (model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, "cpu", count)
     return ddp_token_verdict(run_ranks(ddp_token_rank, world, *args, mode=str(numerics)), bound)
 
