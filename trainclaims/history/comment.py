@@ -19,6 +19,7 @@ from trainclaims.history.noise import compare_rows
 from trainclaims.history.series import ALL, evidence_numbers, first_line
 from trainclaims.history.store import History, Run
 from trainclaims.render import cell
+from trainclaims.verdicts import FAILED_OUTCOMES
 
 EVIDENCE_SHOWN = 6  # numbers shown per test of a changed claim (a gap and its bound count as one)
 TESTS_SHOWN = 8
@@ -266,13 +267,13 @@ def pr_comment(history: History, base: int, head: int) -> str:
         tests = list(_tests(change.head).values())
         tests.sort(
             key=lambda t: (
-                t.get("outcome") not in ("failed", "error", "xpassed"),
+                t.get("outcome") not in FAILED_OUTCOMES,
                 "gap" not in (t.get("evidence") or {}),
             )
         )
         for test in tests:
             numbers = _test_numbers(before.get(str(test.get("test"))), test)
-            failed = test.get("outcome") in ("failed", "error", "xpassed")
+            failed = test.get("outcome") in FAILED_OUTCOMES
             if not numbers and not failed:
                 continue
             if shown == TESTS_SHOWN:
@@ -284,7 +285,7 @@ def pr_comment(history: History, base: int, head: int) -> str:
                 text += f"; {numbers}"
             if failed and test.get("reason"):
                 text += f"; {first_line(str(test['reason']))[:200]}"
-            lines.append(cell(text).replace("\\|", "|"))
+            lines.append(text.replace("\n", " "))  # a list item, not a table cell: its | stay as they are
             shown += 1
     slow = [x for x in benches if x.status in ("slower", "faster", "inconclusive")]
     if slow:

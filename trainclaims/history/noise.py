@@ -110,11 +110,12 @@ def compare_rows(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, float |
             return "slower", change, gate
         return ("faster" if -change / (1 + change) > gate.min_effect else "unchanged"), change, gate
     change = statistics.median(after) / statistics.median(before) - 1
-    if judge(before, after, gate)[0] == "changed":
+    forward = judge(before, after, gate)[0]
+    if forward == "changed":
         return "slower", change, gate
     if judge(after, before, gate)[0] == "changed":
         return "faster", change, gate
-    return ("unchanged" if judge(before, after, gate)[0] == "same" else "inconclusive"), change, gate
+    return ("unchanged" if forward == "same" else "inconclusive"), change, gate
 
 
 @dataclass
@@ -129,18 +130,6 @@ class BenchNoise:
     false_alarm: dict[str, float] = field(default_factory=dict)  # "changed", "inconclusive" -> rate
     false_alarm_runs: dict[str, float] | None = None
     simulations: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "runs": self.runs,
-            "rounds": self.rounds,
-            "cv_rounds": self.cv_rounds,
-            "cv_runs": self.cv_runs,
-            "gate_min_effect": self.gate.min_effect,
-            "false_alarm": self.false_alarm,
-            "false_alarm_runs": self.false_alarm_runs,
-            "simulations": self.simulations,
-        }
 
 
 def robust_cv(values: Sequence[float]) -> float | None:

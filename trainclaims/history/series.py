@@ -18,10 +18,10 @@ from typing import Any
 
 from trainclaims.history.steps import Fit, detect_steps
 from trainclaims.history.store import History, Run
+from trainclaims.verdicts import FAILED_OUTCOMES
 
 ALL = "*"  # a row over every numerics mode or device: the claim's own verdict
 VERDICTS = ("holds", "conditional", "refuted", "fails", "not measured")
-FAILED = ("failed", "error", "xpassed")  # as trainclaims.results counts a failed test
 UNMEASURED = ("skipped", "deselected", "not run", "crashed")
 WORST_FIRST = ("fails", "refuted", "conditional", "holds")  # a test-concluded verdict that outranks
 ROUNDS_MIN = 3  # an evidence list this long is samples of one number (a gap per seed): a point with a spread
@@ -62,7 +62,7 @@ def _device_verdict(tests: list[dict[str, Any]], base: tuple[str, str]) -> tuple
     if not ran:
         why = next((str(t.get("reason") or "") for t in tests if t.get("reason")), "no test ran here")
         return "not measured", why
-    failed = [t for t in ran if t.get("outcome") in FAILED]
+    failed = [t for t in ran if t.get("outcome") in FAILED_OUTCOMES]
     if failed:
         return "fails", first_line(str(failed[0].get("reason") or failed[0].get("outcome")))
     concluded = [str(t["verdict"]) for t in ran if t.get("verdict") in WORST_FIRST]

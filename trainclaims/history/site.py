@@ -45,13 +45,6 @@ from trainclaims.history.steps import MIN_POINTS, Step
 from trainclaims.history.store import History, Run
 
 SITE_MARKER = ".trainclaims-site"  # an --out folder holding this is an earlier site: replaced whole
-VERDICT_COLOURS = {  # as trainclaims.compare colours them
-    "holds": "#4caf50",
-    "conditional": "#ffc107",
-    "refuted": "#2196f3",
-    "fails": "#f44336",
-    "not measured": "#bdbdbd",
-}
 CHART_W, CHART_H = 640, 200  # an SVG chart's size in CSS pixels: two side by side on a laptop screen
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 12, 14, 28  # room for the y labels and the run numbers
 LOG_AXIS_RATIO = 30  # a series spanning more than this factor (all positive) is drawn on a log axis
@@ -326,9 +319,10 @@ def _claim_meta(history: History) -> tuple[dict[str, dict[str, Any]], dict[str, 
 
 
 def _find_all_steps(
-    history: History, evidence: dict[str, dict[str, list[Series]]], benches: list[BenchSeries]
+    tests: dict[str, dict[str, dict[str, Any]]],
+    evidence: dict[str, dict[str, list[Series]]],
+    benches: list[BenchSeries],
 ) -> list[FoundStep]:
-    _, tests = _claim_meta(history)
     found: list[FoundStep] = []
     for cid, by_test in evidence.items():
         for node, series_list in by_test.items():
@@ -666,9 +660,9 @@ def render(history: History) -> dict[str, str]:
     grid = [claim_verdicts(run) for run in history.runs]
     evidence = claim_series(history)
     benches = benchmark_series(history)
-    found = _find_all_steps(history, evidence, benches)
+    claims, tests = _claim_meta(history)
+    found = _find_all_steps(tests, evidence, benches)
     noises = noise_by_benchmark(benches, simulations=NOISE_SIMULATIONS)
-    claims, _ = _claim_meta(history)
     pages = {"index.html": overview(history, grid, found, benches, noises)}
     for cid, claim in claims.items():
         pages[f"claims/{claim_file(cid)}"] = claim_page(history, cid, claim, grid, evidence.get(cid, {}))

@@ -92,22 +92,6 @@ class Step:
     def delta(self) -> float:
         return self.after - self.before
 
-    @property
-    def factor(self) -> float:
-        """How many times larger the larger level is (>= 1), for a step size independent of direction."""
-        lo, hi = sorted((abs(self.before), abs(self.after)))
-        return math.inf if lo == 0 else hi / lo
-
-    def to_json(self) -> dict[str, float | int | bool | None]:
-        return {
-            "index": self.index,
-            "before": self.before,
-            "after": self.after,
-            "change": self.change,
-            "z": self.z,
-            "below_gate": self.below_gate,
-        }
-
 
 @dataclass
 class Fit:
