@@ -295,22 +295,22 @@ class Mode:
 
     def acts(self, dtype: str) -> bool:
         """Whether the mode changes a computation in ``dtype`` (autocast leaves float64 alone)."""
-        return self.acts_on is None or _dtype_name(dtype) in self.acts_on
+        return self.acts_on is None or dtype_name(dtype) in self.acts_on
 
     def compute_dtype(self, dtype: str) -> str:
         """The dtype a claim written in ``dtype`` computes its products in, in this mode."""
-        name = _dtype_name(dtype)
+        name = dtype_name(dtype)
         return (self.autocast or self.weights or name) if self.acts(name) else name
 
     def param_dtype(self, dtype: str) -> str:
         """The dtype a model built in ``dtype`` holds its parameters in, in this mode."""
-        name = _dtype_name(dtype)
+        name = dtype_name(dtype)
         return self.weights if self.weights and self.acts(name) else name
 
     def bound(self, dtype: str) -> Bound | None:
         """The bound of this mode's rounding for a claim in ``dtype`` (None: the reference, or a
         dtype the mode does not act on: the dtype's own tolerance is the only bound)."""
-        name = _dtype_name(dtype)
+        name = dtype_name(dtype)
         return None if self.reference or not self.acts(name) else self.bounds.get(name)
 
     def unsupported(self, device: str, here: bool = True) -> str | None:
@@ -332,7 +332,7 @@ class Mode:
 _DEVICE_NAMES = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}
 
 
-def _dtype_name(dtype: Any) -> str:
+def dtype_name(dtype: Any) -> str:
     """``torch.float32`` or ``"float32"`` -> ``"float32"``."""
     return str(dtype).removeprefix("torch.")
 

@@ -2,14 +2,13 @@
 a test runs in.
 
 Each function reads the mode's attributes, never its name: :func:`pinned` sets the fp32 precision
-the mode pins (and, where a test asserts run-to-run identity, deterministic algorithms) and puts back
-what it found; :func:`autocast` is the mode's autocast region; :func:`compiled` compiles a model or
-function where the mode compiles; :func:`grad_scaler` makes the GradScaler the mode trains through;
-:func:`place` puts a model in the dtype the mode holds parameters in; :func:`cast_input` does the same
-for a floating input. Each of them records what it did (:class:`trainclaims.modes.Acted`) in every
-:func:`watch` block of the calling thread: that is how a test shows that its mode acted (the
-plugin opens one block per test; a training run keeps its own, which a cache hit :func:`note`\\ s
-again, and rank processes send theirs back).
+the mode pins (and, where a test asserts run-to-run identity, deterministic algorithms) and puts
+back what it found; :func:`autocast` is the mode's autocast region; :func:`compiled` compiles a
+model or function where the mode compiles; :func:`grad_scaler` makes the GradScaler the mode trains
+through; :func:`place` puts a model in the dtype the mode holds parameters in. Each of them records
+what it did (:class:`trainclaims.modes.Acted`) in every :func:`watch` block of the calling thread:
+that is how a test shows that its mode acted (the plugin opens one block per test; a training run
+keeps its own, which a cache hit :func:`note`\\ s again, and rank processes send theirs back).
 
 :func:`pinned` uses one API per torch version: torch 2.9+ has ``torch.backends.*.fp32_precision``
 and raises when the legacy ``allow_tf32`` flags are read after that API set them apart (measured on
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainclaims.modes import MODES, REFERENCE, Acted, Mode, get, mode_order, parse_modes  # noqa: F401
+from trainclaims.modes import MODES, REFERENCE, Acted, Mode, dtype_name, get, mode_order, parse_modes  # noqa: F401
 
 # CUBLAS_WORKSPACE_CONFIG: cuBLAS is deterministic only with a fixed workspace; PyTorch raises in
 # deterministic mode without it (https://docs.nvidia.com/cuda/cublas/#results-reproducibility).
@@ -44,11 +43,6 @@ def dtype_of(name: str | torch.dtype) -> torch.dtype:
     if not isinstance(found, torch.dtype):
         raise ValueError(f"unknown dtype {name!r}")
     return found
-
-
-def dtype_name(dtype: str | torch.dtype) -> str:
-    """``torch.float32`` -> ``"float32"``."""
-    return str(dtype).removeprefix("torch.")
 
 
 def unsupported(mode: Mode | str, device: str) -> str | None:
@@ -303,12 +297,6 @@ def place(
     if dtype is None and target == own:
         return model.to(device)
     return model.to(device=device, dtype=target)
-
-
-def cast_input(x: torch.Tensor, mode: Mode | str, dtype: torch.dtype) -> torch.Tensor:
-    """A floating input in the dtype a model built in ``dtype`` holds its parameters in, in ``mode``;
-    other inputs (labels, token ids) as they are."""
-    return x.to(dtype_of(get(mode).param_dtype(dtype))) if x.is_floating_point() else x
 
 
 def before_test(mode: Mode | str, device: str) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainclaims import checks
-from trainclaims.checks.clipping import clip_grad_norm, fsdp2
+from trainclaims.checks.clipping import clip_grad_norm
 from trainclaims.families.tp.lm import batches, lm
 from trainclaims.modes import Mode, get
 from trainclaims.ranks import Experiment
@@ -68,8 +68,6 @@ def token_rank(rank: int, world: int, count: str, seed: int, numerics: Mode | st
 def clip_rank(rank: int, world: int, clip: str, seed: int, numerics: Mode | str, device: str = "cpu") -> dict:
     """TP-04: :func:`trainclaims.checks.fsdp_clip_norm_rank` on the MLP, with ``clip`` (a name of
     :data:`CLIPS`), or ``{"unsupported": why}`` where this torch has no FSDP2."""
-    if fsdp2()[0] is None:
-        return {"unsupported": fsdp2()[1]}
     return checks.fsdp_clip_norm_rank(
         rank,
         world,

@@ -14,8 +14,9 @@ import functools
 import torch
 from torch import nn
 
+from trainclaims.checks.tokens import IGNORE_INDEX
+
 VOCAB, WIDTH, HEADS, LAYERS, FEEDFORWARD, MAX_LENGTH = 50, 32, 2, 2, 64, 12
-IGNORE_INDEX = -100
 LENGTHS = ("sorted", "half", "equal")
 
 
