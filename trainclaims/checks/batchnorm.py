@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from trainclaims.checks.base import Checked, ModelFactory, batchnorms, build, dtype_of_model, relative_gap, rtol
+from trainclaims.checks.base import Checked, ModelFactory, batchnorms, build, relative_gap, rtol
 
 
 def batchnorm_eval(
@@ -23,13 +23,12 @@ def batchnorm_eval(
     ``(input - running_mean) / sqrt(running_var + eps) * weight + bias`` computed by hand from its
     own input, and a sample's output does not depend on the rest of its batch (the model's output
     for ``x[:1]`` alone equals its row in the output for ``x``)."""
-    model = build(model_fn, device, dtype)[0]
+    model, dt = build(model_fn, device, dtype)
     bns = batchnorms(model)
     if not bns:
         raise ValueError("batchnorm_eval: the model has no BatchNorm layer")
     if any(m.running_mean is None for m in bns):
         raise ValueError("batchnorm_eval: a BatchNorm layer keeps no running statistics (track_running_stats=False)")
-    dt = dtype_of_model(model)
     model.train()
     with torch.no_grad():
         for xb in train_batches:
@@ -85,11 +84,10 @@ def running_statistics(
     observed`` with the batch mean and the *unbiased* batch variance (``momentum=None``: the
     cumulative average). Records the gap of the biased-variance reading too (``biased_var_gap``:
     evidence that the check tells the two apart)."""
-    model = build(model_fn, device, dtype)[0]
+    model, dt = build(model_fn, device, dtype)
     bns = batchnorms(model)
     if not bns or any(m.running_mean is None for m in bns):
         raise ValueError("running_statistics: the model has no BatchNorm layer that keeps running statistics")
-    dt = dtype_of_model(model)
     by_hand = {
         id(m): {
             "mean": m.running_mean.detach().double().clone(),

@@ -25,14 +25,13 @@ from trainclaims.checks.base import (
     OptimizerFactory,
     batches_on,
     build,
-    dtype_of_model,
     for_ranks,
     relative_gap,
     rtol,
     sgd,
 )
 from trainclaims.modes import REFERENCE, Mode, get
-from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, to_device
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard
 
 ClipFn = Callable[[Iterable[torch.Tensor], float], Any]  # clip_grad_norm_(parameters, max_norm) -> norm
 
@@ -178,7 +177,7 @@ def fsdp_clip_norm_rank(
     mesh = init_device_mesh(torch.device(device).type, (world,))
     (model, claim_dtype), (reference, _) = (build(model_fn, device, None, numerics) for _ in range(2))
     model = shard_fn(model, fully_shard, mesh)
-    whole = to_device(batch, device, dtype_of_model(reference))
+    (whole,) = batches_on([batch], device, reference)
     ModeLoss(model, loss_fn, numerics, device)(shard(whole, rank, world)).backward()
     ModeLoss(reference, loss_fn, numerics, device)(whole).backward()
     norm = _norm(clip_fn(model.parameters(), max_norm))

@@ -23,9 +23,9 @@ from trainclaims.checks.base import (
     Checked,
     ModelFactory,
     OptimizerFactory,
+    batches_on,
     batchnorms,
     build,
-    dtype_of_model,
     for_ranks,
     parameter_gap,
     relative_gap,
@@ -33,7 +33,7 @@ from trainclaims.checks.base import (
     sgd,
 )
 from trainclaims.modes import REFERENCE, Mode
-from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split, to_device
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split
 
 
 def _forward_sync_kwargs(forward_sync: bool) -> dict[str, bool]:
@@ -93,7 +93,6 @@ def ddp_rank(
     device = str(device)
     (replica, claim_dtype), (reference, _) = (build(model_fn, device, None, numerics) for _ in range(2))
     model = DDP(replica)
-    dt = dtype_of_model(reference)
     reductions = [0]
 
     def counting(state, bucket):  # unannotated: DDP refuses a hook whose bucket annotation is not GradBucket
@@ -112,8 +111,7 @@ def ddp_rank(
         synced[0] += reductions[0] > before
 
     gaps, synced_backwards = [], []
-    for batch in batches:
-        whole = to_device(batch, device, dt)
+    for whole in batches_on(batches, device, reference):
         synced[0] = 0
         step(split(shard(whole, rank, world), micro_batches), backward_of)
         synced_backwards.append(synced[0])
@@ -232,14 +230,12 @@ def ddp_batchnorm_rank(
     device = str(device)
     replica, claim_dtype = build(model_fn, device, None, numerics)
     model = DDP(replica, **_forward_sync_kwargs(forward_sync))
-    dt = dtype_of_model(replica)
     norms = batchnorms(model.module)
     seen: list[list[float]] = []
     hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(_batch_mean(args[0]))) for m in norms]
     loss_of = ModeLoss(model, loss_fn, numerics, device)
     out: dict[str, Any] = {"batch_means": [], "running_means": [], "momentum": [m.momentum for m in norms]}
-    for step, batch in enumerate(batches):
-        x, y = to_device(batch, device, dt)
+    for step, (x, y) in enumerate(batches_on(batches, device, replica)):
         xr, yr = shard((x, y), rank, world)
         model.zero_grad()
         seen.clear()

@@ -28,14 +28,13 @@ from trainclaims.checks.base import (
     OptimizerFactory,
     batches_on,
     build,
-    dtype_of_model,
     for_ranks,
     parameter_gap,
     rtol,
     sgd,
 )
 from trainclaims.modes import REFERENCE, Mode
-from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split, targets, to_device
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split, targets
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index (cross_entropy, nll_loss)
 NORMALIZATIONS = ("tokens", "mean")
@@ -273,7 +272,6 @@ def ddp_token_rank(
     device = str(device)
     (replica, claim_dtype), (reference, _) = (build(model_fn, device, None, numerics) for _ in range(2))
     model = DDP(replica)
-    dt = dtype_of_model(reference)
     step = _accumulating_step(
         model, optimizer_fn(model.parameters()), loss_fn, numerics, device, "tokens", ignore_index
     )
@@ -287,8 +285,7 @@ def ddp_token_rank(
             yield
 
     gaps, counts = [], []
-    for batch in batches:
-        whole = to_device(batch, device, dt)
+    for whole in batches_on(batches, device, reference):
         mine = shard(whole, rank, world)
         local = token_count(mine, ignore_index)
         total = _all_reduced(local, device) / world if count == "global" else local
