@@ -83,7 +83,7 @@ def test_every_bad_input_is_one_line_in_one_stop(suite, tmp_path):
     assert errors[0].startswith("ERROR: --numerics: unknown mode 'fast'")
     assert errors[1] == (
         f"ERROR: claims baseline {baseline}: claim S000-01: verdict 'bogus' is not one of "
-        "'holds', 'refuted', 'conditional', 'fails', 'not measured'"
+        "'holds', 'refuted', 'conditional', 'fails', 'not measured', 'error'"
     )
     assert errors[2].startswith(f"ERROR: --data-root={tmp_path / 'gone'}: does not exist")
 

@@ -5,6 +5,7 @@ change says so."""
 import pytest
 
 from trainclaims import registry
+from trainclaims.errors import NotMeasured
 from trainclaims.families.s001.relu_ops import CLAMP_AT_ZERO
 from trainclaims.known import CAPABILITIES, DEPRECATIONS, Known, Range, base_version, gap_reason, known_gap
 
@@ -34,8 +35,36 @@ def test_a_torch_past_a_change_says_which_change_and_where_it_is_documented():
     assert CLAMP_AT_ZERO.note("2.6.0") is None
 
 
+def test_a_release_no_range_measured_reads_not_measured_never_a_neighbours_value():
+    for version in ("2.16.0", "2.0.1"):
+        with pytest.raises(NotMeasured, match=rf"no measurement for torch {version}: clamp\(min=0\)'s derivative"):
+            CLAMP_AT_ZERO.expected(version)
+        with pytest.raises(NotMeasured, match=r": 0\.5 here \(the table has torch 2\.1, .*2\.15"):
+            CLAMP_AT_ZERO.check(0.5, version)
+    gap = Known("x", (Range("<2.6", False, "a", ("2.1.2",)), Range(">=2.6", True, "b", ("2.6.0",))))
+    with pytest.raises(NotMeasured, match=r"no measurement for torch 2\.3\.0"):
+        gap.expected("2.3.0")
+    assert gap.boundary_problems() == [
+        "x: between <2.6 (measured up to 2.1) and >=2.6 (measured from 2.6) the releases in between were not run"
+    ]
+    with pytest.raises(ValueError, match=r"measured release.* 2\.7\.0 lie outside it"):
+        Range("<2.6", False, "a", ("2.7.0",))
+
+
+def _tables():
+    tables = [c.known for c in CAPABILITIES] + [d.known for d in DEPRECATIONS]
+    for family in registry.installed():
+        tables += [c.known for c in family.capabilities] + list(family.known)
+    return tables
+
+
+@pytest.mark.parametrize("table", _tables(), ids=lambda t: t.what[:40])
+def test_every_table_is_measured_on_the_releases_on_both_sides_of_each_boundary(table):
+    assert table.boundary_problems() == []
+
+
 def test_overlapping_ranges_are_an_error_and_local_versions_compare_as_their_release():
-    bad = Known("x", (Range(">=2.1", 1, "a"), Range(">=2.5", 2, "b")))
+    bad = Known("x", (Range(">=2.1", 1, "a", ("2.1.0",)), Range(">=2.5", 2, "b", ("2.6.0",))))
     with pytest.raises(ValueError, match=r"overlap at torch 2\.6\.0"):
         bad.expected("2.6.0")
     assert str(base_version("2.14.1+cu130")) == "2.14.1"

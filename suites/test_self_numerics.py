@@ -319,10 +319,11 @@ def test_bf16_weights_holds_parameters_gradients_and_optimizer_state_in_bfloat16
         result = checks.accumulation(tiny_mlp, tiny_batches(), k=2, numerics=mode)
     assert result.mode is mode
     assert result.dtype == "float32"  # the claim's dtype; the bound is float32's, the gap bfloat16's rounding
-    assert (acted.held, acted.stepped, acted.regions) == ({"bfloat16": 2}, {"bfloat16": 6}, 0)
+    # three copies: accumulated, the large batch, and the broken side (the loss not divided by k)
+    assert (acted.held, acted.stepped, acted.regions) == ({"bfloat16": 3}, {"bfloat16": 9}, 0)
     assert mode.proof(acted, mode) == (
         True,
-        "bf16-weights: 2 models held in bfloat16; 6 optimizer steps updated bfloat16 parameters",
+        "bf16-weights: 3 models held in bfloat16; 9 optimizer steps updated bfloat16 parameters",
     )
     assert mode.param_dtype("float32") == "bfloat16"
     assert mode.param_dtype("float64") == "float64"  # float64 claims are left alone, as autocast does
@@ -369,7 +370,7 @@ def test_bf16_weights_gets_its_own_verdict_and_fails_a_test_that_trained_in_floa
     weights = tests["test_accumulation[cpu-bf16-weights]"]
     assert (
         weights["mode_proof"]
-        == "bf16-weights: 2 models held in bfloat16; 6 optimizer steps updated bfloat16 parameters"
+        == "bf16-weights: 3 models held in bfloat16; 9 optimizer steps updated bfloat16 parameters"
     )
     assert weights["verdict"] == "conditional"  # the gap is bfloat16's rounding, beyond float32's bound
     assert weights["evidence"]["gap"] > 1e-4

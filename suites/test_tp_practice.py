@@ -52,17 +52,21 @@ def lm_mode(run, numerics):
 @pytest.mark.parametrize("k", K)
 def test_token_normalized_accumulation_is_the_large_batch_and_loss_over_k_is_not(k, device, numerics, evidence):
     run = functools.partial(checks.token_accumulation, lm.lm(0), lm.batches(0), k, device=device, numerics=numerics)
-    fixed, broken = lm_mode(lambda: (run(), run(normalize="mean")), numerics)
+    fixed = lm_mode(run, numerics)  # its broken side, each micro-batch's mean / k, runs too
     evidence.record(
         k=k,
-        mean_over_k_gap=broken.gap,
         tokens_per_micro_batch=fixed.values["tokens_per_micro_batch"],
-        **{tp.ACCUMULATION_EVIDENCE: {"tokens": fixed.values["gap_per_step"], "mean": broken.values["gap_per_step"]}},
+        **{
+            tp.ACCUMULATION_EVIDENCE: {
+                "tokens": fixed.values["gap_per_step"],
+                "mean": fixed.values["broken_gap_per_step"],
+            }
+        },
     )
     fixed.judge(evidence)
-    assert broken.gap > tp.MEAN_OVER_K_MIN_GAP, (
-        f"each micro-batch's mean / k came within {broken.gap:.3g} of the large batch with token counts "
-        f"{broken.values['tokens_per_micro_batch']}: the recipe's error should show (> {tp.MEAN_OVER_K_MIN_GAP})"
+    assert fixed.broken > tp.MEAN_OVER_K_MIN_GAP, (
+        f"each micro-batch's mean / k came within {fixed.broken:.3g} of the large batch with token counts "
+        f"{fixed.values['tokens_per_micro_batch']}: the recipe's error should show (> {tp.MEAN_OVER_K_MIN_GAP})"
     )
 
 
@@ -77,14 +81,15 @@ def test_with_equal_token_counts_loss_over_k_is_the_large_batch(evidence):
 @pytest.mark.parametrize("k", K)
 def test_the_logged_loss_is_the_large_batchs_and_the_undivided_sum_is_k_times_it(k, device, numerics, evidence):
     run = functools.partial(checks.logged_loss, lm.lm(0), lm.batches(0), k, device=device, numerics=numerics)
-    logged = lm_mode(run, numerics)
-    summed, mean = run(normalize="sum"), run(normalize="mean")
-    evidence.record(sum_ratio_per_step=summed.values["ratio_per_step"], mean_over_k_gap=mean.gap)
+    logged = lm_mode(run, numerics)  # its broken side, the undivided sum, is judged beyond the bound too
+    summed, last = run(normalize="sum", contrast=False), run(normalize="last", contrast=False)
+    evidence.record(sum_ratio_per_step=summed.values["ratio_per_step"], last_micro_batch_gap=last.gap)
     logged.judge(evidence)
     off = max(abs(r - k) for r in summed.values["ratio_per_step"])
     assert off <= tp.SUM_LOGGED_MAX_OFF_K, (
         f"the undivided sum read {summed.values['ratio_per_step']} of the loss, not ~{k}"
     )
+    assert last.gap > tp.LAST_LOGGED_MIN_GAP, f"the last micro-batch's mean came within {last.gap:.3g} of the loss"
 
 
 # --------------------------------------------------------------------------- TP-03
@@ -97,17 +102,21 @@ def test_clipping_after_unscale_sees_the_fp32_norm_and_before_it_the_scaled_one(
     if why:
         pytest.skip(f"fp16-autocast with a GradScaler: {why}")
     data = [tp_mlp_batch(seed) for seed in range(10)]
-    model = functools.partial(tp_mlp, 0)
-    after = checks.clipping_under_scaler(model, data, max_norm=0.1, device=device)
-    before = checks.clipping_under_scaler(model, data, max_norm=0.1, device=device, unscale=False)
-    evidence.record(
-        before_unscale_norm_ratio=before.values["norm_ratio_per_step"][0],
-        before_unscale_update_ratio=before.values["update_ratio"],
-        after_unscale_update_ratio=after.values["update_ratio"],
-    )
-    after.judge(evidence)
-    assert before.values["norm_ratio_per_step"][0] > tp.SCALED_NORM_MIN_RATIO, before
-    assert after.values["float32_clipped_steps"] == len(data), "max_norm must clip every float32 step for a test"
+    result = checks.clipping_under_scaler(functools.partial(tp_mlp, 0), data, max_norm=0.1, device=device)
+    evidence.record(before_unscale_norm_ratio=result.broken, update_ratio=result.values["update_ratio"])
+    assert result.values["float32_clipped_steps"] == len(data), "max_norm must clip every float32 step for a test"
+    result.judge(evidence)  # the broken side (clipping before unscale_) is judged beyond the bound too
+    assert result.broken > tp.SCALED_NORM_MIN_RATIO, result
+
+
+@pytest.mark.claim("TP-03")
+@pytest.mark.parametrize("mode", ["ieee", "bf16-autocast"])
+def test_a_mode_without_a_grad_scaler_measures_no_clipping_under_one(mode):
+    result = checks.clipping_under_scaler(functools.partial(tp_mlp, 0), [tp_mlp_batch(0)], max_norm=0.1, numerics=mode)
+    assert result.unmeasured, result
+    assert not result.holds
+    with pytest.raises(checks.NotMeasured, match="without a GradScaler"):
+        result.assert_holds()
 
 
 def tp_mlp(seed: int, dropout: float = 0.0, bn: bool = False) -> nn.Sequential:
@@ -376,10 +385,12 @@ def test_the_fused_cpu_adam_computes_in_float32_and_gives_no_nan(evidence):
     try:
         nans = int(_adam_half_step("cpu", torch.float16, fused=True).isnan().sum())
     except RuntimeError as err:  # this torch has no fused CPU Adam: where the table says so, a skip
+        table.record(evidence, False)
         problem = table.check(False)
         if problem:
             raise AssertionError(problem) from err
         pytest.skip(f"{table.what}: not on torch {torch.__version__} ({table.range_for().source})")
+    table.record(evidence, True)
     assert table.check(True) is None, table.check(True)
     evidence.record(nan_fused=nans)
     assert nans == 0, f"fused=True turned {nans} zero-gradient elements into NaN"
@@ -424,7 +435,8 @@ def test_for_every_shape_with_fewer_queries_the_mask_is_the_top_left_one(lq, ext
 # --------------------------------------------------------------------------- TP-13
 
 
-def _dropout_masks(p: float, seed: int, fallback_random: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _compiled_dropout(p: float, seed: int, fallback_random: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Compiled ``nn.Dropout(p)`` on a tensor of ones (its output) and eager's mask, same seed."""
     import torch._inductor.config as inductor
 
     torch._dynamo.reset()  # a fresh compile: dynamo's cache would otherwise reuse the other setting's graph
@@ -438,21 +450,27 @@ def _dropout_masks(p: float, seed: int, fallback_random: bool) -> tuple[torch.Te
     finally:
         inductor.fallback_random = saved
     torch.manual_seed(seed)
-    return compiled != 0, drop(x) != 0
+    return compiled, drop(x) != 0
 
 
 @pytest.mark.slow
 @pytest.mark.claim("TP-13")
 @pytest.mark.parametrize("p", [0.5, 0.1])
 def test_compiled_dropout_keeps_1_minus_p_but_not_eagers_masks(p, evidence):
-    kept, eager = _dropout_masks(p, 0, fallback_random=False)
+    out, eager = _compiled_dropout(p, 0, fallback_random=False)
+    kept = out != 0
     n = kept.numel()
     z = (kept.double().mean().item() - (1 - p)) / math.sqrt(p * (1 - p) / n)
+    scale = out[kept].double()  # the kept values of ones: 1 / (1 - p), as eager's Dropout scales them
+    scale_gap = (scale - 1 / (1 - p)).abs().max().item() * (1 - p)
     agreement = (kept == eager).double().mean().item()
-    same_as_eager, eager_again = _dropout_masks(p, 0, fallback_random=True)
-    fallback_agreement = (same_as_eager == eager_again).double().mean().item()
-    evidence.record(kept_z=z, agreement_with_eager=agreement, fallback_random_agreement=fallback_agreement)
+    same_as_eager, eager_again = _compiled_dropout(p, 0, fallback_random=True)
+    fallback_agreement = ((same_as_eager != 0) == eager_again).double().mean().item()
+    evidence.record(
+        kept_z=z, kept_scale_gap=scale_gap, agreement_with_eager=agreement, fallback_random_agreement=fallback_agreement
+    )
     assert abs(z) <= tp.DROPOUT_MAX_Z, f"compiled Dropout kept {kept.double().mean().item():.5f}, z={z:.2f}"
+    assert scale_gap <= tp.DROPOUT_SCALE_MAX_GAP, f"compiled Dropout's kept values are off 1/(1-p) by {scale_gap:.3g}"
     independent = p * p + (1 - p) * (1 - p)  # two independent masks agree this often
     assert agreement <= max(tp.MASK_MAX_AGREEMENT, independent + 0.01), f"the masks agree on {agreement:.4f}"
     assert fallback_agreement == 1.0, f"with fallback_random the masks agree on only {fallback_agreement:.4f}"
@@ -508,5 +526,6 @@ def test_in_place_relu_on_a_tensor_backward_needs_raises(evidence):
     node = re.search(r"which is output 0 of (\w+)", str(raised.value))
     named = node.group(1) if node else None
     evidence.record(node=named)
+    tp.INPLACE_ERROR_NODE.record(evidence, named)
     problem = tp.INPLACE_ERROR_NODE.check(named)
     assert problem is None, problem

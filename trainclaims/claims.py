@@ -71,7 +71,10 @@ class Family:
     ``rank_plan`` gives the rank experiments its data-parallel tests make (what a launched job runs);
     ``capabilities`` are the ops some torch versions lack that its tests meet
     (:class:`trainclaims.known.Capability`: a test that meets one where the table says this torch
-    lacks it skips)."""
+    lacks it skips); ``mutants`` are the alterations of PyTorch its claims' tests must notice
+    (:class:`trainclaims.mutants.Mutant`: a claim no mutant names is *unguarded*); ``known`` are
+    its behaviours per torch version (:class:`trainclaims.known.Known`, measured per release line by
+    ``trainclaims-releases``)."""
 
     id: str
     title: str
@@ -81,6 +84,8 @@ class Family:
     models: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     rank_plan: RankPlan | None = None
     capabilities: tuple[Any, ...] = ()
+    mutants: tuple[Any, ...] = ()
+    known: tuple[Any, ...] = ()
     claims: dict[str, Claim] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +102,10 @@ class Family:
                 raise ValueError(f"family {self.id}: claim {cid} is in the catalogue twice")
             claims[cid] = Claim(cid, text)
         object.__setattr__(self, "claims", claims)
+        for mutant in self.mutants:
+            unknown = [c for c in mutant.claims if c not in claims]
+            if unknown:
+                raise ValueError(f"family {self.id}: mutant {mutant.name} names claims not in it: {', '.join(unknown)}")
 
     def to_json(self) -> dict[str, str]:
         """Its id, title and catalogue (not its report parts): how an xdist worker tells the

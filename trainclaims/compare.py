@@ -29,6 +29,7 @@ VERDICT_COLOURS = {
     "refuted": "#2196f3",
     "fails": "#f44336",
     "not measured": "#bdbdbd",
+    "error": "#9c27b0",
 }
 
 

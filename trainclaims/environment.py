@@ -67,5 +67,14 @@ def environment(devices: Iterable[str], rootdir: Path, **extra: Any) -> dict[str
         "devices": {
             d: (unavailable_reason(d) and f"absent: {unavailable_reason(d)}") or device_name(d) for d in devices
         },
+        "mutant": _mutant(),
         **extra,
     }
+
+
+def _mutant() -> str | None:
+    """The mutant applied in this process (the mutation tier: PyTorch altered on purpose), or None."""
+    from trainclaims.mutants import active
+
+    found = active()
+    return found.name if found else None

@@ -1,13 +1,20 @@
-"""PyTorch's behaviours that differ by version, as data: the value expected in each range of torch
-versions (``packaging`` specifiers), with the source that says so. A test asserts the value
-expected for the installed torch (:meth:`Known.expected`); a value off the table fails with both
-values and the range, so an unknown change still fails, and a known one reads as what it is
-(:meth:`Known.note`: "known change in torch 2.14 (source)"). PyTorch's own tests keep such facts
-the same way (``DecorateInfo(..., active_if=...)`` in its OpInfo database).
+"""PyTorch's behaviours that differ by version, as data: the value measured in each range of torch
+versions (``packaging`` specifiers), the releases it was measured on, and the source that says
+why. A test asserts the value expected for the installed torch (:meth:`Known.expected`); a value
+off the table fails with both values and the range, so an unknown change still fails, and a known
+one reads as what it is (:meth:`Known.note`: "known change in torch 2.14 (source)"). PyTorch's own
+tests keep such facts the same way (``DecorateInfo(..., active_if=...)`` in its OpInfo database).
+
+Nothing is assumed: a range holds from the oldest to the newest release line measured in it (the
+patch releases of a measured line alike), and a torch outside every measured span (a release
+never run, older or newer than the table) is *not measured*: :meth:`Known.expected` raises
+:class:`trainclaims.verdicts.NotMeasured` ("no measurement for torch X"), which a test reports as
+a skip with the reason. ``trainclaims-releases`` measures the tables on every release line.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from collections.abc import Callable
@@ -16,6 +23,8 @@ from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
+from trainclaims.errors import NotMeasured
 
 
 def base_version(version: str | None = None) -> Version:
@@ -28,48 +37,92 @@ def base_version(version: str | None = None) -> Version:
     return Version(Version(str(version)).base_version)
 
 
+def line(version: str | Version) -> tuple[int, int]:
+    """A release's line: (major, minor)."""
+    v = base_version(str(version))
+    return v.major, v.minor
+
+
 @dataclass(frozen=True)
 class Range:
+    """``value`` for the torch versions of ``spec``, measured on the releases ``measured`` (each
+    within ``spec``), for the reason ``source`` gives."""
+
     spec: str  # a packaging specifier set: ">=2.14", "<2.14"
     value: Any
     source: str
+    measured: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        outside = [m for m in self.measured if Version(m) not in SpecifierSet(self.spec)]
+        if outside:
+            raise ValueError(f"range {self.spec}: measured release(s) {', '.join(outside)} lie outside it")
 
     def holds_for(self, version: Version) -> bool:
         return version in SpecifierSet(self.spec)
 
+    def covers(self, version: Version) -> bool:
+        """Within the spec and between the oldest and the newest release line measured in it."""
+        lines = [line(m) for m in self.measured]
+        return self.holds_for(version) and bool(lines) and min(lines) <= line(version) <= max(lines)
+
 
 @dataclass(frozen=True)
 class Known:
-    """What ``what`` is, per range of torch versions; the ranges must not overlap."""
+    """What ``what`` is, per range of torch versions; the ranges must not overlap. ``probe``, where
+    given, measures the value on the installed torch (``python -m trainclaims.known`` runs every
+    table's probe; a table without one is measured by the tests that record it)."""
 
     what: str
     ranges: tuple[Range, ...]
+    probe: Callable[[], Any] | None = None
 
     def range_for(self, version: str | None = None) -> Range | None:
+        """The range whose measured releases cover this torch's line, or None (not measured)."""
         v = base_version(version)
         found = [r for r in self.ranges if r.holds_for(v)]
         if len(found) > 1:
             raise ValueError(f"{self.what}: ranges {[r.spec for r in found]} overlap at torch {v}")
-        return found[0] if found else None
+        return found[0] if found and found[0].covers(v) else None
+
+    def measured_lines(self) -> list[str]:
+        return sorted({f"{a}.{b}" for r in self.ranges for a, b in map(line, r.measured)}, key=Version)
+
+    def unmeasured(self, version: str | None = None, got: Any = None) -> NotMeasured:
+        v = base_version(version)
+        here = f": {got!r} here" if got is not None else ""
+        lines = ", ".join(self.measured_lines()) or "none"
+        return NotMeasured(
+            f"no measurement for torch {v}: {self.what}{here} (the table has torch {lines}; trainclaims-releases "
+            "measures a release)"
+        )
 
     def expected(self, version: str | None = None) -> Any:
-        """The value for this torch; a torch outside every range: the newest range's (a release
-        newer than the table is expected to keep the last known behaviour)."""
+        """The value measured for this torch's range; :class:`NotMeasured` where no measured range
+        covers it (never a guess from a neighbouring range)."""
         found = self.range_for(version)
-        return (found or self.ranges[-1]).value
+        if found is None:
+            raise self.unmeasured(version)
+        return found.value
 
     def check(self, got: Any, version: str | None = None) -> str | None:
-        """None where ``got`` is the value expected for this torch, else why (both values, the range)."""
+        """None where ``got`` is the value expected for this torch, else why (both values, the
+        range); :class:`NotMeasured` (naming ``got``) where the table has no measurement for it."""
         v = base_version(version)
         found = self.range_for(str(v))
-        want = self.expected(str(v))
-        if got == want:
+        if found is None:
+            raise self.unmeasured(str(v), got)
+        if got == found.value:
             return None
-        if found:
-            where = f"torch {found.spec} ({found.source})"
-        else:
-            where = f"no range has torch {v}; the newest is {self.ranges[-1].spec}"
-        return f"{self.what}: {got!r} on torch {v}, expected {want!r} for {where}: an unknown change"
+        return (
+            f"{self.what}: {got!r} on torch {v}, expected {found.value!r} for torch {found.spec} ({found.source}): "
+            "an unknown change"
+        )
+
+    def record(self, evidence: Any, got: Any) -> None:
+        """Put the measured value in a test's evidence (``known: WHAT``), where trainclaims-releases
+        reads each release's value of the table."""
+        evidence.record(**{f"known: {self.what}": got})
 
     def note(self, version: str | None = None) -> str | None:
         """ "known change in torch X (source)" where the running torch is past a change of value."""
@@ -83,6 +136,21 @@ class Known:
         before = [r for r in self.ranges if r is not here and r.value != here.value]
         was = f", was {before[0].value!r} before" if before else ""
         return f"known change in torch {max(lower, key=Version)}{was} ({here.source})"
+
+    def boundary_problems(self) -> list[str]:
+        """Where the table is not measured on both sides of a boundary: each range must name the
+        releases it was measured on, and where two ranges meet, the last line measured below and
+        the first line measured above must be neighbours (2.5 and 2.6): the change lies between
+        two releases that were both run. Empty for a table measured as it should be."""
+        problems = [f"{self.what}: range {r.spec} names no measured release" for r in self.ranges if not r.measured]
+        spans = sorted((min(map(line, r.measured)), max(map(line, r.measured)), r) for r in self.ranges if r.measured)
+        for (_, below, a), (above, _, b) in itertools.pairwise(spans):
+            if a.value != b.value and (above[0], above[1] - 1) != below:
+                problems.append(
+                    f"{self.what}: between {a.spec} (measured up to {below[0]}.{below[1]}) and {b.spec} (measured "
+                    f"from {above[0]}.{above[1]}) the releases in between were not run"
+                )
+        return problems
 
 
 # --------------------------------------------------------------------------- capabilities, deprecations
@@ -157,9 +225,15 @@ def _ddp_broadcast_buffers() -> None:
             dist.destroy_process_group()
 
 
-def _since(what: str, version: str, before: str, since: str) -> Known:
-    """False before torch ``version``, True from it: a capability torch gained, a warning it added."""
-    return Known(what, (Range(f"<{version}", False, before), Range(f">={version}", True, since)))
+def _since(
+    what: str, version: str, before: str, since: str, measured_before: tuple[str, ...], measured_since: tuple[str, ...]
+) -> Known:
+    """False before torch ``version``, True from it: a capability torch gained, a warning it added,
+    with the releases measured on each side."""
+    return Known(
+        what,
+        (Range(f"<{version}", False, before, measured_before), Range(f">={version}", True, since, measured_since)),
+    )
 
 
 # Measured on CPU (2 cores) with torch 2.1.2, 2.2.0 (trainclaims-bisect), 2.2.2, 2.3.0, 2.4.0, 2.10.0,
@@ -170,6 +244,8 @@ HALF_BATCH_NORM_CPU = Capability(
         "2.2",
         "measured: torch 2.1.2 raises '\"batch_norm\" not implemented for 'Half''",
         "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)",
+        ("2.1.2",),
+        ("2.2.0", "2.2.2", "2.3.0", "2.4.0", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
     ),
     _half_cpu(lambda torch, x: torch.nn.functional.batch_norm(x, torch.zeros(3), torch.ones(3), training=True)),
     r"\"batch_norm\" not implemented for 'Half'",
@@ -180,6 +256,8 @@ HALF_BERNOULLI_CPU = Capability(
         "2.2",
         "measured: torch 2.1.2 raises '\"bernoulli_scalar_cpu_\" not implemented'",
         "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)",
+        ("2.1.2",),
+        ("2.2.0", "2.2.2", "2.3.0", "2.4.0", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
     ),
     _half_cpu(lambda torch, x: torch.nn.functional.dropout(x, 0.5, training=True)),
     r"\"bernoulli_\w*\" not implemented for 'Half'",
@@ -190,6 +268,8 @@ AMP_GRAD_SCALER = Capability(
         "2.3",
         "measured: torch 2.1.2 and 2.2.2 have torch.cuda.amp.GradScaler only",
         "measured from torch 2.3.0 (torch.amp.GradScaler(device))",
+        ("2.1.2", "2.2.2"),
+        ("2.3.0", "2.4.0", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
     ),
     lambda: __import__("torch").amp.GradScaler("cpu"),
 )
@@ -202,6 +282,8 @@ DEPRECATIONS: tuple[Deprecation, ...] = (
             "2.4",
             "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0",
             "measured from torch 2.4.0",
+            ("2.1.2", "2.2.2", "2.3.0"),
+            ("2.4.0", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
         ),
         lambda: __import__("torch").cuda.amp.GradScaler(enabled=False),
     ),
@@ -211,6 +293,8 @@ DEPRECATIONS: tuple[Deprecation, ...] = (
             "2.4",
             "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0",
             "measured from torch 2.4.0",
+            ("2.1.2", "2.2.2", "2.3.0"),
+            ("2.4.0", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
         ),
         lambda: __import__("torch").cpu.amp.autocast(),
     ),
@@ -220,6 +304,8 @@ DEPRECATIONS: tuple[Deprecation, ...] = (
             "2.13",
             "measured: no warning on torch 2.1.2 to 2.12.1",
             "measured from torch 2.13.0",
+            ("2.1.2", "2.12.1"),
+            ("2.13.0", "2.14.1", "2.15.0"),
         ),
         _ddp_broadcast_buffers,
     ),

@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainclaims import registry
     from trainclaims.devices import device_name
+    from trainclaims.mutants import activate_from_env
 
+    activate_from_env(registry.installed())  # the mutation tier reaches a launched job's ranks too
     available = torch.cuda.is_available()
     try:
         backend, device = backend_and_device(

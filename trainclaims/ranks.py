@@ -28,6 +28,7 @@ import torch
 import torch.multiprocessing as mp
 
 from trainclaims import numerics
+from trainclaims.mutants import active as active_mutant
 
 LOOPBACK = "127.0.0.1"
 COLLECTIVE_TIMEOUT_S = 30  # process-group init and every collective
@@ -68,14 +69,18 @@ def _rank_main(
     args: tuple,
     out: Any,
     mode: str = "ieee",
+    mutant: Any = None,
 ) -> None:
     import inspect
 
     import torch
     import torch.distributed as dist
 
+    from trainclaims.mutants import adopt
+
     torch.set_num_threads(threads)  # k ranks share the parent's cores
     try:
+        adopt(mutant)  # the mutation tier: PyTorch altered here as in the process that started the ranks
         gpu = rank_gpu(backend, rank, torch.cuda.device_count() if backend == "nccl" else 0)
         options = {}
         if gpu is not None:
@@ -174,7 +179,7 @@ def _run_once(
             threads = max(1, torch.get_num_threads() // world_size)
             p = ctx.Process(
                 target=_rank_main,
-                args=(rank, world_size, port, backend, threads, fn, args, out, mode),
+                args=(rank, world_size, port, backend, threads, fn, args, out, mode, active_mutant()),
                 daemon=True,
             )
             p.start()

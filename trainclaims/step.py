@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from trainclaims import numerics as num
+from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, Acted, Mode, get
 
 Batch = tuple[torch.Tensor, torch.Tensor] | Mapping[str, torch.Tensor]
@@ -73,11 +74,11 @@ def batch_size(batch: Batch) -> int:
 
 
 def split(batch: Batch, k: int) -> list[Batch]:
-    """``batch`` cut into ``k`` equal micro-batches along its first dimension; ValueError where it
-    does not divide."""
+    """``batch`` cut into ``k`` equal micro-batches along its first dimension;
+    :class:`trainclaims.verdicts.Misuse` (a ValueError) where it does not divide."""
     n = batch_size(batch)
     if n % k:
-        raise ValueError(f"a batch of {n} does not split into k={k} equal micro-batches")
+        raise Misuse(f"a batch of {n} does not split into k={k} equal micro-batches")
     if isinstance(batch, Mapping):
         parts = {key: value.chunk(k) for key, value in batch.items()}
         return [{key: parts[key][i] for key in batch} for i in range(k)]

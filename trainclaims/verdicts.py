@@ -22,6 +22,7 @@ class Verdict(str, enum.Enum):
     CONDITIONAL = "conditional"  # holds on some data/devices/readings/modes only; the note says which
     FAILS = "fails"  # a test of the claim failed: the measured behaviour left its band
     NOT_MEASURED = "not measured"  # every test of it was skipped here; the note says why
+    ERROR = "error"  # a test misused a check (a usage error, not a verdict on the claim); the note says the fix
 
 
 def verdict_of(value: Any, where: str) -> Verdict:
@@ -99,14 +100,18 @@ UNMEASURED_OUTCOMES = ("crashed", NOT_RUN)
 
 def roll_up(recs: Sequence[Any]) -> tuple[Verdict, str]:
     """One verdict from a claim's tests (:class:`trainclaims.results.TestResult`): any failure ->
-    fails (with the failures' messages); else a test whose worker crashed or that never ran -> not
-    measured; else any refuted -> refuted; any conditional -> conditional; any passed -> holds;
+    fails (with the failures' messages); else a test that misused a check -> error (a usage error:
+    no verdict on the claim, with the fix); else a test whose worker crashed or that never ran ->
+    not measured; else any refuted -> refuted; any conditional -> conditional; any passed -> holds;
     nothing ran -> not measured (with why)."""
     if not recs:
         return Verdict.NOT_MEASURED, "no test of it was collected in this run"
-    failed = [r for r in recs if r.outcome in FAILED_OUTCOMES]
+    misused = [r for r in recs if r.outcome in FAILED_OUTCOMES and r.verdict == Verdict.ERROR]
+    failed = [r for r in recs if r.outcome in FAILED_OUTCOMES and r.verdict != Verdict.ERROR]
     if failed:
         return Verdict.FAILS, "; ".join(f"{r.test}: {r.outcome}: {r.reason}" for r in failed[:3])
+    if misused:
+        return Verdict.ERROR, "; ".join(f"{r.test}: a usage error: {r.reason}" for r in misused[:3])
     crashed = [r for r in recs if r.outcome in UNMEASURED_OUTCOMES]
     if crashed:  # part of the claim was not measured: no verdict from the rest
         return Verdict.NOT_MEASURED, "; ".join(f"{r.test}: {r.reason}" for r in crashed[:3])

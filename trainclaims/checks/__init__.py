@@ -76,6 +76,7 @@ from trainclaims.checks.tokens import (
     token_count,
     token_sum,
 )
+from trainclaims.errors import Misuse, NotMeasured
 from trainclaims.step import Batch, LossFn, Step
 
 __all__ = [
@@ -85,7 +86,9 @@ __all__ = [
     "Batch",
     "Checked",
     "LossFn",
+    "Misuse",
     "ModelFactory",
+    "NotMeasured",
     "OptimizerFactory",
     "Step",
     "accumulation",

@@ -20,6 +20,7 @@ from trainclaims.checks.base import (
     rtol,
     sgd,
 )
+from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, Mode
 from trainclaims.step import Batch, LossFn, ModeLoss, batch_size, split, train
 
@@ -35,6 +36,7 @@ def accumulation(
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     numerics: Mode | str = REFERENCE,
+    contrast: bool = True,
 ) -> Checked:
     """Gradient accumulation imitates a k-times larger batch: one copy of the model steps on k
     micro-batches of each batch (loss/k each, ``divide=False``: the loss as it is), the other on
@@ -42,18 +44,25 @@ def accumulation(
 
     Holds for a model without BatchNorm, with ``divide``, and with a loss that is a mean over
     equally many terms per micro-batch; undivided the accumulated gradient is k times the large
-    batch's (the check then fails, with the gap); with BatchNorm see
+    batch's (the check then fails, with the gap). With ``contrast`` (and ``divide``) that broken side
+    runs too and must be beyond the bound (k=1 cannot tell them apart). With BatchNorm see
     :func:`accumulation_with_batchnorm`; with a per-token mean over micro-batches of unequal token
     counts see :func:`trainclaims.checks.token_accumulation`."""
     optimizer_fn = optimizer_fn or sgd()
     (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
     data = batches_on(batches, device, large)
+    micro = [split(b, k) for b in data]  # a k that does not divide: a usage error, before any step
     opt_a, opt_l = optimizer_fn(accumulated.parameters()), optimizer_fn(large.parameters())
     runs = (
-        train(accumulated, opt_a, [split(b, k) for b in data], loss_fn, numerics, device, divide=divide),
+        train(accumulated, opt_a, micro, loss_fn, numerics, device, divide=divide),
         train(large, opt_l, [[b] for b in data], loss_fn, numerics, device),
     )
     gap = parameter_gap(accumulated.parameters(), large.parameters())
+    broken = None
+    if contrast and divide:
+        undivided = build(model_fn, device, dtype, numerics)[0]
+        train(undivided, optimizer_fn(undivided.parameters()), micro, loss_fn, numerics, device, divide=False)
+        broken = parameter_gap(undivided.parameters(), large.parameters())
     return Checked(
         "accumulation",
         f"{k} micro-batches {'with loss/k' if divide else 'with the loss undivided'} equal one batch "
@@ -73,6 +82,8 @@ def accumulation(
         },
         numerics,
         claim_dtype,
+        broken=broken,
+        broken_recipe="the loss not divided by k",
     )
 
 
@@ -92,7 +103,7 @@ def accumulation_with_batchnorm(
     (relative), and every BN layer's running statistics take k updates instead of one."""
     (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
     if not batchnorms(large):
-        raise ValueError("accumulation_with_batchnorm: the model has no BatchNorm layer")
+        raise Misuse("accumulation_with_batchnorm: the model has no BatchNorm layer")
     (whole,) = batches_on([batch], device, large)
     for model, parts in ((accumulated, split(whole, k)), (large, [whole])):
         model.train()

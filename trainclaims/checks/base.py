@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from trainclaims import numerics as num
+from trainclaims.errors import Misuse, NotMeasured
 from trainclaims.modes import REFERENCE, Mode, get
 from trainclaims.step import Batch, batch_size, to_device, unequal_skips
 from trainclaims.verdicts import Verdict, judge_gap
@@ -83,6 +84,15 @@ class Checked:
     be 0, bit for bit). ``mode`` is the numerics mode the check measured in and ``dtype`` the dtype
     the claim was computed in (before the mode): an equality measured in another mode than the
     reference is judged against the mode's rounding bound for that dtype (:func:`judge`).
+
+    An equality states what it rules out: ``broken`` is the gap of the claim's broken side on the
+    same inputs (``broken_recipe``: loss/k of unequal token counts, clipping before ``unscale_``,
+    checkpointing without the RNG state), and the claim holds only where that gap is beyond the
+    bound (beyond the mode's rounding bound in a mode): inputs on which the broken recipe passes too
+    cannot tell the two apart, and say so. ``unmeasured`` says why the check measured nothing (a
+    mode without the GradScaler a claim is about, one rank where ranks are compared): then it
+    neither holds nor fails, and :meth:`assert_holds` / :meth:`judge` raise
+    :class:`trainclaims.verdicts.NotMeasured` (a skip in pytest and unittest) with the reason.
     """
 
     check: str
@@ -93,23 +103,45 @@ class Checked:
     values: dict[str, Any] = field(default_factory=dict)
     mode: Mode = REFERENCE
     dtype: str = "float32"
+    broken: float | None = None  # the broken side's gap on the same inputs (equalities)
+    broken_recipe: str = ""
+    unmeasured: str = ""  # why nothing was measured, where nothing was
 
     def __post_init__(self) -> None:
         self.mode = get(self.mode)
         self.dtype = num.dtype_name(self.dtype)
 
+    def _broken_bound(self) -> float:
+        """How far the broken side must be: beyond the bound, and in a mode beyond its rounding."""
+        in_mode = None if self.mode.reference else self.mode.bound(self.dtype)
+        return max(self.bound, in_mode.value if in_mode is not None else self.bound)
+
+    @property
+    def tells_apart(self) -> bool:
+        """Whether the broken side is beyond the bound (True where there is none to show)."""
+        return self.broken is None or self.expect == "differs" or self.broken > self._broken_bound()
+
     @property
     def holds(self) -> bool:
-        if math.isnan(self.gap):
+        if self.unmeasured or math.isnan(self.gap) or not self.tells_apart:
             return False
         if self.expect == "differs":
             return self.gap > self.bound
         return self.gap <= self.bound
 
     def __str__(self) -> str:
+        if self.unmeasured:
+            return f"{self.check}: {self.claim}: not measured: {self.unmeasured}"
         relation = {"equal": "<=", "exact": "==", "differs": ">"}[self.expect]
         state = "holds" if self.holds else "does not hold"
-        return f"{self.check}: {self.claim}: gap {self.gap:.3g} (needs {relation} {self.bound:g}): {state}"
+        text = f"{self.check}: {self.claim}: gap {self.gap:.3g} (needs {relation} {self.bound:g})"
+        if self.broken is not None and self.expect != "differs":
+            text += f"; {self.broken_recipe or 'the broken side'}: gap {self.broken:.3g}"
+            if not self.tells_apart:
+                text += (
+                    f", within {self._broken_bound():g} too: these inputs cannot tell the claim from its broken side"
+                )
+        return f"{text}: {state}"
 
     def refute(self, why: str) -> None:
         """The claim does not hold for a reason the gap does not show (a count, a side condition):
@@ -118,20 +150,22 @@ class Checked:
         self.claim += f"; {why}"
 
     def numbers(self) -> dict[str, Any]:
-        """The evidence: gap, bound, expectation, the mode, and what was measured, as plain data."""
-        return {
-            "check": self.check,
-            "gap": self.gap,
-            "bound": self.bound,
-            "expect": self.expect,
-            "numerics": self.mode.name,
-            **self.values,
-        }
+        """The evidence: gap, bound, expectation, the mode, the broken side's gap, and what was
+        measured, as plain data."""
+        out = {"check": self.check, "gap": self.gap, "bound": self.bound, "expect": self.expect}
+        out["numerics"] = self.mode.name
+        if self.broken is not None:
+            out |= {"broken_gap": self.broken, "broken_recipe": self.broken_recipe}
+        if self.unmeasured:
+            out["not_measured"] = self.unmeasured
+        return out | self.values
 
     def _detail(self) -> str:
         return ", ".join(f"{k}={_short(v)}" for k, v in self.values.items())
 
     def assert_holds(self) -> None:
+        if self.unmeasured:
+            raise NotMeasured(str(self))
         if not self.holds:
             raise AssertionError(f"{self} [{self._detail()}]")
 
@@ -140,17 +174,21 @@ class Checked:
         (:func:`trainclaims.verdicts.judge_gap`): in the reference mode, and for a claim that two
         things differ or are bit-for-bit equal, the claim must hold (asserted). An equality measured
         in another mode holds within the bound, is *conditional* within the mode's rounding bound
-        for the dtype (with the gap), and fails beyond it. ``numerics`` is the older form: the mode
-        of a check that was not told its mode (one told another mode is an error)."""
+        for the dtype (with the gap), and fails beyond it; its broken side must be beyond that
+        bound. A check that measured nothing raises :class:`NotMeasured` (the test skips, with
+        why). ``numerics`` is the older form: the mode of a check that was not told its mode (one
+        told another mode is an error)."""
         if numerics is not None and get(numerics) != self.mode:
             if not self.mode.reference:
-                raise ValueError(
+                raise Misuse(
                     f"{self.check} measured in {self.mode.name}, but judge() was given {get(numerics).name}: "
                     "leave numerics out of judge() (the check records its mode)"
                 )
             self.mode = get(numerics)  # the older form: the mode is named here, not to the check
         evidence.record(**self.numbers())
-        if self.expect != "equal" or self.mode.reference:
+        if self.unmeasured:
+            raise NotMeasured(str(self))
+        if self.expect != "equal" or self.mode.reference or not self.tells_apart:
             self.assert_holds()
             return
         unequal = unequal_skips(self.values.get("scaler_skips") or ())
@@ -199,13 +237,16 @@ def batches_on(batches: Iterable[Batch], device: str | torch.device, model: nn.M
 
 def for_ranks(batches: Iterable[Batch], world: int, micro_batches: int | None = None) -> list[Batch]:
     """The batches on the CPU, as they go to ``world`` rank processes (each takes its shard there);
-    ValueError, before any process starts, for one that does not split into ``world`` ranks (of
-    ``micro_batches`` micro-batches each, where given)."""
+    :class:`Misuse` (a ValueError), before any process starts, for one that does not split into
+    ``world`` ranks (of ``micro_batches`` micro-batches each, where given), or fewer than 2 ranks
+    (a data-parallel claim compares ranks)."""
+    if world < 2:
+        raise Misuse(f"world={world}: a data-parallel claim needs 2 or more ranks to compare")
     out = [to_device(b, "cpu") for b in batches]
     for b in out:
         if batch_size(b) % (world * (micro_batches or 1)):
             into = f"{world} ranks" if micro_batches is None else f"{world} ranks x {micro_batches} micro-batches"
-            raise ValueError(f"a batch of {batch_size(b)} does not split into {into}")
+            raise Misuse(f"a batch of {batch_size(b)} does not split into {into}")
     return out
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from trainclaims.checks.base import Checked, ModelFactory, batchnorms, build, relative_gap, rtol
+from trainclaims.errors import Misuse
 
 
 def batchnorm_eval(
@@ -82,12 +83,12 @@ def running_statistics(
     """BatchNorm's running statistics are an EMA of the batch statistics, computed by hand from each
     BN layer's own inputs over training-mode forward passes: ``running = (1 - m) * running + m *
     observed`` with the batch mean and the *unbiased* batch variance (``momentum=None``: the
-    cumulative average). Records the gap of the biased-variance reading too (``biased_var_gap``:
-    evidence that the check tells the two apart)."""
+    cumulative average). The biased-variance reading is the broken side (``broken``): it must be
+    beyond the bound, evidence that the check tells the two apart."""
     model, dt = build(model_fn, device, dtype)
     bns = batchnorms(model)
     if not bns or any(m.running_mean is None for m in bns):
-        raise ValueError("running_statistics: the model has no BatchNorm layer that keeps running statistics")
+        raise Misuse("running_statistics: the model has no BatchNorm layer that keeps running statistics")
     by_hand = {
         id(m): {
             "mean": m.running_mean.detach().double().clone(),
@@ -139,6 +140,8 @@ def running_statistics(
             "dtype": str(dt),
             "device": device,
         },
+        broken=biased_gap,
+        broken_recipe="the EMA of the biased variance",
     )
 
 

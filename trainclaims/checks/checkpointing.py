@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from trainclaims.checks.base import Checked, ModelFactory, batches_on, build, relative_gap
+from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, Mode, get
 from trainclaims.step import Batch, LossFn, ModeLoss
 
@@ -71,36 +72,47 @@ def activation_checkpointing(
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     numerics: Mode | str = REFERENCE,
+    contrast: bool = True,
 ) -> Checked:
-    """Checkpointing ``blocks(model)`` (default: each direct child) leaves every gradient
-    as it is, bit for bit, the random ops (Dropout) included, in training mode: one copy plain, one
-    checkpointed, the same seed before each forward pass; the gap is the gradients' relative gap
-    over all parameters, and it must be 0. ``preserve_rng_state=False`` recomputes Dropout with
-    other masks (the check then fails with the gap). Under a compiling mode inductor's
-    ``fallback_random`` is on while it measures (the check's numbers say so)."""
+    """Checkpointing ``blocks(model)`` (default: each direct child) leaves every gradient as it
+    is, bit for bit, the random ops (Dropout) included, in training mode: one copy plain, one
+    checkpointed, each seeded once before its first batch, so that the random draws after each
+    backward pass continue as without checkpointing (a recomputation that leaves the RNG where its
+    own draws ended changes the next batch's masks); the gap is the gradients' relative gap over
+    all parameters, and it must be 0. ``preserve_rng_state=False`` recomputes Dropout with other
+    masks (the check then fails with the gap). With ``contrast`` (and the RNG state preserved) that
+    broken side runs too and must differ: where it does not (checkpointed blocks that draw no
+    random numbers in training; a compiled graph whose masks do not depend on the restored state)
+    the restore was not exercised and the check measured nothing, saying so. Under a compiling mode
+    inductor's ``fallback_random`` is on while it measures (the check's numbers say so)."""
     mode = get(numerics)
-    grads: list[list[torch.Tensor]] = []
     chosen: list[str] = []
+
+    def gradients(wrap: bool, preserve: bool) -> tuple[list[torch.Tensor], torch.dtype]:
+        model, claim_dtype = build(model_fn, device, dtype, mode)
+        model.train()
+        if wrap:
+            picked = list(blocks(model))
+            if not picked:
+                raise Misuse("activation_checkpointing: blocks(model) picked no block to checkpoint")
+            names = {id(m): n for n, m in model.named_modules()}
+            chosen[:] = [names.get(id(b), type(b).__name__) for b in picked]
+            for block in picked:
+                checkpointed(block, use_reentrant=use_reentrant, preserve_rng_state=preserve)
+        loss = ModeLoss(model, loss_fn, mode, device)
+        torch.manual_seed(seed)  # once: the RNG then runs on through every batch, as in training
+        for batch in batches_on(batches, device, model):
+            loss(batch).backward()  # the gradients of every batch, summed
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()], claim_dtype
+
     with _same_random_masks(mode):
-        for wrap in (False, True):
-            model, claim_dtype = build(model_fn, device, dtype, mode)
-            model.train()
-            if wrap:
-                picked = list(blocks(model))
-                if not picked:
-                    raise ValueError("blocks(model) picked no block to checkpoint")
-                names = {id(m): n for n, m in model.named_modules()}
-                chosen = [names.get(id(b), type(b).__name__) for b in picked]
-                for block in picked:
-                    checkpointed(block, use_reentrant=use_reentrant, preserve_rng_state=preserve_rng_state)
-            loss = ModeLoss(model, loss_fn, mode, device)
-            for batch in batches_on(batches, device, model):
-                torch.manual_seed(seed)
-                loss(batch).backward()  # the gradients of every batch, summed
-            grads.append([p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
-    plain, wrapped = grads
+        plain, claim_dtype = gradients(False, True)
+        wrapped, _ = gradients(True, preserve_rng_state)
+        broken = None
+        if contrast and preserve_rng_state:
+            broken = relative_gap(gradients(True, False)[0], plain)
     gap = relative_gap(wrapped, plain)
-    return Checked(
+    result = Checked(
         "activation_checkpointing",
         f"checkpointing {', '.join(chosen)} (use_reentrant={use_reentrant}, preserve_rng_state={preserve_rng_state}) "
         "leaves every gradient unchanged",
@@ -119,7 +131,21 @@ def activation_checkpointing(
         },
         mode,
         claim_dtype,
+        broken=broken,
+        broken_recipe="checkpointing without the RNG state (preserve_rng_state=False)",
     )
+    if broken is not None and broken == 0:  # the restore made no difference: it was not exercised
+        where = (
+            "under torch.compile the checkpointed graph's dropout masks do not depend on the RNG state "
+            "checkpoint restores (dynamo traces the recomputation)"
+            if mode.compiles
+            else "the checkpointed blocks draw no random numbers in training (no Dropout there?)"
+        )
+        result.unmeasured = (
+            f"{where}: checkpointing without the RNG state gives the same gradients (gap 0), so the restore was not "
+            f"exercised; with it, gap {gap:.3g}"
+        )
+    return result
 
 
 __all__ = ["activation_checkpointing", "checkpointed", "children"]

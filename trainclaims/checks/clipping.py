@@ -12,6 +12,7 @@ whole model), not the norm of the rank's own shards.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -35,25 +36,58 @@ from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard
 
 ClipFn = Callable[[Iterable[torch.Tensor], float], Any]  # clip_grad_norm_(parameters, max_norm) -> norm
 
-# How far the norm clip_grad_norm_ sees in a mode may be from float32's, relative, where the loop
-# clips the true gradients. Measured (CPU, torch 2.14.1, MLP 16-64-64-4, batches of 32, max_norm 0.1
-# (every step clipped), SGD lr 0.1, seeds 0-9, the first step): fp16-autocast after unscale_ 5.0e-5 -
-# 4.7e-4, bf16-autocast up to 1.3e-3; before unscale_ the ratio is 6.551e4-6.554e4 (the initial scale
-# 2^16) and the parameters move 1.5e-5-1.6e-5 of float32's way (after unscale_: 0.9991-1.0001).
-# (torch 2.6.0 and 2.15.0 gave the same to every digit on the same probe with max_norm 0.5.)
+# How far what clipping does in a mode may be from float32's, relative, where the loop clips the
+# true gradients: the norm clip_grad_norm_ returns at the first step, and the norm of the first
+# step's parameter change (made from the clipped gradients). Measured (CPU, torch 2.14.1, MLP
+# 16-64-64-4, 10 batches of 32, max_norm 0.1 (every step clipped), SGD lr 0.1, seeds 0-9):
+# fp16-autocast after unscale_: the norm 3.1e-6 - 7.0e-4, the first update's norm 1.6e-8 - 3.1e-7
+# (the clipped gradients themselves differ by fp16's rounding, 3.7e-4 - 2.0e-2, not judged);
+# before unscale_ the norm ratio is 6.551e4-6.556e4 (the initial scale 2^16), the first update
+# 1/scale of float32's, and the parameters move 1.5e-5-1.6e-5 of float32's way over the run
+# (after unscale_: 0.9991-1.0001). (torch 2.6.0 and 2.15.0 gave the same norms to every digit on
+# the same probe with max_norm 0.5.)
 CLIP_NORM_MAX_GAP = 1e-2
+# clip_grad_norm_ scales the gradients by max_norm / (norm + 1e-6): after it their norm is
+# max_norm to this relative precision (float32 rounding of the scaling; 1e-6 / norm for the eps).
+CLIPPED_NORM_RTOL = 1e-3
 
 
 def _norm(value: Any) -> float:
-    """A norm clip_grad_norm_ returned, as a float: a DTensor's full value (FSDP2), a tensor's."""
-    if hasattr(value, "full_tensor"):
-        value = value.full_tensor()
+    """A norm clip_grad_norm_ returned, read as a user reads it: a tensor's value (``.item()``),
+    a DTensor's value on this rank (``to_local()``: a rank-local, partial norm reads as what it
+    is, not as the global one a collective would make of it)."""
+    if hasattr(value, "to_local"):
+        value = value.to_local()
     return float(value)
+
+
+def grad_norm(parameters: Iterable[torch.Tensor]) -> float:
+    """The total 2-norm of the parameters' gradients (sharded ones gathered: a collective on every
+    rank), computed in float64: what clipping is defined on."""
+    grads = [
+        p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad for p in parameters if p.grad is not None
+    ]
+    return math.sqrt(sum(float(g.detach().double().square().sum()) for g in grads))
+
+
+def _norm_of(tensors: list[torch.Tensor]) -> float:
+    return math.sqrt(sum(float(t.detach().double().square().sum()) for t in tensors))
 
 
 def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float) -> Any:
     """``torch.nn.utils.clip_grad_norm_`` (the default clip of the checks here)."""
     return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
+def _clipped_as_defined(before: float, returned: float, after: float, max_norm: float) -> str:
+    """Why one clip did not do what clipping is (empty where it did): return the gradients' norm,
+    and scale them to ``max_norm`` where that norm is above it."""
+    if not math.isclose(returned, before, rel_tol=CLIPPED_NORM_RTOL):
+        return f"it returned the norm {returned:.6g}, the gradients' norm was {before:.6g}"
+    want = min(before, max_norm)
+    if not math.isclose(after, want, rel_tol=CLIPPED_NORM_RTOL):
+        return f"the gradients' norm was {before:.6g} (max_norm {max_norm:g}) and {after:.6g} after it, not {want:.6g}"
+    return ""
 
 
 def clipping_under_scaler(
@@ -68,58 +102,109 @@ def clipping_under_scaler(
     clip_fn: ClipFn = clip_grad_norm,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    contrast: bool = True,
 ) -> Checked:
-    """Clipping in ``numerics`` (fp16-autocast: through its GradScaler) clips what float32 training
-    clips: the norm ``clip_fn`` sees at the first step is float32's (relative gap within
+    """Clipping in ``numerics`` (a mode that trains through a GradScaler: fp16-autocast) clips what
+    float32 training clips: at the first step the norm ``clip_fn`` returns and the gradients it
+    leaves (what the update is made from) are float32's (relative gaps within
     :data:`CLIP_NORM_MAX_GAP`). ``unscale=True`` clips after ``scaler.unscale_(optimizer)`` (the
     recipe); ``unscale=False`` clips the scaled gradients, as a loop that forgets ``unscale_`` does:
-    the norm is the scale times float32's and the check fails with it. One copy trains in the mode,
-    one in float32 (ieee), both clipping at ``max_norm`` each step; the numbers include each step's
-    norm ratio, the clipped share of steps and the ratio of the two copies' parameter changes. Use
-    SGD (the default, no momentum): Adam divides by its own running RMS and hides most of a
-    per-step factor."""
+    the norm is the scale times float32's and the check fails with it.
+
+    One copy trains in the mode, one in float32 (ieee), both clipping at ``max_norm`` each step.
+    What makes the comparison mean anything is checked too: in float32 ``clip_fn`` returned the
+    gradients' norm and scaled them to ``max_norm`` wherever it was above (a clip that clips nothing
+    fails the check), and at least one float32 step was clipped (else it measured nothing: choose a
+    smaller ``max_norm``). In a mode without a GradScaler nothing is measured (the result says so).
+    With ``contrast`` the broken side (the other ``unscale``) runs too and must be beyond the bound.
+    The numbers include each step's norm ratio, the clipped steps and the ratio of the two copies'
+    parameter changes (not judged: Adam divides by its own running RMS and hides a per-step factor)."""
+    mode = get(numerics)
     optimizer_fn = optimizer_fn or sgd(lr=0.1, momentum=0.0)
-    runs: dict[str, dict[str, Any]] = {}
-    for name, mode, scaled in (("reference", REFERENCE, True), ("mode", numerics, unscale)):
-        model, claim_dtype = build(model_fn, device, dtype, mode)
+    if not mode.scaler:
+        return Checked(
+            "clipping_under_scaler",
+            f"clip_grad_norm_ under a GradScaler in {mode.name}",
+            "equal",
+            float("nan"),
+            CLIP_NORM_MAX_GAP,
+            {"max_norm": max_norm, "unscale": unscale, "device": device},
+            mode,
+            unmeasured=f"{mode.name} trains without a GradScaler: nothing to clip before or after unscale_ "
+            "(the claim is measured in fp16-autocast)",
+        )
+
+    def clipping_run(run_mode: Mode, scaled: bool) -> dict[str, Any]:
+        model, claim_dtype = build(model_fn, device, dtype, run_mode)
         start = [p.detach().clone() for p in model.parameters()]
-        step = Step(model, optimizer_fn(model.parameters()), loss_fn, mode, device, unscale=scaled)
-        norms: list[float] = []
+        step = Step(model, optimizer_fn(model.parameters()), loss_fn, run_mode, device, unscale=scaled)
+        out: dict[str, Any] = {"norms": [], "before": [], "after": [], "dtype": claim_dtype}
 
-        def clip(model: nn.Module = model, norms: list[float] = norms) -> None:
-            norms.append(_norm(clip_fn(model.parameters(), max_norm)))
+        def clip() -> None:
+            out["before"].append(grad_norm(model.parameters()))
+            out["norms"].append(_norm(clip_fn(model.parameters(), max_norm)))
+            out["after"].append(grad_norm(model.parameters()))
+            if len(out["norms"]) == 1:
+                out["first_grads"] = [
+                    p.grad.detach().double().clone() for p in model.parameters() if p.grad is not None
+                ]
 
-        for batch in batches_on(batches, device, model):
+        for i, batch in enumerate(batches_on(batches, device, model)):
             step([batch], before_step=clip)
-        moved = [p.detach() - s for p, s in zip(model.parameters(), start, strict=True)]
-        runs[name] = {"norms": norms, "moved": moved, "skipped": step.skipped, "dtype": claim_dtype}
-    ref, got = runs["reference"], runs["mode"]
-    ratios = [g / r if r else float("inf") for g, r in zip(got["norms"], ref["norms"], strict=True)]
+            if i == 0:
+                out["first_moved"] = _norm_of([p.detach() - s for p, s in zip(model.parameters(), start, strict=True)])
+        out["moved"] = [p.detach() - s for p, s in zip(model.parameters(), start, strict=True)]
+        out["skipped"] = step.skipped
+        return out
+
+    def gap_of(got: dict[str, Any], ref: dict[str, Any]) -> tuple[float, list[float], float]:
+        ratios = [g / r if r else float("inf") for g, r in zip(got["norms"], ref["norms"], strict=True)]
+        moved = got["first_moved"] / ref["first_moved"] if ref["first_moved"] else float("inf")
+        return max(abs(ratios[0] - 1), abs(moved - 1)), ratios, moved
+
+    ref, got = clipping_run(REFERENCE, True), clipping_run(mode, unscale)
+    gap, ratios, first_update_ratio = gap_of(got, ref)
+    broken = gap_of(clipping_run(mode, not unscale), ref)[0] if contrast and unscale else None
     moved_ref = torch.cat([m.double().flatten() for m in ref["moved"]]).norm().item()
     moved_got = torch.cat([m.double().flatten() for m in got["moved"]]).norm().item()
     recipe = "after scaler.unscale_" if unscale else "before scaler.unscale_ (on the scaled gradients)"
-    return Checked(
+    result = Checked(
         "clipping_under_scaler",
-        f"clip_grad_norm_ {recipe} in {get(numerics).name} sees float32's gradient norm",
+        f"clip_grad_norm_ {recipe} in {mode.name} clips float32's gradient (its norm and the clipped gradients)",
         "equal",
-        abs(ratios[0] - 1),
+        gap,
         CLIP_NORM_MAX_GAP,
         {
             "max_norm": max_norm,
             "unscale": unscale,
             "norm_ratio_per_step": ratios,
+            "first_update_ratio": first_update_ratio,
+            "clipped_gradient_gap": relative_gap(got["first_grads"], ref["first_grads"]),
             "float32_norms": ref["norms"],
             "clipped_steps": sum(n > max_norm for n in got["norms"]),
-            "float32_clipped_steps": sum(n > max_norm for n in ref["norms"]),
+            "float32_clipped_steps": sum(n > max_norm for n in ref["before"]),
             "update_ratio": moved_got / moved_ref if moved_ref else float("inf"),
             "update_gap": relative_gap(got["moved"], ref["moved"]),
             "steps": len(batches),
             "device": device,
             "scaler_skips": [got["skipped"]],
         },
-        numerics,
+        mode,
         got["dtype"],
+        broken=broken,
+        broken_recipe="clipping before scaler.unscale_",
     )
+    wrong = [
+        w for w in map(_clipped_as_defined, ref["before"], ref["norms"], ref["after"], [max_norm] * len(batches)) if w
+    ]
+    if wrong:
+        result.refute(f"in float32, clip_fn did not clip as clipping is defined: {wrong[0]}")
+    elif not result.values["float32_clipped_steps"]:
+        result.unmeasured = (
+            f"max_norm {max_norm:g} clipped no float32 step (norms {', '.join(f'{n:.3g}' for n in ref['before'])}): "
+            "nothing was clipped to compare; choose a smaller max_norm"
+        )
+    return result
 
 
 # --------------------------------------------------------------------------- over FSDP2 shards
@@ -165,9 +250,12 @@ def fsdp_clip_norm_rank(
 ) -> dict[str, Any]:
     """One rank of :func:`fsdp_clip_norm`: the model sharded with FSDP2 (``shard_fn``) over the
     ranks on ``device``'s type, its loss on this rank's shard of the batch, ``clip_fn`` on the
-    sharded parameters; against one process on the whole batch, clipped with
-    ``clip_grad_norm_``. Returns the norm each returned and the gap of the clipped gradients
-    (gathered from their shards), or ``{"unsupported": why}`` where this torch has no FSDP2."""
+    sharded parameters. Returns the norm ``clip_fn`` returned *as this rank reads it* (a tensor's
+    value; a DTensor's local value), the norm of this rank's own gradient shards (the broken side),
+    and against one process on the whole batch: its gradients' norm and the gap of the clipped
+    gradients (gathered from their shards) to its gradients clipped as clipping is defined
+    (``g * min(1, max_norm / (norm + 1e-6))``, computed here in float64, not by the clip under
+    test). ``{"unsupported": why}`` where this torch has no FSDP2."""
     fully_shard, why = fsdp2()
     if fully_shard is None:
         return {"unsupported": why}
@@ -180,13 +268,24 @@ def fsdp_clip_norm_rank(
     (whole,) = batches_on([batch], device, reference)
     ModeLoss(model, loss_fn, numerics, device)(shard(whole, rank, world)).backward()
     ModeLoss(reference, loss_fn, numerics, device)(whole).backward()
+    local = [
+        p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in model.parameters() if p.grad is not None
+    ]
+    local_norm = _norm_of(local)
+    before = grad_norm(model.parameters())  # gathered: every rank takes part
     norm = _norm(clip_fn(model.parameters(), max_norm))
-    reference_norm = _norm(clip_grad_norm(reference.parameters(), max_norm))
+    after = grad_norm(model.parameters())
+    reference_norm = grad_norm(reference.parameters())
+    factor = min(1.0, max_norm / (reference_norm + 1e-6))
+    clipped = [p.grad.detach().double() * factor for p in reference.parameters()]
     grads = [p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad for p in model.parameters()]
     return {
         "norm": norm,
         "reference_norm": reference_norm,
-        "grad_gap": relative_gap(grads, [p.grad for p in reference.parameters()]),
+        "local_norm": local_norm,
+        "sharded_norm_before": before,
+        "sharded_norm_after": after,
+        "grad_gap": relative_gap(grads, clipped),
         "local_fraction": sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
         / sum(p.numel() for p in reference.parameters()),
         "dtype": str(claim_dtype),
@@ -197,20 +296,24 @@ def fsdp_clip_norm_rank(
 
 def fsdp_clip_norm_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -> Checked:
     """The claim of :func:`fsdp_clip_norm` judged on its ranks' results (of
-    :func:`fsdp_clip_norm_rank`): every rank's returned norm is one process's (within ``bound``,
-    default the dtype's tolerance), the ranks return the same norm, and the clipped gradients are
-    one process's. ValueError where a rank had no FSDP2 (``{"unsupported": ...}``)."""
+    :func:`fsdp_clip_norm_rank`): the norm each rank read from ``clip_fn`` is one process's (within
+    ``bound``, default the dtype's tolerance), the ranks read the same norm, and the clipped
+    gradients are one process's clipped as clipping is defined. The broken side is the norm of each
+    rank's own shards, which must be beyond the bound. Not measured with one rank (nothing is
+    sharded) or where one process's gradients are below ``max_norm`` (nothing clipped); ValueError
+    where a rank had no FSDP2 (``{"unsupported": ...}``)."""
     first = results[0]
     if "unsupported" in first:
         raise ValueError(first["unsupported"])
     ref = first["reference_norm"]
     norm_gaps = [abs(r["norm"] - r["reference_norm"]) / r["reference_norm"] for r in results]
+    local_gaps = [abs(r["local_norm"] - r["reference_norm"]) / r["reference_norm"] for r in results]
     grad_gap = max(r["grad_gap"] for r in results)
     norms = [r["norm"] for r in results]
     result = Checked(
         "fsdp_clip_norm",
-        f"clip_grad_norm_ over FSDP2 shards on {len(results)} ranks returns the global norm (one process's) and clips "
-        "the gradients as one process does",
+        f"clip_grad_norm_ over FSDP2 shards on {len(results)} ranks returns the global norm (one process's, as each "
+        "rank reads it) and clips the gradients as one process does",
         "equal",
         max([*norm_gaps, grad_gap]),
         rtol(first["dtype"]) if bound is None else bound,
@@ -219,6 +322,7 @@ def fsdp_clip_norm_verdict(results: Sequence[dict[str, Any]], bound: float | Non
             "norms": norms,
             "one_process_norm": ref,
             "norm_ratio": norms[0] / ref if ref else float("inf"),
+            "local_norms": [r["local_norm"] for r in results],
             "clipped_grad_gap": grad_gap,
             "local_fraction": [r["local_fraction"] for r in results],
             "max_norm": first["max_norm"],
@@ -226,8 +330,14 @@ def fsdp_clip_norm_verdict(results: Sequence[dict[str, Any]], bound: float | Non
         },
         first["numerics"],
         first["dtype"],
+        broken=min(local_gaps),
+        broken_recipe="the norm of each rank's own shards",
     )
-    if len(set(norms)) > 1:
+    if len(results) < 2:
+        result.unmeasured = "needs 2 ranks: with one rank nothing is sharded, and its norm is the global one trivially"
+    elif ref <= first["max_norm"]:
+        result.unmeasured = f"one process's norm {ref:.4g} is below max_norm {first['max_norm']:g}: nothing was clipped"
+    elif len(set(norms)) > 1:
         result.refute(f"the ranks returned different norms ({', '.join(f'{n:.6g}' for n in norms)})")
     return result
 
@@ -244,11 +354,12 @@ def fsdp_clip_norm(
     bound: float | None = None,
 ) -> Checked:
     """``clip_grad_norm_`` over FSDP2 (``fully_shard`` on each child with parameters and on the
-    root) on ``world`` gloo ranks (CPU processes) returns the global norm: every rank the same, one
-    process's on the whole model and batch; the clipped gradients are one process's. ``clip_fn``
-    is the clip under test (a hand-rolled one that takes the norm of the rank's own shards fails).
-    ``model_fn``, ``loss_fn`` and ``clip_fn`` must be picklable. The ranks run
-    :func:`fsdp_clip_norm_rank`; :func:`fsdp_clip_norm_verdict` judges them."""
+    root) on ``world`` gloo ranks (CPU processes) returns the global norm: every rank reads the
+    same, one process's on the whole model and batch; the clipped gradients are one process's.
+    ``clip_fn`` is the clip under test (a hand-rolled one that takes the norm of the rank's own
+    shards fails). ``model_fn``, ``loss_fn`` and ``clip_fn`` must be picklable. The ranks run
+    :func:`fsdp_clip_norm_rank`; :func:`fsdp_clip_norm_verdict` judges them. Misuse (before any
+    rank starts) for ``world`` < 2: nothing is sharded on one rank (trainclaims.checks.base.for_ranks)."""
     from trainclaims.ranks import run_ranks
 
     (whole,) = for_ranks([batch], world)

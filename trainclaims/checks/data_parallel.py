@@ -59,6 +59,15 @@ def _tensors(lists: Iterable[list[float]]) -> list[torch.Tensor]:
     return [torch.tensor(t, dtype=torch.float64) for t in lists]
 
 
+def needs_ranks(result: Checked, results: Sequence[Any]) -> bool:
+    """Mark ``result`` not measured where fewer than 2 ranks ran (a launched job on one GPU):
+    nothing was averaged or sharded, so nothing was compared; True where it was so marked."""
+    if len(results) >= 2:
+        return False
+    result.unmeasured = f"needs 2 ranks: {len(results)} ran, and a data-parallel claim compares ranks"
+    return True
+
+
 def _rank_gaps(results: Sequence[dict[str, Any]]) -> tuple[list[float], float]:
     """Each rank's largest gap to the one-process reference over its steps, and the largest gap
     between a rank's final parameters and rank 0's (0 where the replicas are identical)."""
@@ -100,7 +109,10 @@ def ddp_rank(
         return (comm_hook or default_hooks.allreduce_hook)(state, bucket)
 
     model.register_comm_hook(None, counting)
-    step, step_ref = (Step(m, optimizer_fn(m.parameters()), loss_fn, numerics, device) for m in (model, reference))
+    alone = build(model_fn, device, None, numerics)[0]  # the broken side: this rank's shard, nothing averaged
+    step, step_ref, step_alone = (
+        Step(m, optimizer_fn(m.parameters()), loss_fn, numerics, device) for m in (model, reference, alone)
+    )
     synced = [0]  # this step's backward passes that all-reduced
 
     @contextlib.contextmanager
@@ -110,15 +122,19 @@ def ddp_rank(
             yield
         synced[0] += reductions[0] > before
 
-    gaps, synced_backwards = [], []
+    gaps, alone_gaps, synced_backwards = [], [], []
     for whole in batches_on(batches, device, reference):
         synced[0] = 0
-        step(split(shard(whole, rank, world), micro_batches), backward_of)
+        mine = split(shard(whole, rank, world), micro_batches)
+        step(mine, backward_of)
         synced_backwards.append(synced[0])
         step_ref([whole])
+        step_alone(mine)
         gaps.append(parameter_gap(model.module.parameters(), reference.parameters()))
+        alone_gaps.append(parameter_gap(alone.parameters(), reference.parameters()))
     return {
         "gaps": gaps,
+        "alone_gaps": alone_gaps,
         "synced_backwards": synced_backwards,
         "parameters": _as_lists(model.module.parameters()),
         "dtype": str(claim_dtype),
@@ -132,7 +148,9 @@ def ddp_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -
     """The claim of :func:`ddp_against_one_process` judged on its ranks' results (of
     :func:`ddp_rank`, spawned here or under a launcher): every rank's parameters stay within
     ``bound`` (default: :data:`TOLERANCE`'s rtol for the dtype) of the one-process reference after
-    every step, the replicas are identical, and each step all-reduced once."""
+    every step, the replicas are identical, and each step all-reduced once. The broken side: a copy
+    on each rank that trained on its own shard with nothing averaged, which must be beyond the bound.
+    Not measured with one rank (nothing was averaged)."""
     first = results[0]
     gaps, replica_gap = _rank_gaps(results)
     synced = [r["synced_backwards"] for r in results]
@@ -159,7 +177,11 @@ def ddp_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -
         },
         first["numerics"],
         dtype,
+        broken=min(max(r["alone_gaps"]) for r in results) if "alone_gaps" in first else None,
+        broken_recipe="each rank on its own shard, nothing averaged",
     )
+    if needs_ranks(result, results):
+        return result
     if replica_gap != 0:
         result.refute(f"the replicas differ between ranks (gap {replica_gap:.3g})")
     elif any(n != 1 for per_rank in synced for n in per_rank):  # no_sync: one all-reduce round a step, not m
@@ -288,6 +310,8 @@ def ddp_batchnorm_verdict(results: Sequence[dict[str, Any]], min_gap: float = BA
         first["dtype"],
     )
     bound = rtol(result.mode.compute_dtype(first["dtype"]))
+    if needs_ranks(result, results):
+        return result
     if any(g > bound for g in stat_gaps):
         result.refute(f"but a rank's running statistics are not its own shard's: gaps {stat_gaps} (bound {bound:g})")
     return result

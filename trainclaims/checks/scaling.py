@@ -44,20 +44,22 @@ def reparametrization(
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     numerics: Mode | str = REFERENCE,
+    contrast: bool = True,
 ) -> Checked:
     """Scaling the inputs by ``s`` changes nothing when the first layer's weight is divided by s, its
     learning rate by s² and its weight decay multiplied by s² (SGD with momentum): the scaled
     model's first-layer weight times s, its other parameters and each step's loss follow the
-    original's trajectory to rounding. (With the learning rate divided by s only, they do not.)"""
+    original's trajectory to rounding. With the learning rate divided by s only they do not: with
+    ``contrast`` that broken side trains too and must be beyond the bound (``s=1`` cannot tell)."""
     (base, dt), (scaled, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
     w_base, w_scaled = layer(base).weight, layer(scaled).weight
     with torch.no_grad():
         w_scaled.div_(s)
 
-    def groups(model: nn.Module, w: nn.Parameter, scale: float) -> list[dict[str, Any]]:
+    def groups(model: nn.Module, w: nn.Parameter, scale: float, lr_power: int = 2) -> list[dict[str, Any]]:
         rest = [p for p in model.parameters() if p is not w]
         return [
-            {"params": [w], "lr": lr / scale**2, "weight_decay": weight_decay * scale**2},
+            {"params": [w], "lr": lr / scale**lr_power, "weight_decay": weight_decay * scale**2},
             {"params": rest, "lr": lr, "weight_decay": weight_decay},
         ]
 
@@ -75,6 +77,15 @@ def reparametrization(
     rest_scaled = [p for p in scaled.parameters() if p is not w_scaled]
     gap_w = relative_gap([w_scaled * s], [w_base])
     gap_rest = parameter_gap(rest_scaled, rest_base) if rest_base else 0.0
+    broken = None
+    if contrast:
+        wrong = build(model_fn, device, dtype, numerics)[0]
+        w_wrong = layer(wrong).weight
+        with torch.no_grad():
+            w_wrong.div_(s)
+        opt = torch.optim.SGD(groups(wrong, w_wrong, s, 1), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        train(wrong, opt, [[(x * s, y)] for x, y in data], loss_fn, numerics, device)
+        broken = relative_gap([w_wrong * s], [w_base])
     return Checked(
         "reparametrization",
         f"inputs x{s:g} with the first layer's W/{s:g}, lr/{s:g}^2 and weight decay x{s:g}^2 follow the "
@@ -94,6 +105,8 @@ def reparametrization(
         },
         numerics,
         dt,
+        broken=broken,
+        broken_recipe=f"the first layer's lr/{s:g} instead of /{s:g}^2",
     )
 
 

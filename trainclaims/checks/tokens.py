@@ -33,8 +33,9 @@ from trainclaims.checks.base import (
     rtol,
     sgd,
 )
+from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, Mode
-from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split, targets
+from trainclaims.step import Batch, LossFn, ModeLoss, Step, batch_size, shard, split, targets
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index (cross_entropy, nll_loss)
 NORMALIZATIONS = ("tokens", "mean")
@@ -110,6 +111,7 @@ def token_accumulation(
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     numerics: Mode | str = REFERENCE,
+    contrast: bool = True,
 ) -> Checked:
     """Accumulating k micro-batches of a token loss trains as one k-times larger batch whose loss is
     the mean over its tokens, where each micro-batch's token sum is divided by the *step's* token
@@ -118,46 +120,67 @@ def token_accumulation(
     micro-batches hold different numbers of tokens (the check then fails, with the gap and the
     counts). One copy steps on the micro-batches of each batch, the other on the whole batch
     (``loss_fn`` over its tokens / its count); after ``len(batches)`` steps their parameters agree
-    to the dtype's rounding. With an adaptive optimizer (Adam), keep parameters whose gradient is 0
-    up to rounding out of it or use SGD (the default): rounding noise becomes whole updates there."""
+    to the dtype's rounding. With ``contrast`` (and ``normalize="tokens"``) the broken recipe runs
+    too and must be beyond the bound: batches whose micro-batches hold equal token counts cannot
+    tell the two apart, and the check says so. With an adaptive optimizer (Adam), keep parameters
+    whose gradient is 0 up to rounding out of it or use SGD (the default): rounding noise becomes
+    whole updates there."""
     _normalize_by(normalize)
     optimizer_fn = optimizer_fn or sgd()
-    (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
-    data = batches_on(batches, device, large)
-    micro = [split(b, k) for b in data]
-    acc_step = _accumulating_step(
-        accumulated, optimizer_fn(accumulated.parameters()), loss_fn, numerics, device, normalize, ignore_index
-    )
-    large_step = _accumulating_step(
-        large, optimizer_fn(large.parameters()), loss_fn, numerics, device, "tokens", ignore_index
-    )
-    per_step = []
-    for parts, whole in zip(micro, data, strict=True):
-        total = token_count(whole, ignore_index)
-        acc_step(parts, total)
-        large_step([whole], total)
-        per_step.append(parameter_gap(accumulated.parameters(), large.parameters()))
-    gap = per_step[-1]
-    counts = [[token_count(p, ignore_index) for p in parts] for parts in micro]
+    sizes = [batch_size(b) for b in batches]
+    if any(n % k for n in sizes):
+        raise Misuse(f"token_accumulation: a batch of {next(n for n in sizes if n % k)} does not split into k={k}")
+
+    def run(recipe: str) -> dict[str, Any]:
+        (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
+        data = batches_on(batches, device, large)
+        micro = [split(b, k) for b in data]
+        acc_step = _accumulating_step(
+            accumulated, optimizer_fn(accumulated.parameters()), loss_fn, numerics, device, recipe, ignore_index
+        )
+        large_step = _accumulating_step(
+            large, optimizer_fn(large.parameters()), loss_fn, numerics, device, "tokens", ignore_index
+        )
+        per_step = []
+        for parts, whole in zip(micro, data, strict=True):
+            total = token_count(whole, ignore_index)
+            acc_step(parts, total)
+            large_step([whole], total)
+            per_step.append(parameter_gap(accumulated.parameters(), large.parameters()))
+        return {
+            "per_step": per_step,
+            "counts": [[token_count(p, ignore_index) for p in parts] for parts in micro],
+            "skips": [acc_step.step.skipped, large_step.step.skipped],
+            "dtype": claim_dtype,
+        }
+
+    got = run(normalize)
+    broken = run("mean") if contrast and normalize == "tokens" else None
     recipe = "token sum / the step's token count" if normalize == "tokens" else "each micro-batch's token mean / k"
+    claim_dtype = got["dtype"]
+    values = {
+        "k": k,
+        "steps": len(batches),
+        "normalize": normalize,
+        "tokens_per_micro_batch": got["counts"],
+        "gap_per_step": got["per_step"],
+        "dtype": str(claim_dtype),
+        "device": device,
+        "scaler_skips": got["skips"],
+    }
+    if broken is not None:
+        values["broken_gap_per_step"] = broken["per_step"]
     return Checked(
         "token_accumulation",
-        f"{k} micro-batches with {recipe} equal one batch {k} times larger (its token mean) after {len(data)} steps",
+        f"{k} micro-batches with {recipe} equal one batch {k} times larger (its token mean) after {len(batches)} steps",
         "equal",
-        gap,
+        got["per_step"][-1],
         rtol(claim_dtype),
-        {
-            "k": k,
-            "steps": len(data),
-            "normalize": normalize,
-            "tokens_per_micro_batch": counts,
-            "gap_per_step": per_step,
-            "dtype": str(claim_dtype),
-            "device": device,
-            "scaler_skips": [acc_step.step.skipped, large_step.step.skipped],
-        },
+        values,
         numerics,
         claim_dtype,
+        broken=broken["per_step"][-1] if broken is not None else None,
+        broken_recipe="each micro-batch's token mean / k",
     )
 
 
@@ -169,7 +192,52 @@ def token_accumulation(
 # each micro-batch's mean / k 1.2e-4-3.0e-2; the undivided sum k times (1.97-2.04 at k=2, 3.88-4.10
 # at k=4). In a numerics mode the gap is the mode's (bf16-autocast up to 1.4e-4, fp16 1.2e-5).
 LOGGED_LOSS_MAX_GAP = 1e-6
-LOGGED = ("tokens", "mean", "sum")
+LOGGED = {
+    "tokens": "the step's token-normalized loss (each micro-batch's token sum / the step's count)",
+    "mean": "the micro-batches' token means / k",
+    "sum": "the sum of the micro-batches' token means (not divided by k)",
+    "last": "the last micro-batch's token mean",
+}
+
+
+def _logging_loop(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    numerics: Mode | str,
+    device: str,
+    normalize: str,
+    ignore_index: int,
+) -> Callable[[Sequence[Batch], float], float]:
+    """``log(micro_batches, total)``: one optimizer step as a loop that logs by ``normalize`` takes
+    it, and the value it logs: the loss its step returned ("tokens": each micro-batch's token sum /
+    ``total``; "mean": each micro-batch's token mean / k; "sum": each micro-batch's token mean,
+    undivided: the value its step returns is their sum), or ("last") the last micro-batch's loss as
+    the loop's variable holds it (its token mean, the step trained on the means / k)."""
+    if normalize == "tokens":
+        step = _accumulating_step(model, optimizer, loss_fn, numerics, device, "tokens", ignore_index)
+        return lambda micro, total: float(step(micro, total))
+    seen: list[torch.Tensor] = []
+    counts = [1]
+
+    def mean(output: Any, labels: torch.Tensor) -> torch.Tensor:
+        value = loss_fn(output, labels) / counts[0]
+        seen.append(value.detach())
+        return value
+
+    stepper = Step(model, optimizer, mean, numerics, device, divide=normalize != "sum")
+
+    def log(micro: Sequence[Batch], total: float) -> float:
+        seen.clear()
+
+        def own_count(i: int) -> contextlib.AbstractContextManager:
+            counts[0] = max(1, token_count(micro[i], ignore_index))
+            return contextlib.nullcontext()
+
+        returned = float(stepper(micro, own_count))
+        return float(seen[-1]) if normalize == "last" else returned
+
+    return log
 
 
 def logged_loss(
@@ -184,51 +252,54 @@ def logged_loss(
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     numerics: Mode | str = REFERENCE,
+    contrast: bool = True,
 ) -> Checked:
-    """The loss an accumulating step returns (what a loop logs: one value per optimizer step) is
-    the large batch's token-mean loss at the same parameters: with each micro-batch's token sum
-    over the step's token count (``normalize="tokens"``) the logged value is the large batch's; with
-    each micro-batch's mean / k (``"mean"``) it is off where token counts differ; the undivided sum
-    of the micro-batches' means (``"sum"``, transformers #35438) is k times too large. The copy
-    trains on the token-normalized loss; at each step the large batch's loss is computed on the
-    same parameters before the step. The gap is the largest ``|logged / large - 1|`` over steps."""
+    """The loss an accumulating loop logs (one value per optimizer step) is the large batch's
+    token-mean loss at the same parameters. A copy of the model trains as a loop of each recipe
+    does and the value it logs is what its step gave back: with each micro-batch's token sum over
+    the step's token count (``normalize="tokens"``) the logged value is the large batch's; with each
+    micro-batch's token mean / k (``"mean"``) it is off where token counts differ; the undivided sum
+    of the micro-batches' means (``"sum"``, transformers #35438) is k times too large; the last
+    micro-batch's own mean (``"last"``) is one micro-batch's. At each step the large batch's loss is
+    computed on the copy's parameters before the step; the gap is the largest ``|logged / large -
+    1|`` over steps. With ``contrast`` a copy logging the undivided sum runs too (the broken side)."""
     if normalize not in LOGGED:
-        raise ValueError(f"normalize={normalize!r}: one of {', '.join(LOGGED)}")
+        raise Misuse(f"logged_loss: normalize={normalize!r}: one of {', '.join(LOGGED)}")
     optimizer_fn = optimizer_fn or sgd()
-    model, claim_dtype = build(model_fn, device, dtype, numerics)
-    data = batches_on(batches, device, model)
-    train = _accumulating_step(
-        model, optimizer_fn(model.parameters()), loss_fn, numerics, device, "tokens", ignore_index
-    )
+    sizes = [batch_size(b) for b in batches]
+    if any(n % k for n in sizes):
+        raise Misuse(
+            f"logged_loss: a batch of {next(n for n in sizes if n % k)} does not split into k={k} micro-batches"
+        )
 
-    whole_loss = ModeLoss(model, loss_fn, numerics, device)
-    ratios = []
-    for whole in data:
-        parts = split(whole, k)
-        total = token_count(whole, ignore_index)
-        with torch.no_grad():
-            large = float(whole_loss(whole)) / total
-            means = [float(whole_loss(p)) / max(1, token_count(p, ignore_index)) for p in parts]
-        logged = float(train(parts, total))  # the token-normalized step: what a correct loop logs
-        if normalize == "mean":
-            logged = sum(means) / k
-        elif normalize == "sum":
-            logged = sum(means)
-        ratios.append(logged / large)
-    recipe = {
-        "tokens": "the step's token-normalized loss",
-        "mean": "the micro-batches' means / k",
-        "sum": "the sum of the micro-batches' means",
-    }[normalize]
+    def ratios_of(recipe: str) -> tuple[list[float], torch.dtype]:
+        model, claim_dtype = build(model_fn, device, dtype, numerics)
+        data = batches_on(batches, device, model)
+        log = _logging_loop(model, optimizer_fn(model.parameters()), loss_fn, numerics, device, recipe, ignore_index)
+        whole_loss = ModeLoss(model, loss_fn, numerics, device)
+        out = []
+        for whole in data:
+            total = token_count(whole, ignore_index)
+            with torch.no_grad():
+                large = float(whole_loss(whole)) / total
+            out.append(log(split(whole, k), total) / large)
+        return out, claim_dtype
+
+    ratios, claim_dtype = ratios_of(normalize)
+    broken = None
+    if contrast and normalize == "tokens":
+        broken = max(abs(r - 1) for r in ratios_of("sum")[0])
     return Checked(
         "logged_loss",
-        f"logging {recipe} under {k} micro-batches gives the large batch's token-mean loss",
+        f"logging {LOGGED[normalize]} under {k} micro-batches gives the large batch's token-mean loss",
         "equal",
         max(abs(r - 1) for r in ratios),
         LOGGED_LOSS_MAX_GAP,
         {"k": k, "normalize": normalize, "ratio_per_step": ratios, "device": device, "dtype": str(claim_dtype)},
         numerics,
         claim_dtype,
+        broken=broken,
+        broken_recipe=f"logging {LOGGED['sum']}",
     )
 
 
@@ -305,11 +376,15 @@ def ddp_token_rank(
     }
 
 
-def ddp_token_verdict(results: Sequence[dict[str, Any]], bound: float | None = None) -> Checked:
+def ddp_token_verdict(
+    results: Sequence[dict[str, Any]], bound: float | None = None, broken: Sequence[dict[str, Any]] | None = None
+) -> Checked:
     """The claim of :func:`ddp_token_accumulation` judged on its ranks' results (of
     :func:`ddp_token_rank`): every rank's parameters stay within ``bound`` (default: the dtype's
-    tolerance) of one process on the whole batch, and the replicas are identical."""
-    from trainclaims.checks.data_parallel import _rank_gaps
+    tolerance) of one process on the whole batch, and the replicas are identical. ``broken``: the
+    results of the same ranks with each rank's own count (``count="local"``), the broken side,
+    which must be beyond the bound. Not measured with one rank."""
+    from trainclaims.checks.data_parallel import _rank_gaps, needs_ranks
 
     first = results[0]
     gaps, replica_gap = _rank_gaps(results)
@@ -331,7 +406,11 @@ def ddp_token_verdict(results: Sequence[dict[str, Any]], bound: float | None = N
         },
         first["numerics"],
         first["dtype"],
+        broken=max(_rank_gaps(broken)[0]) if broken else None,
+        broken_recipe="each rank's own token count",
     )
+    if needs_ranks(result, results):
+        return result
     if replica_gap != 0:
         result.refute(f"the replicas differ between ranks (gap {replica_gap:.3g})")
     return result
@@ -348,19 +427,25 @@ def ddp_token_accumulation(
     optimizer_fn: OptimizerFactory | None = None,
     numerics: Mode | str = REFERENCE,
     bound: float | None = None,
+    contrast: bool = True,
 ) -> Checked:
     """Token-normalized accumulation across ``world`` gloo ranks (CPU processes): with each
     micro-batch's token sum divided by the step's *global* token count (all-reduced over the ranks,
     times the world size DDP divides by), DDP takes the steps of one process on the whole batch's
     token mean; with each rank's own count (``count="local"``) it does not where the ranks hold
-    different numbers of tokens. ``model_fn``, ``loss_fn`` and ``optimizer_fn`` must be picklable
+    different numbers of tokens. With ``contrast`` the ranks run the local count too (the broken
+    side, which must be beyond the bound). ``model_fn``, ``loss_fn`` and ``optimizer_fn`` must be picklable
     (module-level functions, ``functools.partial``). The ranks run :func:`ddp_token_rank`;
     :func:`ddp_token_verdict` judges them."""
     from trainclaims.ranks import run_ranks
 
     batches = for_ranks(batches, world, micro_batches)
-    args = (model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, "cpu", count)
-    return ddp_token_verdict(run_ranks(ddp_token_rank, world, *args, mode=str(numerics)), bound)
+    args = (model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, "cpu")
+    results = run_ranks(ddp_token_rank, world, *args, count, mode=str(numerics))
+    broken = None
+    if contrast and count == "global":
+        broken = run_ranks(ddp_token_rank, world, *args, "local", mode=str(numerics))
+    return ddp_token_verdict(results, bound, broken)
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
 from trainclaims.engine import TrainConfig, TrainResult
 from trainclaims.families.nets import seed_fc, strong_mlp
+from trainclaims.families.s000.mutants import MUTANTS
 
 S = 255.0
 # the source's recipe: its net, SGD lr 0.02, momentum 0.9, weight decay 1e-4, batch 250, 20 epochs
@@ -231,4 +232,5 @@ S000-11 | About 50% is the most a fully connected network can get on CIFAR-10.
 """,
     report_parts=(report_sweeps,),
     models={"fc": seed_fc, "mlp-strong": strong_mlp},
+    mutants=MUTANTS,
 )

@@ -11,6 +11,8 @@ import torch
 
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
+from trainclaims.families.s001.mutants import MUTANTS
+from trainclaims.families.s001.relu_ops import CLAMP_AT_ZERO
 from trainclaims.known import Known
 
 AT_ZERO_CLAIM = "S001-02"
@@ -133,4 +135,6 @@ S001-08 | A single ReLU unit before softmax outputs 0 for every negative input, 
 """,
     report_parts=(report_derivatives_at_zero,),
     compare_sections=(compare_derivatives_at_zero,),
+    mutants=MUTANTS,
+    known=(CLAMP_AT_ZERO,),
 )

@@ -12,6 +12,7 @@ import torch
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
 from trainclaims.families.nets import bn_fc
+from trainclaims.families.s002.mutants import MUTANTS
 
 EMA_CLAIM = "S002-04"
 EMA_EVIDENCE = "ema_trace"  # {series name: [value per training batch]}, with "momentum" and "batch"
@@ -100,4 +101,5 @@ S002-15 | FSDP2 (fully_shard) over k ranks with batch b each takes the same opti
     report_parts=(report_running_statistics,),
     models={"fc-bn": bn_fc},
     rank_plan=rank_plan,
+    mutants=MUTANTS,
 )

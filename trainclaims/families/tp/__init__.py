@@ -15,11 +15,13 @@ own models (trainclaims.checks: ``token_accumulation``, ``ddp_token_accumulation
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
+from trainclaims.families.tp.mutants import MUTANTS
 from trainclaims.known import Capability, Known, Range
 
 # --------------------------------------------------------------------------- the report part
@@ -79,6 +81,11 @@ MEAN_OVER_K_MIN_GAP = 0.05
 # TP-02: the undivided sum of k micro-batch means, logged, over the large batch's loss: 1.97-2.04 at
 # k=2, 3.88-4.10 at k=4 (every line, every mode measured).
 SUM_LOGGED_MAX_OFF_K = 0.25
+# TP-02: the last micro-batch's own token mean, logged, against the large batch's loss: |ratio - 1|
+# 6.5e-3-5.8e-2 (k=2), 3.3e-2-0.148 (k=4) over seeds 0-9 (torch 2.14.1, each recipe trained and
+# logged by its own step); the token-normalized step 3.2e-8-2.3e-7; each micro-batch's mean / k
+# 2.4e-3-3.0e-2; the undivided sum k times (|ratio - k| 4.6e-3-0.122).
+LAST_LOGGED_MIN_GAP = 1e-3
 # TP-03: clipping the scaled gradients (before unscale_) sees the scale times float32's norm: ratio
 # 6.54e4-6.56e4 (the initial scale 2^16; fp16-autocast, torch 2.6.0/2.14.1/2.15.0).
 SCALED_NORM_MIN_RATIO = 1e3
@@ -113,6 +120,10 @@ SDPA_BOTTOM_RIGHT_MIN_GAP = 1e-2  # over hypothesis' shapes; 1.29-2.73 at Lq=2, 
 # share of elements whose compiled mask agrees with eager's: 0.499-0.501 (p=0.5; independent masks
 # give 0.5), 1.0 exactly with inductor's fallback_random (every line).
 DROPOUT_MAX_Z = 5.0
+# TP-13: the kept values of a tensor of ones against 1/(1-p), relative: float32's rounding of
+# the scale (1/(1-p) is not exact in float32 for p=0.1: 1.2e-7), measured the same on torch 2.14.1
+# eager and compiled; an unscaled Dropout would keep 1.0 (gap p).
+DROPOUT_SCALE_MAX_GAP = 1e-6
 MASK_MAX_AGREEMENT = 0.6
 
 # --------------------------------------------------------------------------- per torch line (measured)
@@ -128,8 +139,8 @@ HALF_ADAM_CPU = Capability(
     Known(
         "float16 Adam/AdamW (foreach and for-loop) on CPU",
         (
-            Range("<2.6", False, "measured: torch 2.1.2 raises '\"addcdiv_cpu_out\" not implemented'; 2.2-2.5 not"),
-            Range(">=2.6", True, "measured on torch 2.6.0, 2.14.1 and 2.15.0"),
+            Range("<2.6", False, "measured: torch 2.1.2 raises '\"addcdiv_cpu_out\" not implemented'", ("2.1.2",)),
+            Range(">=2.6", True, "measured on torch 2.6.0, 2.14.1 and 2.15.0", ("2.6.0", "2.14.1", "2.15.0")),
         ),
     ),
     _half_adam_step,
@@ -140,9 +151,17 @@ CAPABILITIES = (HALF_ADAM_CPU,)
 FUSED_ADAM_CPU = Known(
     "fused=True Adam/AdamW on CPU",
     (
-        Range("<2.6", False, "measured: torch 2.1.2 raises 'fused=True requires ... cuda, xpu, privateuseone'"),
-        Range(">=2.6", True, "measured on torch 2.6.0, 2.14.1 and 2.15.0 (the kernel computes in float32)"),
+        Range(
+            "<2.6", False, "measured: torch 2.1.2 raises 'fused=True requires ... cuda, xpu, privateuseone'", ("2.1.2",)
+        ),
+        Range(
+            ">=2.6",
+            True,
+            "measured on torch 2.6.0, 2.14.1 and 2.15.0 (the kernel computes in float32)",
+            ("2.6.0", "2.14.1", "2.15.0"),
+        ),
     ),
+    probe=lambda: _fused_adam(),
 )
 FSDP2_ON_CPU = Known(
     "FSDP2 (fully_shard) trains on CPU with gloo",
@@ -152,9 +171,16 @@ FSDP2_ON_CPU = Known(
             False,
             "measured: torch 2.1.2 has no fully_shard; 2.6.0's first forward raises \"'Stream' object has no "
             "attribute 'record_event'\" (pytorch PR #145935 adds the CPU no-op)",
+            ("2.1.2", "2.6.0"),
         ),
-        Range(">=2.7", True, "measured on torch 2.7.0, 2.8.0, 2.9.0, 2.10.0, 2.12.1, 2.13.0, 2.14.x, 2.15.0"),
+        Range(
+            ">=2.7",
+            True,
+            "measured on torch 2.7.0, 2.8.0, 2.9.0, 2.10.0, 2.12.1, 2.13.0, 2.14.x, 2.15.0",
+            ("2.7.0", "2.8.0", "2.9.0", "2.10.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
+        ),
     ),
+    probe=lambda: _fsdp2_one_rank(),
 )
 FSDP2_CLIP_GLOBAL_NORM = Known(
     "clip_grad_norm_ over FSDP2 shards (CPU, gloo) returns the global norm",
@@ -164,8 +190,14 @@ FSDP2_CLIP_GLOBAL_NORM = Known(
             False,
             "measured on torch 2.7.0 and 2.8.0: twice the global norm on both ranks (2 gloo ranks: 12.47 against "
             "one process's 6.2355)",
+            ("2.7.0", "2.8.0"),
         ),
-        Range(">=2.9", True, "measured on torch 2.9.0, 2.10.0, 2.12.1, 2.13.0, 2.14.x and 2.15.0"),
+        Range(
+            ">=2.9",
+            True,
+            "measured on torch 2.9.0, 2.10.0, 2.12.1, 2.13.0, 2.14.x and 2.15.0",
+            ("2.9.0", "2.10.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
+        ),
     ),
 )
 TRANSFORMER_MASKS_BF16_CPU = Known(
@@ -176,18 +208,84 @@ TRANSFORMER_MASKS_BF16_CPU = Known(
             False,
             "measured: torch 2.1.2 raises 'Expected attn_mask dtype to be bool or to match query dtype'; "
             "2.2-2.5 not measured",
+            ("2.1.2",),
         ),
-        Range(">=2.6", True, "measured on torch 2.6.0, 2.14.1 and 2.15.0"),
+        Range(">=2.6", True, "measured on torch 2.6.0, 2.14.1 and 2.15.0", ("2.6.0", "2.14.1", "2.15.0")),
     ),
+    probe=lambda: _transformer_masks_bf16(),
 )
 INPLACE_ERROR_NODE = Known(
     "the node autograd's in-place error names for a sigmoid's output",
     (
-        Range("<2.13", "SigmoidBackward0", "measured on torch 2.1.2, 2.6.0 and 2.12.1"),
-        Range(">=2.13", "Sigmoid", "measured from torch 2.13.0 (2.13.0, 2.14.1, 2.15.0)"),
+        Range("<2.13", "SigmoidBackward0", "measured on torch 2.1.2, 2.6.0 and 2.12.1", ("2.1.2", "2.6.0", "2.12.1")),
+        Range(
+            ">=2.13", "Sigmoid", "measured from torch 2.13.0 (2.13.0, 2.14.1, 2.15.0)", ("2.13.0", "2.14.1", "2.15.0")
+        ),
     ),
+    probe=lambda: _inplace_error_node(),
 )
 KNOWN = (FUSED_ADAM_CPU, FSDP2_ON_CPU, FSDP2_CLIP_GLOBAL_NORM, TRANSFORMER_MASKS_BF16_CPU, INPLACE_ERROR_NODE)
+
+
+# --------------------------------------------------------------------------- the tables' probes (trainclaims-releases)
+
+
+def _works(fn: Any) -> bool:
+    try:
+        fn()
+    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def _fused_adam() -> bool:
+    p = torch.ones(2, dtype=torch.float16, requires_grad=True)
+    p.grad = torch.ones_like(p)
+    return _works(lambda: torch.optim.Adam([p], fused=True).step())
+
+
+def _fsdp2_one_rank() -> bool:
+    """FSDP2 on one gloo rank (a file store: no port): a Linear sharded, a forward and a backward."""
+    import tempfile
+
+    import torch.distributed as dist
+
+    from trainclaims.checks.clipping import fsdp2
+
+    fully_shard, _ = fsdp2()
+    if fully_shard is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        dist.init_process_group("gloo", store=dist.FileStore(f"{folder}/store", 1), rank=0, world_size=1)
+        try:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            model = fully_shard(torch.nn.Linear(4, 2), mesh=init_device_mesh("cpu", (1,)))
+            return _works(lambda: model(torch.ones(3, 4)).sum().backward())
+        finally:
+            dist.destroy_process_group()
+
+
+def _transformer_masks_bf16() -> bool:
+    from trainclaims.families.tp.lm import batch, tiny_lm
+
+    inputs = {k: v for k, v in batch(0, 0).items() if k != "labels"}
+    model = tiny_lm(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return _works(lambda: model(**inputs))
+
+
+def _inplace_error_node() -> str | None:
+    import re
+
+    s = torch.sigmoid(torch.randn(4, requires_grad=True))
+    torch.relu_(s)
+    try:
+        s.sum().backward()
+    except RuntimeError as err:
+        found = re.search(r"which is output 0 of (\w+)", str(err))
+        return found.group(1) if found else None
+    return None
 
 
 def rank_plan(modes: tuple, device: str) -> list:
@@ -220,4 +318,6 @@ TP-14 | In-place ReLU overwrites its input and returns it, with the forward and 
     report_parts=(report_practice,),
     rank_plan=rank_plan,
     capabilities=CAPABILITIES,
+    mutants=MUTANTS,
+    known=KNOWN,
 )
