@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep each environment (default: removed after its run)")
     p.add_argument("--history", type=Path, default=None, help="add each release's run to this history folder")
     p.add_argument("--family", action="append", default=[], metavar="MODULE:NAME", help="a project's own family")
-    args = p.parse_args(argv)
+    p.epilog = "Arguments after -- go to every pytest run (e.g. -- -k 'not torchrun')."
+    given = list(sys.argv[1:] if argv is None else argv)
+    extra = given[given.index("--") + 1 :] if "--" in given else []
+    args = p.parse_args(given[: given.index("--")] if "--" in given else given)
     from trainclaims.mutation import _families, _select
 
     try:
@@ -166,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainclaims-releases: cannot make {err.filename}: {err.strerror}", file=sys.stderr)
         return 2
     wheel = bisect.trainclaims_wheel(work / "wheel")
-    select = [f"--claim={','.join(claims)}", "-m", args.markers]
-    given = sys.argv[1:] if argv is None else argv
+    select = [f"--claim={','.join(claims)}", "-m", args.markers, *extra]
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "command": "trainclaims-releases " + " ".join(given),
