@@ -36,3 +36,22 @@ def test_a_full_disk_stops_the_bisection_instead_of_skipping_every_release(tmp_p
     monkeypatch.setattr(bisect.subprocess, "run", lambda *a, **k: Done())
     with pytest.raises(SystemExit, match=r"no space left on the device under .* while installing torch 2\.14\.0"):
         bisect.environment(Version("2.14.0"), tmp_path / "cache", tmp_path)
+
+
+@pytest.mark.slow  # a pytest start: about 5 s
+def test_an_unknown_claim_id_stops_before_any_environment_is_made(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "cache"
+    args = ["--good", "2.6.0", "--bad", "2.14.1", "ZZ-99", "--cache", str(cache), "--out", str(tmp_path / "out")]
+    done = subprocess.run(
+        [sys.executable, "-m", "trainclaims.bisect", *args], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("trainclaims-bisect: the selection ZZ-99: --claim: unknown claim id ZZ-99 (known: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not cache.exists()
+    assert done.stdout == ""

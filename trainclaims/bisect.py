@@ -251,6 +251,26 @@ def selection(args: list[str]) -> list[str]:
     return rest + ([f"--claim={','.join(claims)}"] if claims else [])
 
 
+def selection_problem(select: list[str], project: Path) -> str | None:
+    """Why the selection cannot run in this project, found with the running environment before any
+    environment is made (an unknown claim id, a test path that is not there, nothing collected), or
+    None: ``pytest --collect-only`` of it, which the plugin stops in one line on a bad claim id."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *select, "--collect-only", "-q", "-p", "no:cacheprovider", "--no-report"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
+    )
+    if done.returncode == 0:
+        return None
+    lines = [x.strip() for x in (done.stdout + done.stderr).splitlines() if x.strip()]
+    told = next((x for x in lines if x.startswith(("ERROR", "error:"))), None)
+    if done.returncode == 5:
+        return "no test is selected by it here"
+    return (told or (lines[-1] if lines else f"pytest exited {done.returncode}")).removeprefix("ERROR: ")
+
+
 def run(python: Path, version: Version, select: list[str], work: Path, project: Path) -> dict[str, Any]:
     """The selection on this environment, in the project's folder: each test's outcome, verdict and
     evidence, from its claims.json."""
@@ -329,17 +349,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.good >= args.bad:
         print("trainclaims-bisect: --good must be an older release than --bad", file=sys.stderr)
         return 2
+    project = Path.cwd()
+    select = selection(args.select)
+    problem = selection_problem(select, project)  # before the index is asked or any environment made (~5 GB each)
+    if problem:
+        print(f"trainclaims-bisect: the selection {' '.join(args.select)}: {problem}", file=sys.stderr)
+        return 2
     releases = [v for v in index_versions() if args.good <= v <= args.bad]
     for end in (args.good, args.bad):
         if end not in releases:
             print(f"trainclaims-bisect: torch {end} is not on the package index", file=sys.stderr)
             return 2
-    project = Path.cwd()
     work = args.out.resolve()
     work.mkdir(parents=True, exist_ok=True)
     args.cache.mkdir(parents=True, exist_ok=True)
     wheel = trainclaims_wheel(work)
-    select = selection(args.select)
     say(
         f"{len(releases)} releases from {args.good} to {args.bad}; selection: {' '.join(select)}; project {project}; "
         f"environments with {_installer()}"
