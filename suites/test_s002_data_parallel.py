@@ -66,13 +66,21 @@ def test_ddp_with_batchnorm_differs_from_bn_over_the_global_batch(ddp_bn_runs, n
     checks.ddp_batchnorm_verdict(ddp_bn_runs(True, numerics), BN_MIN_GAP).judge(evidence, numerics)
 
 
+def two_or_more(results: list) -> list:
+    """The ranks' results, or not measured where fewer than 2 ranks ran (a launched job on one GPU):
+    nothing was averaged, synchronized or sharded, so nothing was compared."""
+    if len(results) < 2:
+        raise checks.NotMeasured(f"needs 2 ranks: {len(results)} ran, and a data-parallel claim compares ranks")
+    return results
+
+
 def ema(running: list[float], batch_mean: list[float], m: float) -> torch.Tensor:
     return (1 - m) * torch.tensor(running) + m * torch.tensor(batch_mean)
 
 
 @pytest.mark.claim("S002-13")
 def test_running_statistics_are_per_rank_and_rank_0s_are_broadcast_before_each_forward(ddp_bn_runs, evidence):
-    on, off = ddp_bn_runs(True), ddp_bn_runs(False)
+    on, off = two_or_more(ddp_bn_runs(True)), two_or_more(ddp_bn_runs(False))
     m = on[0]["momentum"][0]  # of the net's one BatchNorm layer: index 0 below
     zeros = [0.0] * len(on[0]["running_means"][0][0])
     # sync on: after step 1 each rank holds its own EMA; at step 2's forward rank 0's buffers are
@@ -106,7 +114,7 @@ def test_syncbatchnorm_equals_bn_over_the_global_batch(device, ranks, evidence):
     if kind == "cuda":
         if not ranks.launched and torch.cuda.device_count() < WORLD:
             pytest.skip(f"needs {WORLD} CUDA devices for NCCL ranks, found {torch.cuda.device_count()}")
-        results = ranks(ddp.sync_batchnorm_experiment("cuda"), backend="nccl")
+        results = two_or_more(ranks(ddp.sync_batchnorm_experiment("cuda"), backend="nccl"))
         gaps = {k: max(r[k] for r in results) for k in ("output_gap", "gradient_gap", "running_mean_gap")}
         evidence.record(**gaps)
         assert max(gaps.values()) < 1e-4, gaps
@@ -123,7 +131,7 @@ def test_syncbatchnorm_equals_bn_over_the_global_batch(device, ranks, evidence):
 def test_fsdp2_over_k_ranks_takes_the_steps_of_one_process_and_of_ddp(dtype, numerics, ranks, evidence):
     if not ddp.measures(numerics, dtype):
         pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
-    results = ranks(ddp.fsdp_experiment(dtype, numerics))
+    results = two_or_more(ranks(ddp.fsdp_experiment(dtype, numerics)))
     if "unsupported" in results[0]:
         pytest.skip(f"FSDP2 not measured: {results[0]['unsupported']}")
     gaps = [g for r in results for g in r["gaps"]]

@@ -44,12 +44,14 @@ def claims_markdown(env: dict[str, Any], catalogue: Catalogue, claims: list[Clai
         lines += [
             f"## {family}: {title}",
             "",
-            "| claim | verdict | tests (pass/fail/skip) | why |",
-            "|---|---|---|---|",
+            "| claim | verdict | tests (pass/fail/skip) | guard | why |",
+            "|---|---|---|---|---|",
         ]
         mine = [c for c in claims if c.family == family]
         for c in mine:
-            lines.append(f"| {c.id} | **{c.verdict.value}** | {tally(c.tests)} | {cell(c.why)} |")
+            lines.append(
+                f"| {c.id} | **{c.verdict.value}** | {tally(c.tests)} | {guard_cell(c.guard)} | {cell(c.why)} |"
+            )
         lines.append("")
         lines += modes_table(mine)
         for c in (c for c in mine if c.tests):
@@ -70,6 +72,14 @@ def claims_markdown(env: dict[str, Any], catalogue: Catalogue, claims: list[Clai
                 lines += [f"  - {k}: {_fmt(v)}" for k, v in t.evidence.items()]
             lines.append("")
     return "\n".join(lines)
+
+
+def guard_cell(guard: list[str] | None) -> str:
+    """A claim's guard: the mutants that alter what it states (trainclaims-mutants shows its tests
+    fail under each), or *unguarded* where none does."""
+    if guard is None:
+        return ""
+    return ", ".join(f"`{name}`" for name in guard) if guard else "*unguarded*"
 
 
 def run_modes(claims: list[ClaimResult]) -> list[str]:

@@ -142,6 +142,7 @@ class ClaimResult:
     why: str = ""
     modes: dict[str, ModeVerdict] = field(default_factory=dict)
     tests: list[TestResult] = field(default_factory=list)
+    guard: list[str] | None = None  # the mutants that alter what it states (empty: unguarded; None: not told)
 
     @property
     def in_modes(self) -> bool:
@@ -175,6 +176,7 @@ class ClaimResult:
             "why": self.why,
             "modes": {m: {"verdict": mv.verdict.value, "why": mv.why} for m, mv in self.modes.items()},
             "tests": [t.to_json() for t in self.tests],
+            **({"guard": self.guard} if self.guard is not None else {}),
         }
 
     @classmethod
@@ -194,6 +196,7 @@ class ClaimResult:
                 for m, mv in modes.items()
             },
             tests=[TestResult.from_json(t, here) for t in data.get("tests") or []],
+            guard=list(data["guard"]) if isinstance(data.get("guard"), list) else None,
         )
 
 
