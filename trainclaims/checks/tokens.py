@@ -53,20 +53,21 @@ def token_count(batch: Batch, ignore_index: int = IGNORE_INDEX) -> int:
     return int((targets(batch) != ignore_index).sum())
 
 
-def _normalized(loss_fn: LossFn, denominator: list[float]) -> LossFn:
-    """``loss_fn`` divided by ``denominator[0]``, read at each call (set per step or micro-batch)."""
+def _normalized(loss_fn: LossFn, denominator: list[float], seen: list[torch.Tensor]) -> LossFn:
+    """``loss_fn`` divided by ``denominator[0]``, read at each call (set per step or micro-batch);
+    each value it gives is kept in ``seen`` (what a loop's loss variable holds)."""
 
     def loss(output: Any, labels: torch.Tensor) -> torch.Tensor:
-        return loss_fn(output, labels) / denominator[0]
+        value = loss_fn(output, labels) / denominator[0]
+        seen.append(value.detach())
+        return value
 
     return loss
 
 
 def _normalize_by(normalize: str) -> None:
     if normalize not in NORMALIZATIONS:
-        raise ValueError(
-            f"normalize={normalize!r}: 'tokens' (the step's token count) or 'mean' (each micro-batch's, /k)"
-        )
+        raise Misuse(f"normalize={normalize!r}: 'tokens' (the step's token count) or 'mean' (each micro-batch's, /k)")
 
 
 def _accumulating_step(
@@ -78,13 +79,17 @@ def _accumulating_step(
     normalize: str,
     ignore_index: int,
 ) -> Callable[..., torch.Tensor]:
-    """``step(micro_batches, total, context=None)``: one optimizer step over the micro-batches, each
-    micro-batch's token sum divided by ``total`` (normalize="tokens": the step's count; the caller
-    gives it, all-reduced across ranks where it is DDP's) or by its own count and by k (normalize="mean")."""
-    denominator = [1.0]
-    step = Step(model, optimizer, _normalized(loss_fn, denominator), numerics, device, divide=normalize == "mean")
+    """``step(micro_batches, total, context=None)``: one optimizer step over the micro-batches, as a
+    loop of each recipe takes it, returning what its step returned: each micro-batch's token sum
+    divided by ``total`` ("tokens": the step's count; the caller gives it, all-reduced across ranks
+    where it is DDP's), by its own count and by k ("mean"), or by its own count only ("sum": the
+    step returns the undivided sum of the means). ``step.last``: the last micro-batch's loss as
+    the loop's variable held it (before the division by k)."""
+    denominator, seen = [1.0], []
+    step = Step(model, optimizer, _normalized(loss_fn, denominator, seen), numerics, device, divide=normalize == "mean")
 
     def run(micro_batches: Sequence[Batch], total: float, context: Callable[[int], Any] | None = None) -> torch.Tensor:
+        seen.clear()
         if normalize == "tokens":
             denominator[0] = total
             return step(micro_batches, context)
@@ -96,6 +101,7 @@ def _accumulating_step(
         return step(micro_batches, own_count)
 
     run.step = step  # type: ignore[attr-defined]
+    run.last = lambda: float(seen[-1])  # type: ignore[attr-defined]
     return run
 
 
@@ -200,46 +206,6 @@ LOGGED = {
 }
 
 
-def _logging_loop(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
-    numerics: Mode | str,
-    device: str,
-    normalize: str,
-    ignore_index: int,
-) -> Callable[[Sequence[Batch], float], float]:
-    """``log(micro_batches, total)``: one optimizer step as a loop that logs by ``normalize`` takes
-    it, and the value it logs: the loss its step returned ("tokens": each micro-batch's token sum /
-    ``total``; "mean": each micro-batch's token mean / k; "sum": each micro-batch's token mean,
-    undivided: the value its step returns is their sum), or ("last") the last micro-batch's loss as
-    the loop's variable holds it (its token mean, the step trained on the means / k)."""
-    if normalize == "tokens":
-        step = _accumulating_step(model, optimizer, loss_fn, numerics, device, "tokens", ignore_index)
-        return lambda micro, total: float(step(micro, total))
-    seen: list[torch.Tensor] = []
-    counts = [1]
-
-    def mean(output: Any, labels: torch.Tensor) -> torch.Tensor:
-        value = loss_fn(output, labels) / counts[0]
-        seen.append(value.detach())
-        return value
-
-    stepper = Step(model, optimizer, mean, numerics, device, divide=normalize != "sum")
-
-    def log(micro: Sequence[Batch], total: float) -> float:
-        seen.clear()
-
-        def own_count(i: int) -> contextlib.AbstractContextManager:
-            counts[0] = max(1, token_count(micro[i], ignore_index))
-            return contextlib.nullcontext()
-
-        returned = float(stepper(micro, own_count))
-        return float(seen[-1]) if normalize == "last" else returned
-
-    return log
-
-
 def logged_loss(
     model_fn: ModelFactory,
     batches: Sequence[Batch],
@@ -275,14 +241,18 @@ def logged_loss(
     def ratios_of(recipe: str) -> tuple[list[float], torch.dtype]:
         model, claim_dtype = build(model_fn, device, dtype, numerics)
         data = batches_on(batches, device, model)
-        log = _logging_loop(model, optimizer_fn(model.parameters()), loss_fn, numerics, device, recipe, ignore_index)
+        trains = "mean" if recipe == "last" else recipe  # a loop that logs the last micro-batch trains on means / k
+        step = _accumulating_step(
+            model, optimizer_fn(model.parameters()), loss_fn, numerics, device, trains, ignore_index
+        )
         whole_loss = ModeLoss(model, loss_fn, numerics, device)
         out = []
         for whole in data:
             total = token_count(whole, ignore_index)
             with torch.no_grad():
                 large = float(whole_loss(whole)) / total
-            out.append(log(split(whole, k), total) / large)
+            logged = float(step(split(whole, k), total))
+            out.append((step.last() if recipe == "last" else logged) / large)
         return out, claim_dtype
 
     ratios, claim_dtype = ratios_of(normalize)
@@ -338,7 +308,7 @@ def ddp_token_rank(
     from trainclaims.checks.data_parallel import _as_lists
 
     if count not in ("global", "local"):
-        raise ValueError(f"count={count!r}: 'global' (all ranks' tokens) or 'local' (this rank's)")
+        raise Misuse(f"count={count!r}: 'global' (all ranks' tokens) or 'local' (this rank's)")
     optimizer_fn = optimizer_fn or sgd()
     device = str(device)
     (replica, claim_dtype), (reference, _) = (build(model_fn, device, None, numerics) for _ in range(2))
