@@ -35,8 +35,6 @@ pytestmark = [
     ),
 ]
 
-OPT_IN = "[pytest]\ntrainclaims_paths = .\n"
-
 
 def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -100,9 +98,9 @@ def verdicts(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def project(pytester, monkeypatch):
+def project(pytester, monkeypatch, opt_in):
     """A copy of the data-parallel claims' tests (S002's and TP's) in a project of their own."""
-    pytester.makeini(OPT_IN)
+    pytester.makeini(opt_in)
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     modules = {name: (ROOT / "suites" / f"{name}.py").read_text() for name in DATA_PARALLEL_MODULES}
     pytester.makepyfile(**{f"{name}_copy": text for name, text in modules.items()})

@@ -11,7 +11,6 @@ import torchvision  # noqa: F401  imported before pytester's in-process runs (se
 
 from trainclaims.results import SCHEMA
 
-OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
 TWO_CLAIMS = """
 import pytest
 
@@ -23,16 +22,6 @@ def test_holds(evidence):
 def test_also_holds():
     pass
 """
-
-
-@pytest.fixture
-def suite(pytester, monkeypatch, tmp_path):
-    pytester.makeini(OPT_IN)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path))
-    monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
-    return pytester
 
 
 def usage_errors(result: pytest.RunResult) -> list[str]:

@@ -14,18 +14,6 @@ from trainclaims.compare import with_modes
 from trainclaims.gating import compare_claims
 from trainclaims.results import ClaimResult
 
-OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
-
-
-@pytest.fixture
-def suite(pytester, monkeypatch, tmp_path):
-    pytester.makeini(OPT_IN)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    (tmp_path / "no-data").mkdir()  # an empty data root: every data set is missing
-    monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
-    return pytester
-
 
 @pytest.mark.parametrize(
     ("text", "message"),

@@ -31,21 +31,6 @@ def test_loads(data):
 """
 
 
-OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
-
-
-@pytest.fixture
-def suite(pytester, monkeypatch, tmp_path):
-    """A pytester dir (the installed plugin loads itself) with no data reachable by default; the
-    inner runs are not xdist workers even where this test runs in one."""
-    pytester.makeini(OPT_IN)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    (tmp_path / "no-data").mkdir()  # an empty data root: every data set is missing
-    monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setenv("TRAINCLAIMS_SYSTEM_DATA", "")
-    return pytester
-
-
 @no_cuda
 def test_gpu_instances_are_skipped_with_the_reason_when_cuda_is_absent(suite):
     suite.makepyfile(DEVICE_TEST)

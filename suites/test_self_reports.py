@@ -38,18 +38,6 @@ def test_step(benchmark):
 """
 
 
-OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
-
-
-@pytest.fixture
-def suite(pytester, monkeypatch):
-    """A pytester dir; the inner runs are not xdist workers even where this test runs in one
-    (pytest-benchmark disables itself wherever PYTEST_XDIST_WORKER is set)."""
-    pytester.makeini(OPT_IN)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    return pytester
-
-
 def keep_baseline(suite, name: str) -> Path:
     baseline = suite.path / f"baseline-{name}"
     shutil.copy(suite.path / "reports" / name, baseline)
