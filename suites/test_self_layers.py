@@ -16,6 +16,7 @@ pytestmark = pytest.mark.trainclaims
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_MODULES = ("pytest", "_pytest", "xdist", "pluggy", "trainclaims.fixtures")
 FAMILIES = "trainclaims.families"
+HISTORY = "trainclaims.history"  # a tool on top of the results: nothing below it imports it
 
 
 def module_name(path: Path) -> str:
@@ -61,6 +62,8 @@ def wrong_way(module: str, imported: str) -> str | None:
         return "the core imports no pytest and no plugin module"
     if where == "core" and to.startswith(FAMILIES):
         return "the core reaches the families only through trainclaims.registry"
+    if where == "core" and to.startswith(HISTORY) and not module.startswith(HISTORY):
+        return "the history is built on the results and the reports; nothing below it imports it back"
     if where == "plugin" and to.startswith(FAMILIES):
         return "the plugin reaches the families only through trainclaims.registry"
     if where == "families" and to.startswith("trainclaims.fixtures"):
@@ -133,6 +136,7 @@ EARLIER = [
     ("trainclaims.checks.base", "from trainclaims.fixtures.keys import EVIDENCE_KEY\n"),
     ("trainclaims.fixtures.session", "from trainclaims.families.s002 import data_parallel\n"),
     ("trainclaims.families.s001", "from trainclaims.fixtures.plugin import activate\n"),
+    ("trainclaims.render", "from trainclaims.history.noise import judge\n"),
 ]
 
 
