@@ -70,7 +70,7 @@ def reparametrized_runs(
     lr_power: int = 2,
     scale_wd: bool = True,
     stop_at_flip: bool = False,
-    numerics: Mode | str = REFERENCE,
+    numerics: Mode = REFERENCE,
 ) -> Reparametrized:
     """Train the seed net (20-16-5, the source's SGD) on random data twice, step by step side by
     side: as is, and with inputs*s, W1/s, first-layer lr/s**lr_power and (if scale_wd) first-layer
@@ -165,7 +165,7 @@ def reparametrization_check(s: float, seed: int, device: str, numerics: str) -> 
     return checks.reparametrization(
         lambda: build_model(config, 20, 5, torch.device(device)),
         list(zip(x, y, strict=True)),
-        s,
+        s=s,
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
@@ -221,7 +221,7 @@ def test_w1_gradient_scales_with_the_input_scale_for_the_same_function(device, s
     y = torch.randint(5, (16,), generator=g)
     w1 = torch.randn(16, 20, generator=g, dtype=torch.float64)
     w2 = torch.randn(5, 16, generator=g, dtype=torch.float64)
-    result = checks.gradient_scaling(functools.partial(bias_free_net, w1, w2), (x, y), s, device=device)
+    result = checks.gradient_scaling(functools.partial(bias_free_net, w1, w2), [(x, y)], s=s, device=device)
     result.assert_holds()  # dL/dW1' = s dL/dW1 (relative gap within float64's bound), dL/dW2 unchanged
     # the relative update |g'|/|W1'| against |g|/|W1|: s^2 times larger
     assert math.isclose(result.values["norm_ratio"] * s, s**2, rel_tol=1e-9)

@@ -83,7 +83,7 @@ def test_relu_like_op_gradient_at_exactly_zero_is_its_pinned_convention(device, 
     known = isinstance(op.at_zero, Known)
     want = op.at_zero.range_for() if known else None  # None: no measurement for this torch, measured here
     expected = (want.value if want else math.nan) if known else op.at_zero
-    result = checks.gradient_at_zero(op.fn, expected, device=device, dtype=dtype)
+    result = checks.gradient_at_zero(op.fn, expected=expected, device=device, dtype=dtype)
     got = [result.values["at_plus_zero"], result.values["at_minus_zero"]]
     evidence.record(op=op.name, dtype=str(dtype), device=device, grad_at_plus0=got[0], grad_at_minus0=got[1])
     if known:
@@ -241,7 +241,7 @@ def test_relu_net_passes_gradcheck_away_from_zero(device, seed):
 def test_the_sources_xor_net_learns_xor_for_almost_every_seed(device, numerics, evidence):
     # ieee: the source's float64. Another mode trains in float32, the dtype that mode acts on
     # (autocast leaves float64 alone); the rate is asserted the same.
-    dtype = torch.float64 if numerics == "ieee" else torch.float32
+    dtype = torch.float64 if numerics.reference else torch.float32
     runs = train_xor(list(range(XOR_SEEDS)), device=device, dtype=dtype, numerics=numerics)
     learned = runs.learned
     rate = learned.float().mean().item()

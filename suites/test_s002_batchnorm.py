@@ -268,7 +268,7 @@ S002_05_LOSS = {
 
 
 def accuracy_with_batch_statistics(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, numerics: Mode | str = REFERENCE
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, numerics: Mode = REFERENCE
 ) -> float:
     """Eval mode, but every BatchNorm normalizes with the statistics of the eval batch itself
     (track_running_stats=False, no buffers), as the source's warning describes."""
@@ -284,7 +284,7 @@ def accuracy_with_batch_statistics(
     return (out.argmax(1) == y[:n]).double().mean().item()
 
 
-def bn_eval_accuracies(model: nn.Module, data, numerics: Mode | str = REFERENCE) -> tuple[float, dict[int, float]]:
+def bn_eval_accuracies(model: nn.Module, data, numerics: Mode = REFERENCE) -> tuple[float, dict[int, float]]:
     """Accuracy with running statistics, and with each eval batch size's own, evaluated in the
     numerics mode's autocast region where it has one (the model as trained: eager)."""
     x, y = data.x_test[:4096], data.y_test[:4096]
@@ -431,7 +431,7 @@ def test_without_dividing_the_loss_the_accumulated_gradient_is_k_times_the_large
 ACCUM_MODE = {"k": 4, "micro": 8, "steps": 3, "seeds": (0, 1, 2, 3, 4)}
 
 
-def accumulation_in_mode(device: str, seed: int, numerics: Mode | str) -> checks.Checked:
+def accumulation_in_mode(device: str, seed: int, numerics: Mode) -> checks.Checked:
     """trainclaims.checks.accumulation on the mlp above, in ``numerics`` (the check users run on
     their own models): its gap is the max over parameters of |accumulated - large batch| / |large
     batch| (norms)."""
@@ -444,7 +444,7 @@ def accumulation_in_mode(device: str, seed: int, numerics: Mode | str) -> checks
     result = checks.accumulation(
         lambda: mlp(seed, device, torch.float32),
         batches,
-        k,
+        k=k,
         optimizer_fn=ACCUM_OPTIMIZERS["sgd-momentum"],
         device=device,
         numerics=numerics,
@@ -483,8 +483,8 @@ def test_with_batchnorm_accumulation_differs_from_the_large_batch_and_updates_st
         y = torch.randint(3, (8 * k,), generator=g).to(device)
         result = checks.accumulation_with_batchnorm(
             lambda seed=seed: mlp(seed, device, dtype, bn=True),
-            (x, y),
-            k,
+            [(x, y)],
+            k=k,
             device=device,
             numerics=numerics,
             min_gap=BN_MIN_GAP,

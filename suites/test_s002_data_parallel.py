@@ -37,7 +37,7 @@ def test_ddp_over_k_ranks_takes_the_steps_of_one_process_with_k_times_the_batch(
     if not ddp.measures(numerics, dtype):
         pytest.skip(f"{numerics} leaves float64 alone: the float32 instance measures this mode")
     results = ranks(ddp.ddp_experiment(dtype, numerics))
-    checks.ddp_verdict(results, ddp.DDP_TOL[dtype]).judge(evidence, numerics)
+    checks.ranks.ddp_verdict(results, ddp.DDP_TOL[dtype]).judge(evidence)
 
 
 @pytest.mark.claim("S002-12")
@@ -47,7 +47,7 @@ def test_no_sync_accumulation_equals_the_global_batch_with_one_allreduce_per_ste
     tolerance."""
     results = ranks(ddp.no_sync_experiment(micro, numerics))
     dtype = "float64" if numerics == num.REFERENCE else "float32"
-    checks.ddp_verdict(results, ddp.DDP_TOL[dtype]).judge(evidence, numerics)
+    checks.ranks.ddp_verdict(results, ddp.DDP_TOL[dtype]).judge(evidence)
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def ddp_bn_runs(ranks) -> Callable[[bool, str], list[dict]]:
 
 @pytest.mark.claim("S002-13")
 def test_ddp_with_batchnorm_differs_from_bn_over_the_global_batch(ddp_bn_runs, numerics, evidence):
-    checks.ddp_batchnorm_verdict(ddp_bn_runs(True, numerics), BN_MIN_GAP).judge(evidence, numerics)
+    checks.ranks.ddp_batchnorm_verdict(ddp_bn_runs(True, numerics), BN_MIN_GAP).judge(evidence)
 
 
 def two_or_more(results: list) -> list:

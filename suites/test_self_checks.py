@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainclaims import checks
+from trainclaims.modes import get
 
 pytestmark = pytest.mark.trainclaims
 
@@ -38,43 +39,43 @@ def test_accumulation_holds_with_loss_over_k_and_not_without():
 
 
 def test_accumulation_with_batchnorm_differs_and_needs_a_batchnorm():
-    result = checks.accumulation_with_batchnorm(lambda: mlp(bn=True), data(16), k=2)
+    result = checks.accumulation_with_batchnorm(lambda: mlp(bn=True), [data(16)], k=2)
     assert result.holds, str(result)
     assert result.values["running_stat_updates"] == [2]
     with pytest.raises(ValueError, match="no BatchNorm layer"):
-        checks.accumulation_with_batchnorm(mlp, data(16), k=2)
+        checks.accumulation_with_batchnorm(mlp, [data(16)], k=2)
 
 
 def test_eval_determinism_catches_a_dropout_that_ignores_eval():
-    assert checks.eval_determinism(lambda: nn.Sequential(mlp(), nn.Dropout(0.5)), data(8)[0]).holds
-    broken = checks.eval_determinism(lambda: nn.Sequential(mlp(), AlwaysDropout()), data(8)[0])
+    assert checks.eval_determinism(lambda: nn.Sequential(mlp(), nn.Dropout(0.5)), [data(8)[0]]).holds
+    broken = checks.eval_determinism(lambda: nn.Sequential(mlp(), AlwaysDropout()), [data(8)[0]])
     assert not broken.holds
     assert broken.gap > 0
 
 
 def test_batchnorm_eval_holds_and_a_batch_statistics_model_does_not():
     x = data(64)[0]
-    assert checks.batchnorm_eval(lambda: mlp(bn=True), list(x.split(16)), data(8, 1)[0]).holds
+    assert checks.batchnorm_eval(lambda: mlp(bn=True), list(x.split(16)), inputs=data(8, 1)[0]).holds
 
     def batch_stats() -> nn.Module:  # track_running_stats=False: batch statistics in eval too
         torch.manual_seed(0)
         return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16, track_running_stats=False), nn.Linear(16, 3))
 
     with pytest.raises(ValueError, match="keeps no running statistics"):
-        checks.batchnorm_eval(batch_stats, list(x.split(16)), data(8, 1)[0])
+        checks.batchnorm_eval(batch_stats, list(x.split(16)), inputs=data(8, 1)[0])
 
 
 def test_reparametrization_holds_with_lr_over_s_squared_and_gradients_scale_with_s():
     batches = [data(16, s) for s in range(3)]
     assert checks.reparametrization(mlp, batches, s=255.0).holds
-    grads = checks.gradient_scaling(mlp, data(16), s=255.0)
+    grads = checks.gradient_scaling(mlp, [data(16)], s=255.0)
     assert grads.holds
     assert grads.values["norm_ratio"] == pytest.approx(255.0, rel=1e-4)
 
 
 def test_gradient_at_zero_is_exact():
-    assert checks.gradient_at_zero(F.relu, 0.0).holds
-    half = checks.gradient_at_zero(lambda x: torch.maximum(x, torch.zeros_like(x)), 0.0)
+    assert checks.gradient_at_zero(F.relu, expected=0.0).holds
+    half = checks.gradient_at_zero(lambda x: torch.maximum(x, torch.zeros_like(x)), expected=0.0)
     assert not half.holds
     assert half.values["at_plus_zero"] == 0.5
 
@@ -94,8 +95,13 @@ def test_judge_makes_an_equality_in_another_numerics_mode_conditional_with_the_g
     from trainclaims.results import Verdict
 
     evidence = Evidence("t", ("X-01",))
-    checks.Checked("c", "a equals b", "equal", 3e-3, 1e-4).judge(evidence, "bf16-autocast")
+    checks.Checked("c", "a equals b", "equal", 3e-3, 1e-4, mode=get("bf16-autocast")).judge(evidence)
     assert evidence.verdict == Verdict.CONDITIONAL
+    assert evidence.values["gap"] == 3e-3
+    older = Evidence("t", ("X-01",))
+    with pytest.warns(DeprecationWarning, match=r"judge\(evidence, numerics\) is deprecated"):
+        checks.Checked("c", "a equals b", "equal", 3e-3, 1e-4).judge(older, "bf16-autocast")  # the 0.3 form
+    assert older.verdict == Verdict.CONDITIONAL
     assert evidence.values["gap"] == 3e-3
 
 
@@ -136,18 +142,18 @@ def test_the_ddp_verdict_fails_on_a_gap_on_replicas_that_differ_and_on_extra_all
     each of the three ways the claim can fail, from hand-made rank results (the ranks themselves
     run in test_s002_data_parallel.py and in the example project)."""
     same = [[1.0, 2.0], [3.0]]
-    good = checks.ddp_verdict([ddp_rank_result([1e-8, 2e-8], same, [1, 1])] * 2)
+    good = checks.ranks.ddp_verdict([ddp_rank_result([1e-8, 2e-8], same, [1, 1])] * 2)
     assert good.holds
     assert (good.gap, good.bound) == (2e-8, checks.tolerance(torch.float32)[1])
-    assert not checks.ddp_verdict([ddp_rank_result([1e-8, 3e-3], same, [1, 1])] * 2).holds
+    assert not checks.ranks.ddp_verdict([ddp_rank_result([1e-8, 3e-3], same, [1, 1])] * 2).holds
     apart = [ddp_rank_result([0.0], same, [1]), ddp_rank_result([0.0], [[1.0, 2.5], [3.0]], [1])]
-    verdict = checks.ddp_verdict(apart)
+    verdict = checks.ranks.ddp_verdict(apart)
     assert not verdict.holds
     assert "the replicas differ between ranks (gap 0.224)" in verdict.claim
-    every_micro_batch = checks.ddp_verdict([ddp_rank_result([0.0], same, [2], micro=2)] * 2)
+    every_micro_batch = checks.ranks.ddp_verdict([ddp_rank_result([0.0], same, [2], micro=2)] * 2)
     assert not every_micro_batch.holds
     assert "all-reduced, per step and rank: [[2], [2]] (expected 1 each)" in every_micro_batch.claim
-    assert checks.ddp_verdict([ddp_rank_result([2e-5], same, [1])] * 2, bound=1e-4).holds, "a family's own bound"
+    assert checks.ranks.ddp_verdict([ddp_rank_result([2e-5], same, [1])] * 2, bound=1e-4).holds, "a family's own bound"
 
 
 def test_the_ddp_batchnorm_verdict_needs_a_gap_and_each_ranks_own_statistics():
@@ -155,9 +161,9 @@ def test_the_ddp_batchnorm_verdict_needs_a_gap_and_each_ranks_own_statistics():
         return {"output_gap": output_gap, "gradient_gap": gradient_gap, "running_stat_gap": stat_gap}
 
     env = {"dtype": "torch.float64", "numerics": "ieee"}
-    assert checks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(0.4, 0.3, 0.0) | env]).gap == 0.2
-    assert not checks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(1e-9, 0.3, 0.0) | env]).holds
-    shared = checks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(0.2, 0.3, 0.5) | env])
+    assert checks.ranks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(0.4, 0.3, 0.0) | env]).gap == 0.2
+    assert not checks.ranks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(1e-9, 0.3, 0.0) | env]).holds
+    shared = checks.ranks.ddp_batchnorm_verdict([rank(0.2, 0.3, 0.0) | env, rank(0.2, 0.3, 0.5) | env])
     assert not shared.holds
     assert "not its own shard's: gaps [0.0, 0.5]" in shared.claim
 
@@ -198,14 +204,14 @@ def no_variance_bn() -> nn.Module:
 
 
 def test_accumulation_with_batchnorm_does_not_hold_where_batchnorm_ignores_the_batch():
-    broken = checks.accumulation_with_batchnorm(frozen_bn, data(16), k=2)
+    broken = checks.accumulation_with_batchnorm(frozen_bn, [data(16)], k=2)
     assert not broken.holds  # the same gradient, and no update of the running statistics
-    assert "running statistics took [0] updates (expected 2 each)" in broken.claim
+    assert "running statistics took [0] updates over 1 batches (expected 2 each)" in broken.claim
 
 
 def test_batchnorm_eval_does_not_hold_where_eval_ignores_the_running_variance():
     x = data(64)[0] * 3 + 1  # a variance far from 1
-    broken = checks.batchnorm_eval(no_variance_bn, list(x.split(16)), data(8, 1)[0])
+    broken = checks.batchnorm_eval(no_variance_bn, list(x.split(16)), inputs=data(8, 1)[0])
     assert not broken.holds
     assert broken.gap > 0.05, broken
     with pytest.raises(AssertionError, match=r"batchnorm_eval: .* gap .* does not hold \[layers=1"):
@@ -233,7 +239,7 @@ def test_gradient_scaling_does_not_hold_where_the_inputs_are_normalized_before_t
         torch.manual_seed(0)
         return nn.Sequential(nn.LayerNorm(6), nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
 
-    broken = checks.gradient_scaling(normalized, data(16), s=255.0)
+    broken = checks.gradient_scaling(normalized, [data(16)], s=255.0)
     assert not broken.holds
     assert broken.values["norm_ratio"] < 1.0  # W1/s shrinks the gradient instead: x*s is normalized away
 
@@ -264,7 +270,7 @@ def test_ddp_against_one_process_does_not_hold_where_ddp_sums_the_ranks_gradient
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_ddp_batchnorm_does_not_hold_where_batchnorm_ignores_each_ranks_batch():
-    broken = checks.ddp_batchnorm(frozen_bn, data(16))
+    broken = checks.ddp_batchnorm(frozen_bn, [data(16)])
     assert not broken.holds
     assert broken.gap < 1e-6, broken
 
@@ -275,19 +281,19 @@ def test_ddp_batchnorm_does_not_hold_where_batchnorm_ignores_each_ranks_batch():
 def test_token_accumulation_does_not_hold_with_each_micro_batchs_own_mean():
     from trainclaims.families.tp import lm
 
-    assert checks.token_accumulation(lm.lm(0), lm.batches(0, 2), 2).holds
-    broken = checks.token_accumulation(lm.lm(0), lm.batches(0, 2), 2, normalize="mean")
+    assert checks.token_accumulation(lm.lm(0), lm.batches(0, 2), k=2).holds
+    broken = checks.token_accumulation(lm.lm(0), lm.batches(0, 2), k=2, normalize="mean")
     assert not broken.holds
     assert broken.gap > 0.05, broken
     with pytest.raises(ValueError, match="normalize='sum'"):
-        checks.token_accumulation(lm.lm(0), lm.batches(0, 1), 2, normalize="sum")
+        checks.token_accumulation(lm.lm(0), lm.batches(0, 1), k=2, normalize="sum")
 
 
 def test_logged_loss_does_not_hold_where_the_loop_logs_the_sum_of_the_micro_batches_means():
     from trainclaims.families.tp import lm
 
-    assert checks.logged_loss(lm.lm(0), lm.batches(0, 2), 2).holds
-    broken = checks.logged_loss(lm.lm(0), lm.batches(0, 2), 2, normalize="sum")
+    assert checks.logged_loss(lm.lm(0), lm.batches(0, 2), k=2).holds
+    broken = checks.logged_loss(lm.lm(0), lm.batches(0, 2), k=2, normalize="sum")
     assert not broken.holds
     assert all(abs(r - 2) < 0.25 for r in broken.values["ratio_per_step"]), broken
 

@@ -70,6 +70,19 @@ def test_replace_rebinds_every_name_that_held_the_old_function_and_refuses_setti
         del sys.modules["tc_owner"], sys.modules["tc_user"]
 
 
+def test_a_mutant_runs_only_where_the_markers_select_the_tests_that_can_notice_it():
+    from trainclaims.mutation import selects
+
+    distributed = ("distributed", "slow")
+    assert not selects("not slow", distributed)
+    assert selects("not slow", ())
+    assert selects("distributed", distributed)
+    assert selects("not slow or distributed", distributed)
+    assert selects("(gpu or distributed) and not benchmark", distributed)
+    with pytest.raises(ValueError, match="is no marker"):
+        selects("slow; import os", ())
+
+
 def test_every_shipped_claim_the_fast_tier_measures_has_a_mutant():
     from trainclaims.registry import installed
 

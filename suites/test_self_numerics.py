@@ -103,7 +103,7 @@ def test_moves(device, numerics, evidence):
     with num.autocast(numerics, device):  # the mode acts (a mode that does not fails the instance)
         torch.nn.Linear(2, 2)(torch.ones(1, 2))
     evidence.record(numerics=numerics)
-    if numerics != "ieee":
+    if not numerics.reference:
         evidence.conclude(Verdict.CONDITIONAL, f"{numerics}: moves by 1e-3")
 """
 

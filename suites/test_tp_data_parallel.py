@@ -23,13 +23,13 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 def test_ddp_with_the_global_token_count_takes_one_processs_steps(numerics, ranks, evidence):
     results = ranks(dp.token_experiment("global", numerics))
     # the broken side, each rank's own count, is run (and judged beyond the bound) in the reference mode
-    broken = ranks(dp.token_experiment("local", "ieee")) if get(numerics).reference else None
-    checks.ddp_token_verdict(results, broken=broken).judge(evidence)
+    broken = ranks(dp.token_experiment("local", get("ieee"))) if numerics.reference else None
+    checks.ranks.ddp_token_verdict(results, broken=broken).judge(evidence)
 
 
 @pytest.mark.claim("TP-01")
 def test_ddp_with_each_ranks_own_token_count_does_not(ranks, evidence):
-    result = checks.ddp_token_verdict(ranks(dp.token_experiment("local", "ieee")))
+    result = checks.ranks.ddp_token_verdict(ranks(dp.token_experiment("local", get("ieee"))))
     evidence.record(local_count_gap=result.gap, tokens=result.values["tokens_per_rank_and_step"])
     assert result.gap > tp.MEAN_OVER_K_MIN_GAP, result
 
@@ -63,7 +63,7 @@ def _fsdp_results(ranks, clip: str, numerics, evidence) -> list[dict]:
 
 @pytest.mark.claim("TP-04")
 def test_clip_grad_norm_over_fsdp2_shards_returns_the_global_norm(numerics, ranks, evidence):
-    result = checks.fsdp_clip_norm_verdict(_fsdp_results(ranks, "clip_grad_norm_", numerics, evidence))
+    result = checks.ranks.fsdp_clip_norm_verdict(_fsdp_results(ranks, "clip_grad_norm_", numerics, evidence))
     table = tp.FSDP2_CLIP_GLOBAL_NORM
     if not result.unmeasured:
         table.record(evidence, result.holds)

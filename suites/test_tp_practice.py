@@ -51,7 +51,7 @@ def lm_mode(run, numerics):
 @pytest.mark.claim("TP-01")
 @pytest.mark.parametrize("k", K)
 def test_token_normalized_accumulation_is_the_large_batch_and_loss_over_k_is_not(k, device, numerics, evidence):
-    run = functools.partial(checks.token_accumulation, lm.lm(0), lm.batches(0), k, device=device, numerics=numerics)
+    run = functools.partial(checks.token_accumulation, lm.lm(0), lm.batches(0), k=k, device=device, numerics=numerics)
     fixed = lm_mode(run, numerics)  # its broken side, each micro-batch's mean / k, runs too
     evidence.record(
         k=k,
@@ -72,7 +72,7 @@ def test_token_normalized_accumulation_is_the_large_batch_and_loss_over_k_is_not
 
 @pytest.mark.claim("TP-01")
 def test_with_equal_token_counts_loss_over_k_is_the_large_batch(evidence):
-    control = checks.token_accumulation(lm.lm(0), lm.batches(0, lengths="equal"), 2, normalize="mean")
+    control = checks.token_accumulation(lm.lm(0), lm.batches(0, lengths="equal"), k=2, normalize="mean")
     evidence.record(equal_lengths_gap=control.gap)
     control.assert_holds()
 
@@ -80,7 +80,7 @@ def test_with_equal_token_counts_loss_over_k_is_the_large_batch(evidence):
 @pytest.mark.claim("TP-02")
 @pytest.mark.parametrize("k", K)
 def test_the_logged_loss_is_the_large_batchs_and_the_undivided_sum_is_k_times_it(k, device, numerics, evidence):
-    run = functools.partial(checks.logged_loss, lm.lm(0), lm.batches(0), k, device=device, numerics=numerics)
+    run = functools.partial(checks.logged_loss, lm.lm(0), lm.batches(0), k=k, device=device, numerics=numerics)
     logged = lm_mode(run, numerics)  # its broken side, the undivided sum, is judged beyond the bound too
     summed, last = run(normalize="sum", contrast=False), run(normalize="last", contrast=False)
     evidence.record(sum_ratio_per_step=summed.values["ratio_per_step"], last_micro_batch_gap=last.gap)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainclaims.modes import Mode, get
+from trainclaims.modes import Mode
 from trainclaims.results import ClaimResult, TestResult
 from trainclaims.verdicts import Judgement, Verdict, judge_gap
 
@@ -173,7 +173,7 @@ class Evidence:
 
     def judge_in_mode(
         self,
-        numerics: Mode | str,
+        numerics: Mode,
         gap: float,
         tol: float,
         what: str,
@@ -191,7 +191,7 @@ class Evidence:
         judged = judge_gap(gap, tol, numerics, what, dtype, detail, unequal)
         if judged.verdict is Verdict.FAILS:
             raise AssertionError(judged.why)
-        if not get(numerics).reference:  # in the reference a test that passes holds
+        if not numerics.reference:  # in the reference a test that passes holds
             self.conclude_in_mode(judged)
 
     def conclude_in_mode(self, judged: Judgement) -> None:

@@ -152,12 +152,9 @@ def run_experiment(e: Any, rank: int, world: int, device: str) -> tuple[Any, dic
     with its numerics mode's precision pinned whatever the job's settings (``ieee`` off any TF32
     the process was started with), the mode's probe run first (tf32: that cuBLAS computes in
     TF32), and what the mode did watched: (its result, what the mode did, as JSON)."""
-    from trainclaims import numerics
+    from trainclaims.ranks import run_in_mode
 
-    with numerics.pinned(e.mode), numerics.watch() as acted:
-        numerics.before_test(e.mode, device)
-        result = e.fn(rank, world, *e.args, device=device)
-    return result, acted.to_json()
+    return run_in_mode(e.fn, rank, world, e.args, e.mode, device, device=device)
 
 
 def _say(env: RankEnv, text: str) -> None:

@@ -19,8 +19,9 @@ says everything the suite needs to know about one of them, as data:
 What a mode does in code (pinning, the autocast region, compiling, the scaler) is in
 :mod:`trainclaims.numerics`, driven by these attributes: no code outside this module branches on a
 mode's name. Names are parsed into modes once, at the edge (``--numerics``, a launched job's
-arguments, a rank's JSON): :func:`get`, :func:`parse_modes`. A mode compares equal to its name and
-hashes as it, so that older code that compares ``numerics == "ieee"`` keeps working.
+arguments, a rank's JSON, a user's call): :func:`get`, :func:`parse_modes`; past the edge only the
+:class:`Mode` travels. A mode hashes as its name; comparing it with a string still works in 0.4,
+with a DeprecationWarning (use ``mode.name``, ``mode.reference``, or the Mode itself).
 
 Nothing here imports torch at import time: the plugin, the report readers and the gate use the modes'
 names and order without it.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -273,7 +275,7 @@ class Mode:
     bounds: Mapping[str, Bound] = field(default_factory=dict)  # claim dtype -> its rounding bound
     reference: bool = False
 
-    # a mode is its name to dicts, sets, JSON and older code
+    # a mode is its name in JSON and text; it equals only a mode (a name is parsed once, at the edge)
     def __str__(self) -> str:
         return self.name
 
@@ -283,7 +285,13 @@ class Mode:
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Mode):
             return self.name == other.name
-        if isinstance(other, str):
+        if isinstance(other, str):  # the 0.3 shim, for one release
+            warnings.warn(
+                f"comparing a numerics Mode with the string {other!r} is deprecated and will be removed in "
+                "trainclaims 0.5: compare mode.name, or the Mode itself (trainclaims.modes.get(name))",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             return self.name == other
         return NotImplemented
 
@@ -458,7 +466,13 @@ BF16_WEIGHTS = register(
 REFERENCE = IEEE
 
 
-def get(mode: Mode | str) -> Mode:
+# What a caller outside the library may give where a mode is meant (a user's check call, a test's
+# own helper): a Mode, or its name. It is parsed once, by get(), where it enters; inside the library
+# only the Mode travels.
+ModeLike = Mode | str
+
+
+def get(mode: ModeLike) -> Mode:
     """The registered mode ``mode`` names (a mode is returned as it is); ValueError for a name
     that is none, naming the accepted ones."""
     if isinstance(mode, Mode):
@@ -469,10 +483,11 @@ def get(mode: Mode | str) -> Mode:
     return found
 
 
-def mode_order(mode: Mode | str) -> int:
-    """Where ``mode`` sorts among the modes (the registry's order; unknown names last)."""
+def mode_order(name: str) -> int:
+    """Where the mode ``name`` sorts among the modes (the registry's order; unknown names last):
+    for the names results carry in JSON."""
     names = list(MODES)
-    return names.index(str(mode)) if str(mode) in MODES else len(names)
+    return names.index(name) if name in MODES else len(names)
 
 
 def parse_modes(text: str) -> tuple[Mode, ...]:
@@ -486,5 +501,5 @@ def parse_modes(text: str) -> tuple[Mode, ...]:
     return tuple(get(n) for n in dict.fromkeys(names))
 
 
-def names(modes: Iterable[Mode | str]) -> list[str]:
-    return [str(m) for m in modes]
+def names(modes: Iterable[Mode]) -> list[str]:
+    return [m.name for m in modes]

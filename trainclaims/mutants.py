@@ -36,12 +36,15 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 class Mutant:
     """One alteration of PyTorch: ``name`` (lower case, dashes: what it breaks, e.g.
     ``clip-scales-nothing``), the ``claims`` whose tests must fail under it, what it ``breaks`` in
-    words, and ``apply``: a function that patches PyTorch in this process (imports torch itself)."""
+    words, and ``apply``: a function that patches PyTorch in this process (imports torch itself).
+    ``marks``: the markers of the tests that can notice it (``("distributed", "slow")`` for an
+    alteration of DDP): a run whose ``-m`` leaves those tests out does not run it."""
 
     name: str
     claims: tuple[str, ...]
     breaks: str
     apply: Callable[[], None]
+    marks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -64,7 +67,7 @@ def all_of(families: Iterable[Any]) -> dict[str, Mutant]:
                 raise ValueError(f"two different alterations are named {mutant.name!r}")
             else:
                 claims = tuple(dict.fromkeys((*seen.claims, *mutant.claims)))
-                found[mutant.name] = Mutant(seen.name, claims, seen.breaks, seen.apply)
+                found[mutant.name] = Mutant(seen.name, claims, seen.breaks, seen.apply, seen.marks)
     return found
 
 

@@ -27,6 +27,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -65,6 +66,21 @@ class Run:
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
     output_tail: str = ""
     timed_out: bool = False
+
+
+def selects(markers: str, marks: tuple[str, ...]) -> bool:
+    """Whether pytest's ``-m markers`` selects a test with these marks: the expression's words are
+    markers (true where the test has them), joined by ``and``, ``or``, ``not`` and parentheses."""
+    tokens = re.findall(r"\(|\)|[^\s()]+", markers)
+    words = []
+    for token in tokens:
+        if token in ("and", "or", "not", "(", ")"):
+            words.append(token)
+        elif re.fullmatch(r"[\w.-]+", token):
+            words.append(str(token in marks))
+        else:
+            raise ValueError(f"-m {markers!r}: {token!r} is no marker")
+    return bool(eval(" ".join(words) or "True", {"__builtins__": {}}))  # only True/False/and/or/not/()
 
 
 def pytest_command(claims: list[str], markers: str, report_dir: Path, extra: list[str]) -> list[str]:
@@ -228,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = given[given.index("--") + 1 :] if "--" in given else []
     args = p.parse_args(given[: given.index("--")] if "--" in given else given)
     try:
+        selects(args.markers, ())  # a -m that is no marker expression: before any work
         families = _families(args.family)
         known = all_of(families)
         claims = _select(families, args.select)
@@ -272,11 +289,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     measured = [c for c in claims if base.verdicts.get(c) in MEASURED]
     plan: list[tuple[Mutant, list[str]]] = []
+    left_out: list[Outcome] = []  # mutants whose tests this run's markers leave out
     for mutant in known.values():
         if args.mutant and mutant.name not in args.mutant:
             continue
         mine = [c for c in mutant.claims if c in measured]
-        if mine:
+        if mine and mutant.marks and not selects(args.markers, mutant.marks):
+            why = f"its tests are marked {', '.join(mutant.marks)}, which -m {args.markers!r} leaves out"
+            left_out += [Outcome(c, mutant.name, "not run", message=why) for c in mine]
+        elif mine:
             plan.append((mutant, mine))
     took = f"{base.seconds:.0f} s"
     say(f"{len(measured)} claims measured unaltered ({took}); {len(plan)} mutants to run, {args.jobs} at a time")
@@ -293,18 +314,22 @@ def main(argv: list[str] | None = None) -> int:
             outcomes += got
             told = "; ".join(f"{o.claim} {o.status}" + (f" ({o.test.split('::')[-1]})" if o.test else "") for o in got)
             say(f"[{n}/{len(plan)}] {mutant.name}: {told} ({run.seconds:.0f} s)")
+    outcomes += left_out
     outcomes.sort(key=lambda o: (claims.index(o.claim), o.mutant))
     per_claim: dict[str, dict[str, Any]] = {}
     for cid in claims:
         mine = [o for o in outcomes if o.claim == cid]
+        ran = [o for o in mine if o.status != "not run"]
         if cid not in measured:
             guard = f"not measured: {base.verdicts.get(cid, 'not run')} unaltered"
         elif not guard_of[cid]:
             guard = "unguarded"
-        elif all(o.caught for o in mine):
+        elif not ran:
+            guard = "unguarded here: " + "; ".join(f"{o.mutant}: {o.message}" for o in mine)
+        elif all(o.caught for o in ran):
             guard = "guarded"
         else:
-            guard = "survived" if any(o.status == "survived" for o in mine) else "error"
+            guard = "survived" if any(o.status == "survived" for o in ran) else "error"
         per_claim[cid] = {"guard": guard, "mutants": [asdict(o) for o in mine]}
     import torch
 

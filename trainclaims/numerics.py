@@ -27,7 +27,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainclaims.modes import MODES, REFERENCE, Acted, Mode, dtype_name, get, mode_order, parse_modes  # noqa: F401
+from trainclaims.modes import (  # noqa: F401  re-exported: the modes' names, as the suite's tests use them
+    MODES,
+    REFERENCE,
+    Acted,
+    Mode,
+    ModeLike,
+    dtype_name,
+    get,
+    mode_order,
+    parse_modes,
+)
 
 # CUBLAS_WORKSPACE_CONFIG: cuBLAS is deterministic only with a fixed workspace; PyTorch raises in
 # deterministic mode without it (https://docs.nvidia.com/cuda/cublas/#results-reproducibility).
@@ -43,11 +53,6 @@ def dtype_of(name: str | torch.dtype) -> torch.dtype:
     if not isinstance(found, torch.dtype):
         raise ValueError(f"unknown dtype {name!r}")
     return found
-
-
-def unsupported(mode: Mode | str, device: str) -> str | None:
-    """Why ``mode`` cannot run on ``device`` here (a skip reason), or None."""
-    return get(mode).unsupported(device)
 
 
 # --------------------------------------------------------------------------- the environment
@@ -142,7 +147,7 @@ def _set_precision(tf32: bool) -> None:
 
 
 @contextlib.contextmanager
-def pinned(mode: Mode | str = REFERENCE, deterministic: bool = False) -> Iterator[None]:
+def pinned(mode: ModeLike = REFERENCE, deterministic: bool = False) -> Iterator[None]:
     """Run the block with the fp32 precision ``mode`` pins (``tf32`` for the tf32 mode, ``ieee``
     for every other) and, with ``deterministic``, deterministic algorithms (cuDNN's too, no cuDNN
     autotuning); afterwards every setting is what it was."""
@@ -187,7 +192,7 @@ def precision_settings() -> dict[str, Any]:
 # --------------------------------------------------------------------------- what a mode changes in code
 
 
-def autocast(mode: Mode | str, device: str | torch.device) -> contextlib.AbstractContextManager:
+def autocast(mode: ModeLike, device: str | torch.device) -> contextlib.AbstractContextManager:
     """The autocast region of ``mode`` on ``device`` (a no-op for the modes without one). Float64
     tensors are never autocast: a float64 claim computes the same in every autocast mode. The
     region records what it cast (:func:`watch`): the dtype of every module's floating output
@@ -245,7 +250,7 @@ def _scaler_class(kind: str) -> Any:
     return torch.cuda.amp.GradScaler if kind == "cuda" else None
 
 
-def grad_scaler(mode: Mode | str, device: str | torch.device) -> Any:
+def grad_scaler(mode: ModeLike, device: str | torch.device) -> Any:
     """A GradScaler where ``mode`` trains through one (float16 gradients underflow without it), else None."""
     mode = get(mode)
     if not mode.scaler:
@@ -256,7 +261,7 @@ def grad_scaler(mode: Mode | str, device: str | torch.device) -> Any:
     return make()
 
 
-def compiled(model: Any, mode: Mode | str) -> Any:
+def compiled(model: Any, mode: ModeLike) -> Any:
     """``torch.compile(model)`` where ``mode`` compiles (a module: it shares the model's parameters;
     or a function), else the model. It compiles with inductor through :func:`_counting_inductor`,
     which records the graphs it built and every call of them (:func:`watch`): how a compile
@@ -284,9 +289,7 @@ def _counting_inductor(gm: Any, example_inputs: Any) -> Any:
     return run
 
 
-def place(
-    model: nn.Module, mode: Mode | str, device: str | torch.device, dtype: torch.dtype | None = None
-) -> nn.Module:
+def place(model: nn.Module, mode: ModeLike, device: str | torch.device, dtype: torch.dtype | None = None) -> nn.Module:
     """``model`` on ``device``, in ``dtype`` (default: its own), its parameters in the dtype
     ``mode`` holds them in (:meth:`Mode.param_dtype`); recorded (``held``) where the mode moved them."""
     mode = get(mode)
@@ -299,7 +302,7 @@ def place(
     return model.to(device=device, dtype=target)
 
 
-def before_test(mode: Mode | str, device: str) -> None:
+def before_test(mode: ModeLike, device: str) -> None:
     """What ``mode`` runs before each of its tests, on the test's device: what it keeps between tests
     cleared (compile's cache), then its probe (tf32)."""
     mode = get(mode)

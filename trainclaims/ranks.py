@@ -28,6 +28,7 @@ import torch
 import torch.multiprocessing as mp
 
 from trainclaims import numerics
+from trainclaims.modes import REFERENCE, Mode
 from trainclaims.mutants import active as active_mutant
 
 LOOPBACK = "127.0.0.1"
@@ -68,7 +69,7 @@ def _rank_main(
     fn: Callable,
     args: tuple,
     out: Any,
-    mode: str = "ieee",
+    mode: Mode = REFERENCE,
     mutant: Any = None,
 ) -> None:
     import inspect
@@ -96,15 +97,33 @@ def _rank_main(
             **options,
         )
         try:
-            # the test's numerics mode pinned here too (a rank is a process of its own), and what
-            # the modes did on this rank watched, for the test's proof
-            with numerics.pinned(mode), numerics.watch() as acted:
-                result = fn(rank, world_size, *args)
+            device = f"cuda:{gpu}" if gpu is not None else "cpu"
+            result, acted = run_in_mode(fn, rank, world_size, args, mode, device)
         finally:
             dist.destroy_process_group()
-        out.put(("ok", rank, (result, acted.to_json())))
+        out.put(("ok", rank, (result, acted)))
     except BaseException:
         out.put(("error", rank, traceback.format_exc()))
+
+
+def run_in_mode(
+    fn: Callable[..., Any], rank: int, world: int, args: tuple, mode: Mode, device: str, **kwargs: Any
+) -> tuple[Any, dict[str, Any]]:
+    """``fn(rank, world, *args, **kwargs)`` as a test of ``mode`` runs: its precision pinned whatever
+    the process had (a rank is a process of its own; a launched job's may have had TF32 on), its
+    before-test hook run on ``device`` (what it keeps between tests cleared, its probe), and what the
+    modes did on this rank watched: (the result, what the modes did, as JSON, for the test's proof).
+    The one way a rank runs in its mode, spawned here or launched (trainclaims.launch)."""
+    with numerics.pinned(mode), numerics.watch() as acted:
+        numerics.before_test(mode, device)
+        result = fn(rank, world, *args, **kwargs)
+    return result, acted.to_json()
+
+
+def with_keywords(rank: int, world: int, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``fn(rank, world, **kwargs)``: how a rank function that takes keyword arguments only (the
+    checks' rank functions) goes through :func:`run_ranks`."""
+    return fn(rank, world, **kwargs)
 
 
 def run_ranks(
@@ -114,13 +133,13 @@ def run_ranks(
     backend: str = "gloo",
     port: int | None = None,
     deadline_s: float = RUN_DEADLINE_S,
-    mode: str = "ieee",
+    mode: Mode = REFERENCE,
 ) -> list[Any]:
     """``[fn(0, world_size, *args), ..., fn(world_size - 1, ...)]``, each on its own rank, with the
     numerics mode ``mode``'s precision pinned on every rank (on NCCL each rank on its own GPU)."""
     for attempt in range(PORT_TRIES):
         try:
-            return _run_once(fn, world_size, args, backend, port or free_port(), deadline_s, str(mode))
+            return _run_once(fn, world_size, args, backend, port or free_port(), deadline_s, mode)
         except RankFailed as err:
             if attempt + 1 == PORT_TRIES or not any(s in str(err).lower() for s in _PORT_CLASH):
                 raise
@@ -166,7 +185,7 @@ def _context(fn: Callable) -> Any:
 
 
 def _run_once(
-    fn: Callable, world_size: int, args: tuple, backend: str, port: int, deadline_s: float, mode: str
+    fn: Callable, world_size: int, args: tuple, backend: str, port: int, deadline_s: float, mode: Mode
 ) -> list[Any]:
     ctx = _context(fn)
     out = ctx.Queue()
@@ -250,12 +269,12 @@ class Experiment:
     """A rank experiment: ``fn(rank, world, *args)`` on every rank of a process group, named by an
     explicit ``id`` (``S002-11/ddp/float32/ieee``) under which a launched job writes its results
     and a test finds them. ``args`` are plain data (JSON: a launched job's results carry them);
-    ``mode`` is the numerics mode it measures, by name (the launcher pins it around the call)."""
+    ``mode`` is the numerics mode it measures (the launcher runs it in that mode)."""
 
     id: str
     fn: Callable[..., Any]
     args: tuple = ()
-    mode: str = "ieee"
+    mode: Mode = REFERENCE
 
     @property
     def name(self) -> str:

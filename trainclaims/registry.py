@@ -83,7 +83,7 @@ def model_names() -> list[str]:
 
 
 def experiments(
-    modes: Sequence[Mode | str], device: str = "cpu", families: Iterable[Family] | None = None
+    modes: Sequence[Mode], device: str = "cpu", families: Iterable[Family] | None = None
 ) -> list[Experiment]:
     """Every rank experiment the families' data-parallel tests make in these numerics modes, each
     with its id (what a launched job runs on its ranks and writes its results under:

@@ -24,7 +24,7 @@ from torch import nn
 
 from trainclaims import numerics as num
 from trainclaims.errors import Misuse
-from trainclaims.modes import REFERENCE, Acted, Mode, get
+from trainclaims.modes import REFERENCE, Acted, ModeLike, get
 
 Batch = tuple[torch.Tensor, torch.Tensor] | Mapping[str, torch.Tensor]
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -51,6 +51,8 @@ def to_device(batch: Batch, device: str | torch.device, dtype: torch.dtype | Non
     def move(t: torch.Tensor) -> torch.Tensor:
         return t.to(device=device, dtype=dtype) if dtype is not None and t.is_floating_point() else t.to(device)
 
+    if isinstance(batch, torch.Tensor):  # bare inputs (a check that needs no targets)
+        return move(batch)
     if isinstance(batch, Mapping):
         return {k: move(v) for k, v in batch.items()}
     x, y = batch
@@ -91,15 +93,21 @@ def shard(batch: Batch, rank: int, world: int) -> Batch:
 
 
 class ModeLoss:
-    """``loss(batch)``: a batch's loss through ``model`` in ``mode`` (compiled where the mode
+    """``loss(batch)``: a batch's loss through ``model`` in the mode ``numerics`` (compiled where the mode
     compiles, forward pass and loss in its autocast region): the forward half of :class:`Step`, for
     work that takes no optimizer step (gradients alone, running statistics).
     ``loss.with_output(batch)`` gives the model's output too."""
 
     def __init__(
-        self, model: nn.Module, loss_fn: LossFn, mode: Mode | str = REFERENCE, device: str | torch.device | None = None
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        numerics: ModeLike = REFERENCE,
+        device: str | torch.device | None = None,
+        *,
+        mode: ModeLike | None = None,
     ) -> None:
-        self.mode = get(mode)
+        self.mode = get(_renamed(numerics, mode))
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.loss_fn = loss_fn
         self.run = num.compiled(model, self.mode)
@@ -117,7 +125,7 @@ class ModeLoss:
 
 
 class Step:
-    """``step(micro_batches)``: one optimizer step of ``model`` in ``mode`` (see the module's
+    """``step(micro_batches)``: one optimizer step of ``model`` in the numerics mode ``numerics`` (see the module's
     docstring), accumulating over the micro-batches, the loss divided by their number where
     ``divide``. Returns the step's summed loss as a tensor on the device (no host sync).
 
@@ -132,15 +140,16 @@ class Step:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         loss_fn: LossFn,
-        mode: Mode | str = REFERENCE,
+        numerics: ModeLike = REFERENCE,
         device: str | torch.device | None = None,
         *,
         divide: bool = True,
         unscale: bool = True,
+        mode: ModeLike | None = None,
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.unscale = unscale
-        self.mode = get(mode)
+        self.mode = get(_renamed(numerics, mode))
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.divide = divide
         self.loss = ModeLoss(model, loss_fn, self.mode, self.device)
@@ -190,13 +199,13 @@ def train(
     optimizer: torch.optim.Optimizer,
     steps: Iterable[Sequence[Batch]],
     loss_fn: LossFn,
-    mode: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     device: str | torch.device | None = None,
     *,
     divide: bool = True,
 ) -> Trained:
     """One :class:`Step` per element of ``steps`` (its micro-batches)."""
-    step = Step(model, optimizer, loss_fn, mode, device, divide=divide)
+    step = Step(model, optimizer, loss_fn, numerics, device, divide=divide)
     return Trained([float(step(micro_batches)) for micro_batches in steps], step.skipped)
 
 
@@ -206,6 +215,22 @@ def unequal_skips(skipped: Sequence[int]) -> str:
     if len(set(skipped)) <= 1:
         return ""
     return f"the GradScaler skipped {' / '.join(map(str, skipped))} steps of the runs (float16 overflow)"
+
+
+def _renamed(numerics: ModeLike, mode: ModeLike | None) -> ModeLike:
+    """``numerics``, or the older keyword ``mode=`` (0.3), with a warning: one name for the numerics
+    mode across the checks and the step."""
+    if mode is None:
+        return numerics
+    import warnings
+
+    warnings.warn(
+        "Step(mode=...) / ModeLoss(mode=...) is deprecated and will be removed in trainclaims 0.5: pass numerics=... "
+        "(the name every check uses)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return mode
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainclaims.modes import Mode, get
+from trainclaims.modes import Mode
 
 
 class Verdict(str, enum.Enum):
@@ -46,7 +46,7 @@ class Judgement:
 def judge_gap(
     gap: float,
     tol: float,
-    mode: Mode | str,
+    mode: Mode,
     what: str,
     dtype: str = "float32",
     detail: str = "",
@@ -65,7 +65,6 @@ def judge_gap(
       applies, and the claim is conditional with that reason and the gap.
 
     A NaN gap never holds."""
-    mode = get(mode)
     extra = f" ({detail})" if detail else ""
     if gap <= tol:
         where = "" if mode.reference else f"{mode.name}: "

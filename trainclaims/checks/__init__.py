@@ -32,6 +32,7 @@ process and across DDP ranks), :mod:`.clipping` (under a GradScaler, over FSDP2 
 """
 
 from trainclaims.bench import step_flops
+from trainclaims.checks import ranks  # noqa: F401  the rank functions and verdicts, for launchers of your own
 from trainclaims.checks.accumulation import accumulation, accumulation_with_batchnorm
 from trainclaims.checks.activations import gradient_at_zero
 from trainclaims.checks.averaging import averaged_batchnorm
@@ -54,23 +55,15 @@ from trainclaims.checks.clipping import (
     CLIP_NORM_MAX_GAP,
     clipping_under_scaler,
     fsdp_clip_norm,
-    fsdp_clip_norm_rank,
-    fsdp_clip_norm_verdict,
 )
 from trainclaims.checks.data_parallel import (
     ddp_against_one_process,
     ddp_batchnorm,
-    ddp_batchnorm_rank,
-    ddp_batchnorm_verdict,
-    ddp_rank,
-    ddp_verdict,
 )
 from trainclaims.checks.evaluation import eval_determinism
 from trainclaims.checks.scaling import first_layer, gradient_scaling, reparametrization
 from trainclaims.checks.tokens import (
     ddp_token_accumulation,
-    ddp_token_rank,
-    ddp_token_verdict,
     logged_loss,
     token_accumulation,
     token_count,
@@ -101,18 +94,10 @@ __all__ = [
     "clipping_under_scaler",
     "ddp_against_one_process",
     "ddp_batchnorm",
-    "ddp_batchnorm_rank",
-    "ddp_batchnorm_verdict",
-    "ddp_rank",
     "ddp_token_accumulation",
-    "ddp_token_rank",
-    "ddp_token_verdict",
-    "ddp_verdict",
     "eval_determinism",
     "first_layer",
     "fsdp_clip_norm",
-    "fsdp_clip_norm_rank",
-    "fsdp_clip_norm_verdict",
     "gradient_at_zero",
     "gradient_scaling",
     "logged_loss",

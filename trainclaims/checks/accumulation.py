@@ -12,30 +12,33 @@ from trainclaims.checks.base import (
     Checked,
     ModelFactory,
     OptimizerFactory,
+    batch_list,
     batches_on,
     batchnorms,
     build,
+    keyword_only,
     parameter_gap,
     relative_gap,
     rtol,
     sgd,
 )
 from trainclaims.errors import Misuse
-from trainclaims.modes import REFERENCE, Mode
+from trainclaims.modes import REFERENCE, ModeLike, get
 from trainclaims.step import Batch, LossFn, ModeLoss, batch_size, split, train
 
 
+@keyword_only(2, "k")
 def accumulation(
     model_fn: ModelFactory,
     batches: Sequence[Batch],
-    k: int,
     *,
+    k: int,
     loss_fn: LossFn = F.cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
     divide: bool = True,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     contrast: bool = True,
 ) -> Checked:
     """Gradient accumulation imitates a k-times larger batch: one copy of the model steps on k
@@ -48,6 +51,8 @@ def accumulation(
     runs too and must be beyond the bound (k=1 cannot tell them apart). With BatchNorm see
     :func:`accumulation_with_batchnorm`; with a per-token mean over micro-batches of unequal token
     counts see :func:`trainclaims.checks.token_accumulation`."""
+    numerics = get(numerics)  # parsed once, where it enters
+    batches = batch_list(batches, "accumulation")
     optimizer_fn = optimizer_fn or sgd()
     (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
     data = batches_on(batches, device, large)
@@ -87,29 +92,35 @@ def accumulation(
     )
 
 
+@keyword_only(2, "k")
 def accumulation_with_batchnorm(
     model_fn: ModelFactory,
-    batch: Batch,
-    k: int,
+    batches: Sequence[Batch],
     *,
+    k: int,
     loss_fn: LossFn = F.cross_entropy,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     min_gap: float = BATCHNORM_MIN_GAP,
 ) -> Checked:
     """Accumulation does not fix BatchNorm: each micro-batch is normalized with its own statistics,
-    so the accumulated gradient (loss/k) differs from the large batch's by more than ``min_gap``
-    (relative), and every BN layer's running statistics take k updates instead of one."""
+    so the gradient accumulated over k micro-batches of each batch (loss/k) differs from the large
+    batches' by more than ``min_gap`` (relative), and every BN layer's running statistics take k
+    updates a batch instead of one."""
+    numerics = get(numerics)  # parsed once, where it enters
+    batches = batch_list(batches, "accumulation_with_batchnorm")
     (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
     if not batchnorms(large):
         raise Misuse("accumulation_with_batchnorm: the model has no BatchNorm layer")
-    (whole,) = batches_on([batch], device, large)
-    for model, parts in ((accumulated, split(whole, k)), (large, [whole])):
+    data = batches_on(batches, device, large)
+    micro = [split(b, k) for b in data]  # a k that does not divide: a usage error, before any work
+    for model, steps in ((accumulated, micro), (large, [[b] for b in data])):
         model.train()
         step_loss = ModeLoss(model, loss_fn, numerics, device)
-        for part in parts:
-            (step_loss(part) / len(parts)).backward()
+        for parts in steps:
+            for part in parts:
+                (step_loss(part) / len(parts)).backward()
     gap = relative_gap(
         [p.grad for p in accumulated.parameters() if p.grad is not None],
         [p.grad for p in large.parameters() if p.grad is not None],
@@ -124,7 +135,8 @@ def accumulation_with_batchnorm(
         min_gap,
         {
             "k": k,
-            "batch": batch_size(whole),
+            "batch": batch_size(data[0]),
+            "batches": len(data),
             "dtype": str(claim_dtype),
             "device": device,
             "running_stat_updates": updates,
@@ -133,6 +145,7 @@ def accumulation_with_batchnorm(
         numerics,
         claim_dtype,
     )
-    if any(u != k for u in updates) or any(u != 1 for u in large_updates):
-        result.refute(f"running statistics took {updates} updates (expected {k} each)")
+    n = len(data)
+    if any(u != k * n for u in updates) or any(u != n for u in large_updates):
+        result.refute(f"running statistics took {updates} updates over {n} batches (expected {k * n} each)")
     return result

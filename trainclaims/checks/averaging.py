@@ -27,7 +27,7 @@ from trainclaims.checks.base import (
     sgd,
 )
 from trainclaims.errors import Misuse
-from trainclaims.modes import REFERENCE, Mode, get
+from trainclaims.modes import REFERENCE, ModeLike, get
 from trainclaims.step import LABELS, Batch, LossFn, Step
 
 Averager = Callable[[nn.Module], Any]  # model -> an AveragedModel-like (update_parameters, .module)
@@ -55,7 +55,7 @@ def averaged_batchnorm(
     averager: Averager | None = None,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
 ) -> Checked:
     """Train the model one step per batch and average it from step ``start`` on. The averaged
     model's parameters must be the average of the source's over the averaged steps (within the

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +15,8 @@ from torch import nn
 
 from trainclaims import numerics as num
 from trainclaims.errors import Misuse, NotMeasured
-from trainclaims.modes import REFERENCE, Mode, get
-from trainclaims.step import Batch, batch_size, to_device, unequal_skips
+from trainclaims.modes import REFERENCE, Mode, ModeLike, get
+from trainclaims.step import LABELS, Batch, batch_size, to_device, unequal_skips
 from trainclaims.verdicts import Verdict, judge_gap
 
 ModelFactory = Callable[[], nn.Module]
@@ -169,7 +170,7 @@ class Checked:
         if not self.holds:
             raise AssertionError(f"{self} [{self._detail()}]")
 
-    def judge(self, evidence: Any, numerics: Mode | str | None = None) -> None:
+    def judge(self, evidence: Any, numerics: ModeLike | None = None) -> None:
         """Record the numbers in a trainclaims test's ``evidence`` and apply the verdict rules
         (:func:`trainclaims.verdicts.judge_gap`): in the reference mode, and for a claim that two
         things differ or are bit-for-bit equal, the claim must hold (asserted). An equality measured
@@ -178,6 +179,13 @@ class Checked:
         bound. A check that measured nothing raises :class:`NotMeasured` (the test skips, with
         why). ``numerics`` is the older form: the mode of a check that was not told its mode (one
         told another mode is an error)."""
+        if numerics is not None:
+            warnings.warn(
+                "Checked.judge(evidence, numerics) is deprecated and will be removed in trainclaims 0.5: pass "
+                "numerics= to the check (it records the mode it measured in) and call judge(evidence)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         if numerics is not None and get(numerics) != self.mode:
             if not self.mode.reference:
                 raise Misuse(
@@ -220,7 +228,7 @@ def dtype_of_model(model: nn.Module) -> torch.dtype:
 
 
 def build(
-    model_fn: ModelFactory, device: str | torch.device, dtype: torch.dtype | None, mode: Mode | str = REFERENCE
+    model_fn: ModelFactory, device: str | torch.device, dtype: torch.dtype | None, mode: ModeLike = REFERENCE
 ) -> tuple[nn.Module, torch.dtype]:
     """A model from the factory on ``device``, in ``dtype`` (default: its own), its parameters in
     the dtype the mode holds them in; with the dtype the claim is computed in (before the mode)."""
@@ -248,6 +256,69 @@ def for_ranks(batches: Iterable[Batch], world: int, micro_batches: int | None = 
             into = f"{world} ranks" if micro_batches is None else f"{world} ranks x {micro_batches} micro-batches"
             raise Misuse(f"a batch of {batch_size(b)} does not split into {into}")
     return out
+
+
+def batch_list(batches: Any, check: str, *, targets: bool = True) -> list[Batch]:
+    """The checks' one convention for data: a sequence of batches, each ``(inputs, targets)``, a
+    mapping of named inputs with ``labels``, or (where the check needs no targets) bare inputs;
+    a bare tensor given as the batches is one batch of inputs. :class:`Misuse`, before any work,
+    naming the fix, for one batch given where a sequence is meant, or a batch without targets
+    where the check needs them."""
+    if isinstance(batches, torch.Tensor):
+        batches = [batches]
+    if isinstance(batches, Mapping):
+        raise Misuse(f"{check}: batches is one mapping batch: pass a sequence of batches, [batch]")
+    if isinstance(batches, tuple) and len(batches) == 2 and all(isinstance(t, torch.Tensor) for t in batches):
+        raise Misuse(f"{check}: batches is one (inputs, targets) pair: pass a sequence of batches, [(inputs, targets)]")
+    out = list(batches)
+    if not out:
+        raise Misuse(f"{check}: no batch given")
+    if targets and any(isinstance(b, torch.Tensor) for b in out):
+        raise Misuse(
+            f"{check}: a batch of bare inputs has no targets; give (inputs, targets) or a mapping with 'labels'"
+        )
+    return out
+
+
+def inputs_of(batch: Batch | torch.Tensor) -> Any:
+    """A batch's inputs: a bare tensor, the first of a pair, a mapping's entries but ``labels``."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, Mapping):
+        return {k: v for k, v in batch.items() if k != LABELS}
+    return batch[0]
+
+
+def call(model: Any, inputs: Any) -> Any:
+    """The model on a batch's inputs (:func:`inputs_of`): ``model(**inputs)`` for a mapping."""
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def keyword_only(positional: int, *names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A check whose tuning arguments are keyword-only since trainclaims 0.4: given positionally
+    (after its first ``positional`` arguments) they still work for one release, with a
+    DeprecationWarning naming the keywords."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def check(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > positional:
+                extra = args[positional:]
+                if len(extra) > len(names):
+                    raise TypeError(f"{fn.__name__}() takes {positional} positional arguments")
+                warnings.warn(
+                    f"{fn.__name__}: pass {', '.join(f'{n}=' for n in names[: len(extra)])} by keyword (positional is "
+                    "deprecated since trainclaims 0.4 and will be removed in 0.5)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                kwargs.update(zip(names, extra, strict=False))
+                args = args[:positional]
+            return fn(*args, **kwargs)
+
+        return check
+
+    return wrap
 
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -2,60 +2,83 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from trainclaims.checks.base import Checked, ModelFactory, batchnorms, build, relative_gap, rtol
+from trainclaims import numerics as num
+from trainclaims.checks.base import (
+    Checked,
+    ModelFactory,
+    batch_list,
+    batches_on,
+    batchnorms,
+    build,
+    call,
+    inputs_of,
+    keyword_only,
+    relative_gap,
+    rtol,
+)
 from trainclaims.errors import Misuse
+from trainclaims.modes import REFERENCE, ModeLike, get
+from trainclaims.step import Batch
 
 
+@keyword_only(2, "inputs")
 def batchnorm_eval(
     model_fn: ModelFactory,
-    train_batches: Sequence[torch.Tensor],
-    x: torch.Tensor,
+    batches: Sequence[Batch],
     *,
+    inputs: Any = None,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    numerics: ModeLike = REFERENCE,
 ) -> Checked:
     """In eval mode BatchNorm normalizes with its running statistics: after forward passes in
-    training mode over ``train_batches``, each BN layer's eval output equals
-    ``(input - running_mean) / sqrt(running_var + eps) * weight + bias`` computed by hand from its
-    own input, and a sample's output does not depend on the rest of its batch (the model's output
-    for ``x[:1]`` alone equals its row in the output for ``x``)."""
-    model, dt = build(model_fn, device, dtype)
+    training mode over the inputs of ``batches`` (pairs, mappings or bare inputs), each BN layer's
+    eval output equals ``(input - running_mean) / sqrt(running_var + eps) * weight + bias`` computed
+    by hand from its own input, and a sample's output does not depend on the rest of its batch (the
+    model's output for the first sample alone equals its row in the output for all of ``inputs``:
+    default, the last batch's inputs)."""
+    mode = get(numerics)  # parsed once, where it enters
+    batches = batch_list(batches, "batchnorm_eval", targets=False)
+    model, dt = build(model_fn, device, dtype, mode)
     bns = batchnorms(model)
     if not bns:
-        raise ValueError("batchnorm_eval: the model has no BatchNorm layer")
+        raise Misuse("batchnorm_eval: the model has no BatchNorm layer")
     if any(m.running_mean is None for m in bns):
-        raise ValueError("batchnorm_eval: a BatchNorm layer keeps no running statistics (track_running_stats=False)")
+        raise Misuse("batchnorm_eval: a BatchNorm layer keeps no running statistics (track_running_stats=False)")
+    run = num.compiled(model, mode)
     model.train()
-    with torch.no_grad():
-        for xb in train_batches:
-            model(xb.to(device=device, dtype=dt))
+    with torch.no_grad(), num.autocast(mode, device):
+        for batch in batches_on(batches, device, model):
+            call(run, inputs_of(batch))
     model.eval()
     gaps: list[float] = []
 
-    def by_hand(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        (inp,) = inputs
+    def by_hand(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        (inp,) = args
         shape = [1, -1] + [1] * (inp.dim() - 2)
         want = (inp - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
         if module.affine:
             want = want * module.weight.view(shape) + module.bias.view(shape)
         gaps.append(relative_gap([output], [want]))
 
+    (probe,) = batches_on([batches[-1] if inputs is None else inputs], device, model)
+    xd = inputs_of(probe)
     hooks = [m.register_forward_hook(by_hand) for m in bns]
     try:
-        with torch.no_grad():
-            xd = x.to(device=device, dtype=dt)
-            full = model(xd)
+        with torch.no_grad(), num.autocast(mode, device):
+            full = call(run, xd)
     finally:
         for h in hooks:
             h.remove()
-    with torch.no_grad():
-        alone = model(xd[:1])
-    batch_gap = relative_gap([full[:1]], [alone])
+    with torch.no_grad(), num.autocast(mode, device):
+        alone = call(run, _first(xd))
+    batch_gap = relative_gap([_first(full)], [alone])
     return Checked(
         "batchnorm_eval",
         "eval-mode BatchNorm uses the running statistics; a sample's output does not depend on its batch",
@@ -70,22 +93,35 @@ def batchnorm_eval(
             "device": device,
             "tracked": [int(m.num_batches_tracked) for m in bns],
         },
+        mode,
+        dt,
     )
+
+
+def _first(inputs: Any) -> Any:
+    """The first sample of a batch's inputs (or of a model's output), its batch dimension kept."""
+    if isinstance(inputs, Mapping):
+        return {k: v[:1] for k, v in inputs.items()}
+    return inputs[:1]
 
 
 def running_statistics(
     model_fn: ModelFactory,
-    batches: Sequence[torch.Tensor],
+    batches: Sequence[Batch],
     *,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    numerics: ModeLike = REFERENCE,
 ) -> Checked:
     """BatchNorm's running statistics are an EMA of the batch statistics, computed by hand from each
     BN layer's own inputs over training-mode forward passes: ``running = (1 - m) * running + m *
     observed`` with the batch mean and the *unbiased* batch variance (``momentum=None``: the
     cumulative average). The biased-variance reading is the broken side (``broken``): it must be
-    beyond the bound, evidence that the check tells the two apart."""
-    model, dt = build(model_fn, device, dtype)
+    beyond the bound, evidence that the check tells the two apart. Batches are pairs, mappings or
+    bare inputs; in a numerics mode the forward passes run in it."""
+    mode = get(numerics)  # parsed once, where it enters
+    batches = batch_list(batches, "running_statistics", targets=False)
+    model, dt = build(model_fn, device, dtype, mode)
     bns = batchnorms(model)
     if not bns or any(m.running_mean is None for m in bns):
         raise Misuse("running_statistics: the model has no BatchNorm layer that keeps running statistics")
@@ -114,10 +150,11 @@ def running_statistics(
 
     hooks = [m.register_forward_hook(follow) for m in bns]
     model.train()
+    run = num.compiled(model, mode)
     try:
-        with torch.no_grad():
-            for xb in batches:
-                model(xb.to(device=device, dtype=dt))
+        with torch.no_grad(), num.autocast(mode, device):
+            for batch in batches_on(batches, device, model):
+                call(run, inputs_of(batch))
     finally:
         for h in hooks:
             h.remove()
@@ -140,6 +177,8 @@ def running_statistics(
             "dtype": str(dt),
             "device": device,
         },
+        mode=mode,
+        dtype=dt,
         broken=biased_gap,
         broken_recipe="the EMA of the biased variance",
     )

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from trainclaims.checks.base import Checked, ModelFactory, batches_on, build, relative_gap
 from trainclaims.errors import Misuse
-from trainclaims.modes import REFERENCE, Mode, get
+from trainclaims.modes import REFERENCE, Mode, ModeLike, get
 from trainclaims.step import Batch, LossFn, ModeLoss
 
 BlockPicker = Callable[[nn.Module], Sequence[nn.Module]]
@@ -71,7 +71,7 @@ def activation_checkpointing(
     seed: int = 0,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     contrast: bool = True,
 ) -> Checked:
     """Checkpointing ``blocks(model)`` (default: each direct child) leaves every gradient as it

@@ -24,6 +24,7 @@ from trainclaims.checks.base import (
     Checked,
     ModelFactory,
     OptimizerFactory,
+    batch_list,
     batches_on,
     build,
     for_ranks,
@@ -31,7 +32,8 @@ from trainclaims.checks.base import (
     rtol,
     sgd,
 )
-from trainclaims.modes import REFERENCE, Mode, get
+from trainclaims.modes import FP16_AUTOCAST, REFERENCE, Mode, ModeLike, get
+from trainclaims.ranks import run_ranks, with_keywords
 from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard
 
 ClipFn = Callable[[Iterable[torch.Tensor], float], Any]  # clip_grad_norm_(parameters, max_norm) -> norm
@@ -97,11 +99,11 @@ def clipping_under_scaler(
     max_norm: float,
     loss_fn: LossFn = F.cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
-    numerics: Mode | str = "fp16-autocast",
     unscale: bool = True,
     clip_fn: ClipFn = clip_grad_norm,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    numerics: ModeLike = FP16_AUTOCAST,
     contrast: bool = True,
 ) -> Checked:
     """Clipping in ``numerics`` (a mode that trains through a GradScaler: fp16-autocast) clips what
@@ -120,6 +122,7 @@ def clipping_under_scaler(
     The numbers include each step's norm ratio, the clipped steps and the ratio of the two copies'
     parameter changes (not judged: Adam divides by its own running RMS and hides a per-step factor)."""
     mode = get(numerics)
+    batches = batch_list(batches, "clipping_under_scaler")
     optimizer_fn = optimizer_fn or sgd(lr=0.1, momentum=0.0)
     if not mode.scaler:
         return Checked(
@@ -239,23 +242,25 @@ def shard_children(model: nn.Module, fully_shard: Callable[..., Any], mesh: Any)
 def fsdp_clip_norm_rank(
     rank: int,
     world: int,
+    *,
     model_fn: ModelFactory,
-    batch: Batch,
-    loss_fn: LossFn = F.cross_entropy,
+    batches: Sequence[Batch],
     max_norm: float = 0.1,
-    numerics: Mode | str = REFERENCE,
-    device: str | torch.device = "cpu",
+    loss_fn: LossFn = F.cross_entropy,
     clip_fn: ClipFn = clip_grad_norm,
     shard_fn: Callable[[nn.Module, Callable[..., Any], Any], nn.Module] = shard_children,
+    device: str | torch.device = "cpu",
+    numerics: ModeLike = REFERENCE,
 ) -> dict[str, Any]:
     """One rank of :func:`fsdp_clip_norm`: the model sharded with FSDP2 (``shard_fn``) over the
-    ranks on ``device``'s type, its loss on this rank's shard of the batch, ``clip_fn`` on the
-    sharded parameters. Returns the norm ``clip_fn`` returned *as this rank reads it* (a tensor's
-    value; a DTensor's local value), the norm of this rank's own gradient shards (the broken side),
-    and against one process on the whole batch: its gradients' norm and the gap of the clipped
+    ranks on ``device``'s type, its loss on this rank's shard of each batch (the gradients summed),
+    ``clip_fn`` once on the sharded parameters. Returns the norm ``clip_fn`` returned *as this rank
+    reads it* (a tensor's value; a DTensor's local value), the norm of this rank's own gradient
+    shards (the broken side), and against one process on the whole batch: its gradients' norm and the gap of the clipped
     gradients (gathered from their shards) to its gradients clipped as clipping is defined
     (``g * min(1, max_norm / (norm + 1e-6))``, computed here in float64, not by the clip under
     test). ``{"unsupported": why}`` where this torch has no FSDP2."""
+    numerics = get(numerics)  # parsed once, where it enters
     fully_shard, why = fsdp2()
     if fully_shard is None:
         return {"unsupported": why}
@@ -265,9 +270,13 @@ def fsdp_clip_norm_rank(
     mesh = init_device_mesh(torch.device(device).type, (world,))
     (model, claim_dtype), (reference, _) = (build(model_fn, device, None, numerics) for _ in range(2))
     model = shard_fn(model, fully_shard, mesh)
-    (whole,) = batches_on([batch], device, reference)
-    ModeLoss(model, loss_fn, numerics, device)(shard(whole, rank, world)).backward()
-    ModeLoss(reference, loss_fn, numerics, device)(whole).backward()
+    sharded_loss, whole_loss = (
+        ModeLoss(model, loss_fn, numerics, device),
+        ModeLoss(reference, loss_fn, numerics, device),
+    )
+    for whole in batches_on(batches, device, reference):
+        sharded_loss(shard(whole, rank, world)).backward()
+        whole_loss(whole).backward()
     local = [
         p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in model.parameters() if p.grad is not None
     ]
@@ -344,13 +353,13 @@ def fsdp_clip_norm_verdict(results: Sequence[dict[str, Any]], bound: float | Non
 
 def fsdp_clip_norm(
     model_fn: ModelFactory,
-    batch: Batch,
+    batches: Sequence[Batch],
     *,
     max_norm: float = 0.1,
     world: int = 2,
     loss_fn: LossFn = F.cross_entropy,
-    numerics: Mode | str = REFERENCE,
     clip_fn: ClipFn = clip_grad_norm,
+    numerics: ModeLike = REFERENCE,
     bound: float | None = None,
 ) -> Checked:
     """``clip_grad_norm_`` over FSDP2 (``fully_shard`` on each child with parameters and on the
@@ -360,11 +369,11 @@ def fsdp_clip_norm(
     shards fails). ``model_fn``, ``loss_fn`` and ``clip_fn`` must be picklable. The ranks run
     :func:`fsdp_clip_norm_rank`; :func:`fsdp_clip_norm_verdict` judges them. Misuse (before any
     rank starts) for ``world`` < 2: nothing is sharded on one rank (trainclaims.checks.base.for_ranks)."""
-    from trainclaims.ranks import run_ranks
-
-    (whole,) = for_ranks([batch], world)
-    args = (model_fn, whole, loss_fn, max_norm, numerics, "cpu", clip_fn)
-    return fsdp_clip_norm_verdict(run_ranks(fsdp_clip_norm_rank, world, *args, mode=str(numerics)), bound)
+    numerics = get(numerics)  # parsed once, where it enters
+    batches = for_ranks(batch_list(batches, "fsdp_clip_norm"), world)
+    kwargs = {"model_fn": model_fn, "batches": batches, "max_norm": max_norm, "loss_fn": loss_fn, "clip_fn": clip_fn}
+    results = run_ranks(with_keywords, world, fsdp_clip_norm_rank, kwargs | {"numerics": numerics}, mode=numerics)
+    return fsdp_clip_norm_verdict(results, bound)
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from trainclaims.checks.base import (
     Checked,
     ModelFactory,
     OptimizerFactory,
+    batch_list,
     batches_on,
     batchnorms,
     build,
@@ -32,7 +33,9 @@ from trainclaims.checks.base import (
     rtol,
     sgd,
 )
-from trainclaims.modes import REFERENCE, Mode
+from trainclaims.errors import Misuse
+from trainclaims.modes import REFERENCE, ModeLike, get
+from trainclaims.ranks import run_ranks, with_keywords
 from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard, split
 
 
@@ -59,6 +62,22 @@ def _tensors(lists: Iterable[list[float]]) -> list[torch.Tensor]:
     return [torch.tensor(t, dtype=torch.float64) for t in lists]
 
 
+def renamed_k(k: int, micro_batches: int | None, check: str) -> int:
+    """``k``, or the 0.3 keyword ``micro_batches=`` (with a warning): one name, k, for the
+    micro-batches of a step across the checks."""
+    if micro_batches is None:
+        return k
+    import warnings
+
+    warnings.warn(
+        f"{check}(micro_batches=...) is deprecated and will be removed in trainclaims 0.5: pass k=... (the name every "
+        "check gives the micro-batches of a step)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return micro_batches
+
+
 def needs_ranks(result: Checked, results: Sequence[Any]) -> bool:
     """Mark ``result`` not measured where fewer than 2 ranks ran (a launched job on one GPU):
     nothing was averaged or sharded, so nothing was compared; True where it was so marked."""
@@ -76,25 +95,41 @@ def _rank_gaps(results: Sequence[dict[str, Any]]) -> tuple[list[float], float]:
     return gaps, max(parameter_gap(_tensors(r["parameters"]), _tensors(first["parameters"])) for r in results)
 
 
+def no_sync_but_last(model: Any, k: int, inner: Callable[[int], Any] | None = None) -> Callable[[int], Any]:
+    """The context of micro-batch i of k under DDP: ``model.no_sync()`` for every micro-batch but the
+    last (whose backward all-reduces), inside ``inner(i)`` where given. The one way the checks'
+    rank functions accumulate under DDP."""
+
+    @contextlib.contextmanager
+    def context(i: int) -> Iterator[None]:
+        with inner(i) if inner is not None else contextlib.nullcontext():
+            with contextlib.nullcontext() if i == k - 1 else model.no_sync():
+                yield
+
+    return context
+
+
 def ddp_rank(
     rank: int,
     world: int,
+    *,
     model_fn: ModelFactory,
     batches: Sequence[Batch],
     loss_fn: LossFn = F.cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
-    numerics: Mode | str = REFERENCE,
-    micro_batches: int = 1,
+    k: int = 1,
     device: str | torch.device = "cpu",
+    numerics: ModeLike = REFERENCE,
     comm_hook: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """One rank of :func:`ddp_against_one_process`: DDP over this rank's 1/world shard of each
-    batch (with ``micro_batches`` > 1 accumulated under ``no_sync()``, loss/m, the last outside it),
+    batch (with ``k`` > 1 micro-batches accumulated under ``no_sync()``, loss/k, the last outside it),
     and the one-process reference on the whole batch, both from ``model_fn`` in the ``numerics``
     mode. Returns per step the parameter gap between the two and how many of the rank's backward
     passes all-reduced (counted through a communication hook), and the replica's final parameters.
     ``comm_hook``: the gradient communication DDP runs (``(state, bucket) -> Future``, a
     module-level function; default: its all-reduce that averages over the ranks)."""
+    numerics = get(numerics)  # parsed once, where it enters
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -116,16 +151,16 @@ def ddp_rank(
     synced = [0]  # this step's backward passes that all-reduced
 
     @contextlib.contextmanager
-    def backward_of(i: int) -> Iterator[None]:  # micro-batch i: all but the last under no_sync
+    def counted(i: int) -> Iterator[None]:  # whether micro-batch i's backward all-reduced
         before = reductions[0]
-        with contextlib.nullcontext() if i == micro_batches - 1 else model.no_sync():
-            yield
+        yield
         synced[0] += reductions[0] > before
 
+    backward_of = no_sync_but_last(model, k, counted)
     gaps, alone_gaps, synced_backwards = [], [], []
     for whole in batches_on(batches, device, reference):
         synced[0] = 0
-        mine = split(shard(whole, rank, world), micro_batches)
+        mine = split(shard(whole, rank, world), k)
         step(mine, backward_of)
         synced_backwards.append(synced[0])
         step_ref([whole])
@@ -139,7 +174,7 @@ def ddp_rank(
         "parameters": _as_lists(model.module.parameters()),
         "dtype": str(claim_dtype),
         "numerics": str(numerics),
-        "micro_batches": micro_batches,
+        "micro_batches": k,
         "scaler_skips": [step.skipped, step_ref.skipped],  # the DDP replica's and the reference's
     }
 
@@ -194,29 +229,32 @@ def ddp_against_one_process(
     batches: Sequence[Batch],
     *,
     world: int = 2,
+    k: int = 1,
     loss_fn: LossFn = F.cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
-    micro_batches: int = 1,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     bound: float | None = None,
     comm_hook: Callable[..., Any] | None = None,
+    micro_batches: int | None = None,
 ) -> Checked:
     """DDP averages gradients over ranks: ``world`` gloo ranks (CPU processes), each with its
     1/world shard of every batch, take the same optimizer steps as one process on the whole batch,
-    and the replicas stay identical. With ``micro_batches`` m > 1 each rank accumulates m
-    micro-batches under ``no_sync()`` (loss/m, the last outside it): still one step of the whole
-    batch, with one all-reduce round per step, not m (counted through a communication hook).
+    and the replicas stay identical. With ``k`` > 1 each rank accumulates k micro-batches under
+    ``no_sync()`` (loss/k, the last outside it): still one step of the whole batch, with one
+    all-reduce round per step, not k (counted through a communication hook). (``micro_batches=``
+    is the 0.3 name of ``k``.)
 
     ``model_fn``, ``loss_fn`` and ``optimizer_fn`` go to the rank processes: they must be
     picklable (module-level functions, ``functools.partial``, :func:`sgd`). Holds for a model
     without BatchNorm (each rank normalizes with its own shard's statistics). The ranks run
     :func:`ddp_rank`; :func:`ddp_verdict` judges them (the two a launched job uses). ``comm_hook``
     replaces DDP's averaging all-reduce (a hook of your own, to check it)."""
-    from trainclaims.ranks import run_ranks
-
-    batches = for_ranks(batches, world, micro_batches)
-    args = (model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, "cpu", comm_hook)
-    results = run_ranks(ddp_rank, world, *args, mode=str(numerics))
+    numerics = get(numerics)  # parsed once, where it enters
+    k = renamed_k(k, micro_batches, "ddp_against_one_process")
+    batches = for_ranks(batch_list(batches, "ddp_against_one_process"), world, k)
+    kwargs = {"model_fn": model_fn, "batches": batches, "loss_fn": loss_fn, "optimizer_fn": optimizer_fn, "k": k}
+    kwargs |= {"numerics": numerics, "comm_hook": comm_hook}
+    results = run_ranks(with_keywords, world, ddp_rank, kwargs, mode=numerics)
     return ddp_verdict(results, bound)
 
 
@@ -233,12 +271,13 @@ def _batch_mean(t: torch.Tensor) -> list[float]:
 def ddp_batchnorm_rank(
     rank: int,
     world: int,
+    *,
     model_fn: ModelFactory,
     batches: Sequence[Batch],
     loss_fn: LossFn = F.cross_entropy,
-    numerics: Mode | str = REFERENCE,
     forward_sync: bool = True,
     device: str | torch.device = "cpu",
+    numerics: ModeLike = REFERENCE,
 ) -> dict[str, Any]:
     """One rank of :func:`ddp_batchnorm`: a DDP forward and backward (no optimizer step) on this
     rank's shard of each batch, with rank 0's buffers broadcast before each forward where
@@ -247,6 +286,7 @@ def ddp_batchnorm_rank(
     shard) and of the all-reduced gradients, and the gap of every BN layer's running mean and
     variance to those of a copy that saw only this rank's shard. Per batch, each BN layer's input
     mean (what it normalized with) and running mean after the forward."""
+    numerics = get(numerics)  # parsed once, where it enters
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     device = str(device)
@@ -319,25 +359,25 @@ def ddp_batchnorm_verdict(results: Sequence[dict[str, Any]], min_gap: float = BA
 
 def ddp_batchnorm(
     model_fn: ModelFactory,
-    batch: Batch,
+    batches: Sequence[Batch],
     *,
     world: int = 2,
     loss_fn: LossFn = F.cross_entropy,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     min_gap: float = BATCHNORM_MIN_GAP,
 ) -> Checked:
     """BatchNorm under DDP normalizes with each rank's own batch: ``world`` gloo ranks, each with its
-    shard of ``batch``, give outputs and an averaged gradient that differ from one process's on
-    the whole batch (by more than ``min_gap``, relative), and each rank's running statistics are
+    shard of each of ``batches``, give (at the first) outputs and an averaged gradient that differ
+    from one process's on the whole batch (by more than ``min_gap``, relative), and each rank's running statistics are
     those of its own shard (equal, to rounding, to a copy's that saw only that shard).
     SyncBatchNorm is what makes them agree; it needs CUDA (and NCCL) and is not checked here. The
     ranks run :func:`ddp_batchnorm_rank`; :func:`ddp_batchnorm_verdict` judges them."""
-    from trainclaims.ranks import run_ranks
-
-    (batch,) = for_ranks([batch], world)
+    numerics = get(numerics)  # parsed once, where it enters
+    batches = for_ranks(batch_list(batches, "ddp_batchnorm"), world)
     if not batchnorms(model_fn()):
-        raise ValueError("ddp_batchnorm: the model has no BatchNorm layer")
-    results = run_ranks(ddp_batchnorm_rank, world, model_fn, [batch], loss_fn, numerics, mode=str(numerics))
+        raise Misuse("ddp_batchnorm: the model has no BatchNorm layer")
+    kwargs = {"model_fn": model_fn, "batches": batches, "loss_fn": loss_fn, "numerics": numerics}
+    results = run_ranks(with_keywords, world, ddp_batchnorm_rank, kwargs, mode=numerics)
     return ddp_batchnorm_verdict(results, min_gap)
 
 

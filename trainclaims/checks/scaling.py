@@ -12,15 +12,17 @@ from torch import nn
 from trainclaims.checks.base import (
     Checked,
     ModelFactory,
+    batch_list,
     batches_on,
     build,
-    dtype_of_model,
+    keyword_only,
     parameter_gap,
     relative_gap,
     rtol,
 )
-from trainclaims.modes import REFERENCE, Mode
-from trainclaims.step import Batch, LossFn, train
+from trainclaims.errors import Misuse
+from trainclaims.modes import REFERENCE, ModeLike, get
+from trainclaims.step import Batch, LossFn, ModeLoss, train
 
 
 def first_layer(model: nn.Module) -> nn.Module:
@@ -28,14 +30,15 @@ def first_layer(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
             return m
-    raise ValueError(f"no Linear or Conv layer in {type(model).__name__}")
+    raise Misuse(f"no Linear or Conv layer in {type(model).__name__}: pass layer= (the layer the inputs enter)")
 
 
+@keyword_only(2, "s")
 def reparametrization(
     model_fn: ModelFactory,
     batches: Sequence[Batch],
-    s: float,
     *,
+    s: float,
     lr: float = 0.02,
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
@@ -43,7 +46,7 @@ def reparametrization(
     layer: Callable[[nn.Module], nn.Module] = first_layer,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     contrast: bool = True,
 ) -> Checked:
     """Scaling the inputs by ``s`` changes nothing when the first layer's weight is divided by s, its
@@ -51,6 +54,8 @@ def reparametrization(
     model's first-layer weight times s, its other parameters and each step's loss follow the
     original's trajectory to rounding. With the learning rate divided by s only they do not: with
     ``contrast`` that broken side trains too and must be beyond the bound (``s=1`` cannot tell)."""
+    batches = batch_list(batches, "reparametrization")
+    numerics = get(numerics)  # parsed once, where it enters
     (base, dt), (scaled, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
     w_base, w_scaled = layer(base).weight, layer(scaled).weight
     with torch.no_grad():
@@ -110,27 +115,33 @@ def reparametrization(
     )
 
 
+@keyword_only(2, "s")
 def gradient_scaling(
     model_fn: ModelFactory,
-    batch: Batch,
-    s: float,
+    batches: Sequence[Batch],
     *,
+    s: float,
     loss_fn: LossFn = F.cross_entropy,
     layer: Callable[[nn.Module], nn.Module] = first_layer,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    numerics: ModeLike = REFERENCE,
 ) -> Checked:
     """For the same function (inputs x s, the first layer's weight / s) the first layer's weight
-    gradient is s times larger, every other gradient unchanged: why inputs in [0, 255] need the
-    first layer's learning rate divided by s²."""
-    base, scaled = build(model_fn, device, dtype)[0], build(model_fn, device, dtype)[0]
-    dt = dtype_of_model(base)
+    gradient is s times larger, every other gradient unchanged (gradients summed over ``batches``):
+    why inputs in [0, 255] need the first layer's learning rate divided by s²."""
+    mode = get(numerics)  # parsed once, where it enters
+    batches = batch_list(batches, "gradient_scaling")
+    if s == 1:
+        raise Misuse("gradient_scaling: s=1 scales nothing: the claim compares a gradient with s times it")
+    (base, dt), (scaled, _) = (build(model_fn, device, dtype, mode) for _ in range(2))
     with torch.no_grad():
         layer(scaled).weight.div_(s)
-    ((x, y),) = batches_on([batch], device, base)
     base.train(), scaled.train()
-    loss_fn(base(x), y).backward()
-    loss_fn(scaled(x * s), y).backward()
+    base_loss, scaled_loss = ModeLoss(base, loss_fn, mode, device), ModeLoss(scaled, loss_fn, mode, device)
+    for x, y in batches_on(batches, device, base):
+        base_loss((x, y)).backward()
+        scaled_loss((x * s, y)).backward()
     g_base, g_scaled = layer(base).weight.grad, layer(scaled).weight.grad
     ratio = (g_scaled.norm() / g_base.norm()).item()
     rest = [
@@ -147,6 +158,8 @@ def gradient_scaling(
         gap,
         rtol(dt),
         {"s": s, "norm_ratio": ratio, "other_gradients_gap": gap_rest, "dtype": str(dt), "device": device},
+        mode,
+        dt,
     )
 
 

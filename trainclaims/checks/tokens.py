@@ -16,7 +16,7 @@ does not count) and the model's inputs (``input_ids``, ``attention_mask``, ...),
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,15 +26,19 @@ from trainclaims.checks.base import (
     Checked,
     ModelFactory,
     OptimizerFactory,
+    batch_list,
     batches_on,
     build,
     for_ranks,
+    keyword_only,
     parameter_gap,
     rtol,
     sgd,
 )
+from trainclaims.checks.data_parallel import _as_lists, _rank_gaps, needs_ranks, no_sync_but_last, renamed_k
 from trainclaims.errors import Misuse
-from trainclaims.modes import REFERENCE, Mode
+from trainclaims.modes import REFERENCE, ModeLike, get
+from trainclaims.ranks import run_ranks, with_keywords
 from trainclaims.step import Batch, LossFn, ModeLoss, Step, batch_size, shard, split, targets
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index (cross_entropy, nll_loss)
@@ -74,7 +78,7 @@ def _accumulating_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
-    numerics: Mode | str,
+    numerics: ModeLike,
     device: str,
     normalize: str,
     ignore_index: int,
@@ -105,18 +109,19 @@ def _accumulating_step(
     return run
 
 
+@keyword_only(2, "k")
 def token_accumulation(
     model_fn: ModelFactory,
     batches: Sequence[Batch],
-    k: int,
     *,
+    k: int,
     normalize: str = "tokens",
     loss_fn: LossFn = token_sum,
     optimizer_fn: OptimizerFactory | None = None,
     ignore_index: int = IGNORE_INDEX,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     contrast: bool = True,
 ) -> Checked:
     """Accumulating k micro-batches of a token loss trains as one k-times larger batch whose loss is
@@ -131,7 +136,9 @@ def token_accumulation(
     tell the two apart, and the check says so. With an adaptive optimizer (Adam), keep parameters
     whose gradient is 0 up to rounding out of it or use SGD (the default): rounding noise becomes
     whole updates there."""
+    numerics = get(numerics)  # parsed once, where it enters
     _normalize_by(normalize)
+    batches = batch_list(batches, "token_accumulation")
     optimizer_fn = optimizer_fn or sgd()
     sizes = [batch_size(b) for b in batches]
     if any(n % k for n in sizes):
@@ -206,18 +213,19 @@ LOGGED = {
 }
 
 
+@keyword_only(2, "k")
 def logged_loss(
     model_fn: ModelFactory,
     batches: Sequence[Batch],
-    k: int,
     *,
+    k: int,
     normalize: str = "tokens",
     loss_fn: LossFn = token_sum,
     optimizer_fn: OptimizerFactory | None = None,
     ignore_index: int = IGNORE_INDEX,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     contrast: bool = True,
 ) -> Checked:
     """The loss an accumulating loop logs (one value per optimizer step) is the large batch's
@@ -229,8 +237,10 @@ def logged_loss(
     micro-batch's own mean (``"last"``) is one micro-batch's. At each step the large batch's loss is
     computed on the copy's parameters before the step; the gap is the largest ``|logged / large -
     1|`` over steps. With ``contrast`` a copy logging the undivided sum runs too (the broken side)."""
+    numerics = get(numerics)  # parsed once, where it enters
     if normalize not in LOGGED:
         raise Misuse(f"logged_loss: normalize={normalize!r}: one of {', '.join(LOGGED)}")
+    batches = batch_list(batches, "logged_loss")
     optimizer_fn = optimizer_fn or sgd()
     sizes = [batch_size(b) for b in batches]
     if any(n % k for n in sizes):
@@ -287,15 +297,16 @@ def _all_reduced(count: int, device: str) -> int:
 def ddp_token_rank(
     rank: int,
     world: int,
+    *,
     model_fn: ModelFactory,
     batches: Sequence[Batch],
     loss_fn: LossFn = token_sum,
     optimizer_fn: OptimizerFactory | None = None,
-    numerics: Mode | str = REFERENCE,
-    micro_batches: int = 1,
-    device: str | torch.device = "cpu",
+    k: int = 1,
     count: str = "global",
     ignore_index: int = IGNORE_INDEX,
+    device: str | torch.device = "cpu",
+    numerics: ModeLike = REFERENCE,
 ) -> dict[str, Any]:
     """One rank of :func:`ddp_token_accumulation`: DDP over this rank's shard of each batch (its
     micro-batches under ``no_sync()``), each micro-batch's token sum divided by the step's token
@@ -303,9 +314,8 @@ def ddp_token_rank(
     ranks' gradients); ``count="local"``, this rank's own (the per-rank recipe). Against one process
     on the whole batch over its tokens. Returns per step the parameter gap, the token counts, and
     the replica's final parameters (plain data: a launched job writes it as JSON)."""
+    numerics = get(numerics)  # parsed once, where it enters
     from torch.nn.parallel import DistributedDataParallel as DDP
-
-    from trainclaims.checks.data_parallel import _as_lists
 
     if count not in ("global", "local"):
         raise Misuse(f"count={count!r}: 'global' (all ranks' tokens) or 'local' (this rank's)")
@@ -320,17 +330,13 @@ def ddp_token_rank(
         reference, optimizer_fn(reference.parameters()), loss_fn, numerics, device, "tokens", ignore_index
     )
 
-    @contextlib.contextmanager
-    def synced_last(i: int) -> Iterator[None]:  # every micro-batch but the last under no_sync
-        with contextlib.nullcontext() if i == micro_batches - 1 else model.no_sync():
-            yield
-
+    synced_last = no_sync_but_last(model, k)
     gaps, counts = [], []
     for whole in batches_on(batches, device, reference):
         mine = shard(whole, rank, world)
         local = token_count(mine, ignore_index)
         total = _all_reduced(local, device) / world if count == "global" else local
-        step(split(mine, micro_batches), total, synced_last)
+        step(split(mine, k), total, synced_last)
         step_ref([whole], token_count(whole, ignore_index))
         gaps.append(parameter_gap(model.module.parameters(), reference.parameters()))
         counts.append(local)
@@ -341,7 +347,7 @@ def ddp_token_rank(
         "parameters": _as_lists(model.module.parameters()),
         "dtype": str(claim_dtype),
         "numerics": str(numerics),
-        "micro_batches": micro_batches,
+        "micro_batches": k,
         "scaler_skips": [step.step.skipped, step_ref.step.skipped],
     }
 
@@ -354,7 +360,6 @@ def ddp_token_verdict(
     tolerance) of one process on the whole batch, and the replicas are identical. ``broken``: the
     results of the same ranks with each rank's own count (``count="local"``), the broken side,
     which must be beyond the bound. Not measured with one rank."""
-    from trainclaims.checks.data_parallel import _rank_gaps, needs_ranks
 
     first = results[0]
     gaps, replica_gap = _rank_gaps(results)
@@ -391,30 +396,33 @@ def ddp_token_accumulation(
     batches: Sequence[Batch],
     *,
     world: int = 2,
-    micro_batches: int = 1,
+    k: int = 1,
     count: str = "global",
     loss_fn: LossFn = token_sum,
     optimizer_fn: OptimizerFactory | None = None,
-    numerics: Mode | str = REFERENCE,
+    numerics: ModeLike = REFERENCE,
     bound: float | None = None,
     contrast: bool = True,
+    micro_batches: int | None = None,
 ) -> Checked:
     """Token-normalized accumulation across ``world`` gloo ranks (CPU processes): with each
     micro-batch's token sum divided by the step's *global* token count (all-reduced over the ranks,
     times the world size DDP divides by), DDP takes the steps of one process on the whole batch's
     token mean; with each rank's own count (``count="local"``) it does not where the ranks hold
-    different numbers of tokens. With ``contrast`` the ranks run the local count too (the broken
+    different numbers of tokens; each rank accumulates ``k`` micro-batches under ``no_sync()``
+    (``micro_batches=`` is the 0.3 name of ``k``). With ``contrast`` the ranks run the local count too (the broken
     side, which must be beyond the bound). ``model_fn``, ``loss_fn`` and ``optimizer_fn`` must be picklable
     (module-level functions, ``functools.partial``). The ranks run :func:`ddp_token_rank`;
     :func:`ddp_token_verdict` judges them."""
-    from trainclaims.ranks import run_ranks
-
-    batches = for_ranks(batches, world, micro_batches)
-    args = (model_fn, batches, loss_fn, optimizer_fn, numerics, micro_batches, "cpu")
-    results = run_ranks(ddp_token_rank, world, *args, count, mode=str(numerics))
+    numerics = get(numerics)  # parsed once, where it enters
+    k = renamed_k(k, micro_batches, "ddp_token_accumulation")
+    batches = for_ranks(batch_list(batches, "ddp_token_accumulation"), world, k)
+    kwargs = {"model_fn": model_fn, "batches": batches, "loss_fn": loss_fn, "optimizer_fn": optimizer_fn, "k": k}
+    kwargs["numerics"] = numerics
+    results = run_ranks(with_keywords, world, ddp_token_rank, kwargs | {"count": count}, mode=numerics)
     broken = None
     if contrast and count == "global":
-        broken = run_ranks(ddp_token_rank, world, *args, "local", mode=str(numerics))
+        broken = run_ranks(with_keywords, world, ddp_token_rank, kwargs | {"count": "local"}, mode=numerics)
     return ddp_token_verdict(results, bound, broken)
 
 

@@ -29,7 +29,7 @@ def test_the_logged_loss_is_the_large_batchs_token_mean(device, numerics, eviden
 
 @pytest.mark.claim("LM-03")
 def test_ddp_with_the_global_token_count_equals_one_process(evidence):
-    result = checks.ddp_token_accumulation(lm_without_dropout, batches(2), world=2, micro_batches=2)
+    result = checks.ddp_token_accumulation(lm_without_dropout, batches(2), world=2, k=2)
     result.judge(evidence)
 
 

@@ -4,8 +4,8 @@ by the test (trainclaims.ranks, loopback, gloo) or by a launcher on a cluster (t
 trainclaims.launch runs :func:`plan`'s experiments, the same calls the tests make).
 
 S002-11..13 are trainclaims.checks' data-parallel checks on the seed MLP (the rank functions
-``checks.ddp_rank`` and ``checks.ddp_batchnorm_rank``, judged by ``checks.ddp_verdict`` and
-``checks.ddp_batchnorm_verdict``): the checks users run on their own models. Every rank also
+``checks.ranks.ddp_rank`` and ``checks.ranks.ddp_batchnorm_rank``, judged by ``ddp_verdict`` and
+``ddp_batchnorm_verdict``): the checks users run on their own models. Every rank also
 trains, from the same seed, the single-process reference the claim compares against (one batch of
 k*b, the global batch), so rank and reference see the same numbers. Models and batches live on
 the ``device`` each experiment is given (the rank's GPU under a launcher with NCCL, else CPU). The
@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainclaims import checks
 from trainclaims import numerics as num
-from trainclaims.checks import relative_gap
-from trainclaims.checks.clipping import fsdp2
+from trainclaims.checks import ranks, relative_gap, sgd
+from trainclaims.checks.clipping import fsdp2, shard_children
 from trainclaims.modes import Mode, get
 from trainclaims.ranks import Experiment
 from trainclaims.step import Step
@@ -67,7 +66,7 @@ def mlp(seed: int, dtype: torch.dtype, bn: bool = False, sync_bn: bool = False, 
     return nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn else model.to(device)
 
 
-OPTIMIZER = checks.sgd(LR, MOMENTUM, WEIGHT_DECAY)
+OPTIMIZER = sgd(LR, MOMENTUM, WEIGHT_DECAY)
 
 
 def global_batch(
@@ -83,9 +82,10 @@ def flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def mode_dtype(dtype: torch.dtype, numerics: Mode | str) -> torch.dtype:
-    """float32 where a numerics mode other than ieee runs a float64 experiment: autocast leaves
-    float64 alone, and float32 is what users train in such a mode."""
+def mode_dtype(dtype: torch.dtype, numerics: str) -> torch.dtype:
+    """float32 where a numerics mode other than ieee (its name: experiments' arguments are plain
+    data) runs a float64 experiment: autocast leaves float64 alone, and float32 is what users
+    train in such a mode."""
     return dtype if get(numerics).reference else torch.float32
 
 
@@ -96,7 +96,7 @@ def ddp_against_one_large_batch(
     steps: int,
     b: int,
     seed: int,
-    numerics: Mode | str = "ieee",
+    numerics: str = "ieee",
     device: str = "cpu",
 ) -> dict:
     """S002-11 as :func:`trainclaims.checks.ddp_rank` on the seed MLP: k ranks with batch b each
@@ -104,29 +104,42 @@ def ddp_against_one_large_batch(
     dtype = num.dtype_of(dtype_name)
     batches = [global_batch(seed, i, world * b, dtype) for i in range(steps)]
     model = partial(mlp, seed, dtype, device=device)
-    return checks.ddp_rank(rank, world, model, batches, F.cross_entropy, OPTIMIZER, numerics, device=device)
+    return ranks.ddp_rank(
+        rank, world, model_fn=model, batches=batches, optimizer_fn=OPTIMIZER, device=device, numerics=get(numerics)
+    )
 
 
 def no_sync_accumulation(
-    rank: int, world: int, micro: int, steps: int, b: int, seed: int, numerics: Mode | str = "ieee", device: str = "cpu"
+    rank: int, world: int, micro: int, steps: int, b: int, seed: int, numerics: str = "ieee", device: str = "cpu"
 ) -> dict:
     """S002-12 as :func:`trainclaims.checks.ddp_rank` with m micro-batches under ``no_sync()``,
     against one step of batch m*k*b (float64 in ieee, float32 in another mode)."""
     dtype = mode_dtype(torch.float64, numerics)
     batches = [global_batch(seed, i, micro * world * b, dtype) for i in range(steps)]
     model = partial(mlp, seed, dtype, device=device)
-    return checks.ddp_rank(rank, world, model, batches, F.cross_entropy, OPTIMIZER, numerics, micro, device)
+    return ranks.ddp_rank(
+        rank,
+        world,
+        model_fn=model,
+        batches=batches,
+        optimizer_fn=OPTIMIZER,
+        k=micro,
+        device=device,
+        numerics=get(numerics),
+    )
 
 
 def ddp_batchnorm(
-    rank: int, world: int, forward_sync: bool, b: int, seed: int, numerics: Mode | str = "ieee", device: str = "cpu"
+    rank: int, world: int, forward_sync: bool, b: int, seed: int, numerics: str = "ieee", device: str = "cpu"
 ) -> dict:
     """S002-13 as :func:`trainclaims.checks.ddp_batchnorm_rank` on the seed MLP with BatchNorm,
     over two batches (float64 in ieee, float32 in another mode)."""
     dtype = mode_dtype(torch.float64, numerics)
     batches = [global_batch(seed, step, world * b, dtype) for step in range(2)]
     model = partial(mlp, seed, dtype, True, device=device)
-    return checks.ddp_batchnorm_rank(rank, world, model, batches, F.cross_entropy, numerics, forward_sync, device)
+    return ranks.ddp_batchnorm_rank(
+        rank, world, model_fn=model, batches=batches, forward_sync=forward_sync, device=device, numerics=get(numerics)
+    )
 
 
 # --------------------------------------------------------------------------- S002-14
@@ -171,7 +184,7 @@ def fsdp_against_one_large_batch(
     steps: int,
     b: int,
     seed: int,
-    numerics: Mode | str = "ieee",
+    numerics: str = "ieee",
     device: str = "cpu",
 ) -> dict:
     """FSDP2 (``fully_shard`` on each Linear and on the root, over a mesh of the ranks on
@@ -188,18 +201,16 @@ def fsdp_against_one_large_batch(
         return {"unsupported": why}
     from torch.distributed.device_mesh import init_device_mesh
 
+    mode = get(numerics)
     mesh = init_device_mesh(torch.device(device).type, (world,))
     dtype = num.dtype_of(dtype_name)
-    model, reference, replica = (num.place(mlp(seed, dtype, device=device), numerics, device) for _ in range(3))
+    model, reference, replica = (num.place(mlp(seed, dtype, device=device), mode, device) for _ in range(3))
     replica = DDP(replica)
+    model = shard_children(model, fully_shard, mesh)  # each Linear (the children with parameters), then the root
     nets = (model, reference, replica)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
     full_numel = sum(p.numel() for p in reference.parameters())
     local_numel = sum(p.to_local().numel() for p in model.parameters())
-    steppers = [Step(m, OPTIMIZER(m.parameters()), F.cross_entropy, numerics, device) for m in nets]
+    steppers = [Step(m, OPTIMIZER(m.parameters()), F.cross_entropy, mode, device) for m in nets]
     gaps, ddp_gaps = [], []
     for i in range(steps):
         x, y = global_batch(seed, i, world * b, dtype, device)
@@ -218,22 +229,22 @@ def fsdp_against_one_large_batch(
 # them here, with the same arguments, and a launched job's results are found by the id.
 
 
-def ddp_experiment(dtype: str, mode: Mode | str) -> Experiment:
+def ddp_experiment(dtype: str, mode: Mode) -> Experiment:
     """S002-11: DDP against one process, in ``dtype`` and ``mode``."""
-    args = (dtype, DDP_STEPS, B, SEED, str(mode))
-    return Experiment(f"S002-11/ddp/{dtype}/{mode}", ddp_against_one_large_batch, args, str(mode))
+    args = (dtype, DDP_STEPS, B, SEED, mode.name)
+    return Experiment(f"S002-11/ddp/{dtype}/{mode}", ddp_against_one_large_batch, args, mode)
 
 
-def no_sync_experiment(micro: int, mode: Mode | str) -> Experiment:
+def no_sync_experiment(micro: int, mode: Mode) -> Experiment:
     """S002-12: ``micro`` micro-batches under no_sync against one step of the global batch."""
-    args = (micro, NO_SYNC_STEPS, B, SEED, str(mode))
-    return Experiment(f"S002-12/no_sync/{micro}/{mode}", no_sync_accumulation, args, str(mode))
+    args = (micro, NO_SYNC_STEPS, B, SEED, mode.name)
+    return Experiment(f"S002-12/no_sync/{micro}/{mode}", no_sync_accumulation, args, mode)
 
 
-def batchnorm_experiment(forward_sync: bool, mode: Mode | str) -> Experiment:
+def batchnorm_experiment(forward_sync: bool, mode: Mode) -> Experiment:
     """S002-13: DDP + BN, rank 0's buffers broadcast before each forward or not."""
     sync = "sync" if forward_sync else "no_sync"
-    return Experiment(f"S002-13/batchnorm/{sync}/{mode}", ddp_batchnorm, (forward_sync, B, SEED, str(mode)), str(mode))
+    return Experiment(f"S002-13/batchnorm/{sync}/{mode}", ddp_batchnorm, (forward_sync, B, SEED, mode.name), mode)
 
 
 def sync_batchnorm_experiment(backend_device: str) -> Experiment:
@@ -241,19 +252,19 @@ def sync_batchnorm_experiment(backend_device: str) -> Experiment:
     return Experiment(f"S002-14/sync_batchnorm/{backend_device}", sync_batchnorm, (backend_device, B, SEED))
 
 
-def fsdp_experiment(dtype: str, mode: Mode | str) -> Experiment:
+def fsdp_experiment(dtype: str, mode: Mode) -> Experiment:
     """S002-15: FSDP2 against one process and against DDP, in ``dtype`` and ``mode``."""
-    args = (dtype, FSDP_STEPS, B, SEED, str(mode))
-    return Experiment(f"S002-15/fsdp2/{dtype}/{mode}", fsdp_against_one_large_batch, args, str(mode))
+    args = (dtype, FSDP_STEPS, B, SEED, mode.name)
+    return Experiment(f"S002-15/fsdp2/{dtype}/{mode}", fsdp_against_one_large_batch, args, mode)
 
 
-def measures(mode: Mode | str, dtype: str) -> bool:
+def measures(mode: Mode, dtype: str) -> bool:
     """Whether a float experiment in ``dtype`` measures ``mode``: autocast leaves float64 alone,
     so its float32 instance measures an autocast mode."""
-    return get(mode).acts(dtype)
+    return mode.acts(dtype)
 
 
-def plan(modes: tuple[Mode | str, ...] = (num.REFERENCE,), device: str = "cpu") -> list[Experiment]:
+def plan(modes: tuple[Mode, ...] = (num.REFERENCE,), device: str = "cpu") -> list[Experiment]:
     """Every rank experiment of S002-11..15's tests in these numerics modes, with the arguments the
     tests call them with (trainclaims.launch runs these on a launched job's ranks; ``device`` is
     the type of device the job's ranks are on)."""
@@ -263,7 +274,7 @@ def plan(modes: tuple[Mode | str, ...] = (num.REFERENCE,), device: str = "cpu") 
         out += [ddp_experiment(dtype, mode) for dtype in measured]
         out += [no_sync_experiment(m, mode) for m in MICRO_BATCHES]
         out.append(batchnorm_experiment(True, mode))
-        if get(mode).reference:
+        if mode.reference:
             out.append(batchnorm_experiment(False, mode))
         out += [fsdp_experiment(dtype, mode) for dtype in measured]
     out.append(sync_batchnorm_experiment("cuda" if device.startswith("cuda") else "cpu"))

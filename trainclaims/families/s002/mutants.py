@@ -6,6 +6,8 @@ from __future__ import annotations
 from trainclaims.families import alterations as alter
 from trainclaims.mutants import Mutant
 
+DISTRIBUTED = ("distributed", "slow")  # the tests that can notice an alteration of DDP
+
 MUTANTS = (
     Mutant(
         "train-eval-not-recursive",
@@ -54,11 +56,13 @@ MUTANTS = (
         ("S002-11",),
         "DistributedDataParallel sums the ranks' gradients instead of averaging them",
         alter.ddp_sums_gradients,
+        marks=DISTRIBUTED,
     ),
     Mutant(
         "no-sync-still-synchronizes",
         ("S002-12",),
         "DistributedDataParallel.no_sync() does nothing: every backward pass all-reduces",
         alter.no_sync_still_synchronizes,
+        marks=DISTRIBUTED,
     ),
 )

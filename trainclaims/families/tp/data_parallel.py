@@ -9,10 +9,9 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from trainclaims import checks
+from trainclaims.checks import ranks
 from trainclaims.checks.clipping import clip_grad_norm
 from trainclaims.families.tp.lm import batches, lm
 from trainclaims.modes import Mode, get
@@ -38,50 +37,49 @@ def clip_batch(seed: int = SEED, n: int = 16) -> tuple[torch.Tensor, torch.Tenso
 CLIPS = {"clip_grad_norm_": clip_grad_norm}  # the clip under test (the broken side: each rank's own shards' norm)
 
 
-def token_rank(rank: int, world: int, count: str, seed: int, numerics: Mode | str, device: str = "cpu") -> dict:
-    """TP-01 across ranks: :func:`trainclaims.checks.ddp_token_rank` on the tiny LM."""
-    return checks.ddp_token_rank(
+def token_rank(rank: int, world: int, count: str, seed: int, numerics: str, device: str = "cpu") -> dict:
+    """TP-01 across ranks: :func:`trainclaims.checks.ranks.ddp_token_rank` on the tiny LM (the
+    mode by name: an experiment's arguments are plain data)."""
+    return ranks.ddp_token_rank(
         rank,
         world,
-        lm(seed),
-        batches(seed),
-        numerics=numerics,
-        micro_batches=TOKEN_MICRO_BATCHES,
-        device=device,
+        model_fn=lm(seed),
+        batches=batches(seed),
+        k=TOKEN_MICRO_BATCHES,
         count=count,
+        device=device,
+        numerics=get(numerics),
     )
 
 
-def clip_rank(rank: int, world: int, clip: str, seed: int, numerics: Mode | str, device: str = "cpu") -> dict:
-    """TP-04: :func:`trainclaims.checks.fsdp_clip_norm_rank` on the MLP, with ``clip`` (a name of
-    :data:`CLIPS`), or ``{"unsupported": why}`` where this torch has no FSDP2."""
-    return checks.fsdp_clip_norm_rank(
+def clip_rank(rank: int, world: int, clip: str, seed: int, numerics: str, device: str = "cpu") -> dict:
+    """TP-04: :func:`trainclaims.checks.ranks.fsdp_clip_norm_rank` on the MLP, with ``clip`` (a name
+    of :data:`CLIPS`), or ``{"unsupported": why}`` where this torch has no FSDP2."""
+    return ranks.fsdp_clip_norm_rank(
         rank,
         world,
-        functools.partial(clip_mlp, seed),
-        clip_batch(seed),
-        F.cross_entropy,
-        CLIP_MAX_NORM,
-        numerics,
-        device,
-        CLIPS[clip],
+        model_fn=functools.partial(clip_mlp, seed),
+        batches=[clip_batch(seed)],
+        max_norm=CLIP_MAX_NORM,
+        clip_fn=CLIPS[clip],
+        device=device,
+        numerics=get(numerics),
     )
 
 
-def token_experiment(count: str, mode: Mode | str) -> Experiment:
-    return Experiment(f"TP-01/ddp_tokens/{count}/{mode}", token_rank, (count, SEED, str(mode)), str(mode))
+def token_experiment(count: str, mode: Mode) -> Experiment:
+    return Experiment(f"TP-01/ddp_tokens/{count}/{mode}", token_rank, (count, SEED, mode.name), mode)
 
 
-def clip_experiment(clip: str, mode: Mode | str) -> Experiment:
-    return Experiment(f"TP-04/fsdp_clip/{clip}/{mode}", clip_rank, (clip, SEED, str(mode)), str(mode))
+def clip_experiment(clip: str, mode: Mode) -> Experiment:
+    return Experiment(f"TP-04/fsdp_clip/{clip}/{mode}", clip_rank, (clip, SEED, mode.name), mode)
 
 
-def plan(modes: tuple[Mode | str, ...], device: str = "cpu") -> list[Experiment]:
+def plan(modes: tuple[Mode, ...], device: str = "cpu") -> list[Experiment]:
     """Every rank experiment of TP-01's and TP-04's tests in these modes (the broken variants in
     the reference mode only, as the tests make them)."""
     out = []
     for mode in modes:
-        reference = get(mode).reference
-        out += [token_experiment(count, mode) for count in COUNTS if reference or count == "global"]
+        out += [token_experiment(count, mode) for count in COUNTS if mode.reference or count == "global"]
         out += [clip_experiment(clip, mode) for clip in CLIPS]
     return out

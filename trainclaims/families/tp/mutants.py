@@ -6,6 +6,8 @@ from __future__ import annotations
 from trainclaims.families import alterations as alter
 from trainclaims.mutants import Mutant
 
+DISTRIBUTED = ("distributed", "slow")  # the tests that can notice an alteration of DDP or FSDP2
+
 MUTANTS = (
     Mutant(
         "backward-overwrites-gradients",
@@ -36,6 +38,7 @@ MUTANTS = (
         ("TP-04",),
         "clip_grad_norm_ over FSDP2 shards clips by and returns the norm of the rank's own shards",
         alter.clip_returns_the_local_norm,
+        marks=DISTRIBUTED,
     ),
     Mutant(
         "checkpoint-drops-the-rng-state",
@@ -108,6 +111,7 @@ MUTANTS = (
         ("TP-13",),
         "inductor draws compiled Dropout's masks from eager's RNG",
         alter.compiled_dropout_uses_eager_masks,
+        marks=("slow",),
     ),
     Mutant(
         "relu-in-place-copies",
@@ -120,5 +124,6 @@ MUTANTS = (
         ("TP-01",),
         "DistributedDataParallel sums the ranks' gradients instead of averaging them",
         alter.ddp_sums_gradients,
+        marks=DISTRIBUTED,
     ),
 )
