@@ -313,7 +313,7 @@ def test_the_environment_is_made_without_an_index_for_an_image_without_pip_pytes
         "--report-dir={out}/claims-env",
         "--junitxml={out}/claims-env/junit.xml",
     ]
-    pytest_step = {"name": "claims-env", "report": "claims-env", "pytest": True, "limit": 40, "argv": argv}
+    pytest_step = {"name": "claims-env", "report": "claims-env", "pytest": True, "limit": 30, "argv": argv}
     steps = [{"real": "install"}, pytest_step]
     (tmp_path / "plan.json").write_text(json.dumps({"steps": steps}))
     out = tmp_path / "out"
@@ -323,7 +323,7 @@ def test_the_environment_is_made_without_an_index_for_an_image_without_pip_pytes
     summary = json.loads((out / "summary.json").read_text())
     status = {s["name"]: s["status"] for s in summary["infrastructure"]["steps"]}
     assert status["install"] == "passed", status
-    assert status["claims-env"].startswith("timed out after 40 s"), status
+    assert status["claims-env"].startswith("timed out after 30 s"), status
     installed = {line.split()[0] for line in summary["infrastructure"]["installed"]}
     assert {"pip", "pytest", "hypothesis", "pytest-benchmark", "trainclaims"} <= installed, installed
     assert (out / "claims-env" / "junit.xml").exists()
