@@ -266,6 +266,7 @@ def test_the_preflight_of_an_image_without_torchvision_hypothesis_or_a_compiler_
     skipped = {n["what"]: n["why"] for n in infra["not_measured"]}
     assert skipped["torchvision"].startswith("ModuleNotFoundError: No module named 'torchvision': the Fashion-MNIST")
     assert skipped["claims-compile"].startswith("no C compiler (CC unset; cc, gcc, clang not on PATH)")
+    assert "suites/test_self_plugin.py" in skipped["modules that import torchvision"]  # not collected
     lacking = {n["what"]: n["why"] for n in infra["to_install"]}
     assert set(lacking) >= {"pytest", "hypothesis", "pytest-benchmark"}, lacking
     assert lacking["hypothesis"] == f"no hypothesis: not in {tmp_path / 'no-wheels'}: the run cannot start"
