@@ -48,6 +48,33 @@ def test_the_torchrun_tests_launch_gloo_on_the_cpu_whatever_the_host_has(monkeyp
         assert "--device=cpu" in args[args.index("--") :]
 
 
+@pytest.mark.parametrize("written", [True, False], ids=["results-written", "no-results"])
+def test_a_rendezvous_error_after_the_job_wrote_its_results_is_the_shutdowns_not_the_jobs(
+    written, monkeypatch, tmp_path, capsys
+):
+    """Seen under load: the c10d store's connection dropped as the agents shut down ("did not
+    complete", exit code 2) after rank 0 had written ranks.json."""
+    import torch.distributed.run as torch_run
+    from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
+
+    from trainclaims import torchrun
+
+    def run(args):
+        if written:
+            launch.write_results(tmp_path, {"world_size": 2}, {})
+        raise RendezvousConnectionError("The connection to the C10d store has failed.")
+
+    monkeypatch.setattr(torch_run, "run", run)
+    code = torchrun.main(["--standalone", "--nproc-per-node=1", "--", f"--out={tmp_path}"])
+    err = capsys.readouterr().err
+    if written:
+        assert code == 0
+        assert f"the job's results are complete ({tmp_path / 'ranks.json'}); the rendezvous at" in err, err
+    else:
+        assert code == 2
+        assert "did not complete: RendezvousConnectionError: The connection to the C10d store has failed." in err
+
+
 def test_the_fault_drill_puts_its_collectives_on_the_ranks_device(monkeypatch, tmp_path):
     """An NCCL group all-reduces CUDA tensors only ("No backend type associated with device type cpu")."""
     seen = []

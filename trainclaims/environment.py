@@ -18,6 +18,17 @@ from typing import Any
 NUMERIC_ENVIRONMENT = ("CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
 
 
+def _version(distribution: str) -> str:
+    """An installed distribution's version, or "not installed" (a GPU image may lack torchvision:
+    the run's report is still written)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def git_commit(cwd: Path) -> str:
     """The checkout's commit (12 hex digits, ``+dirty`` with uncommitted changes), or ``unknown``."""
     try:
@@ -48,7 +59,6 @@ def environment(devices: Iterable[str], rootdir: Path, **extra: Any) -> dict[str
     """Evidence that travels with every result: versions, machine, devices, numeric settings,
     commit, date."""
     import torch
-    import torchvision
 
     from trainclaims.devices import cpu_name, device_name, unavailable_reason
 
@@ -58,7 +68,7 @@ def environment(devices: Iterable[str], rootdir: Path, **extra: Any) -> dict[str
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _version("torchvision"),
         "cuda": torch.version.cuda,
         "machine": platform.machine(),
         "processor": cpu_name(),
