@@ -127,12 +127,21 @@ def test_an_unknown_or_missing_claim_id_stops_the_run_before_any_test(suite, mar
     result.stderr.fnmatch_lines([f"ERROR: claim mark: *::test_x: {message}*"])
 
 
-def test_claims_lists_the_catalogue_and_the_tests_of_each_claim(suite):
+def test_claims_lists_the_runs_families_with_each_claims_guard_and_tests(suite):
     suite.makepyfile("import pytest\n\n@pytest.mark.claim('S001-02')\ndef test_relu_at_zero():\n    pass\n")
     result = suite.runpytest_inprocess("--claims")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["S001-02  *at exactly 0*", "    test_*.py::test_relu_at_zero", "S001-03  *"])
-    result.stdout.fnmatch_lines(["48 claims, 1 with tests in this selection"])
+    result.stdout.fnmatch_lines(
+        [
+            "S001-02  *at exactly 0*",
+            "    guard: relu-gradient-one-at-zero",
+            "    test_*.py::test_relu_at_zero",
+            "S001-03  *",
+        ]
+    )
+    result.stdout.fnmatch_lines(["8 claims, 1 with tests in this selection"])
+    result.stdout.fnmatch_lines(["other families installed, without tests here: S000, S002, TP (list one with *"])
+    assert "S002-01" not in result.stdout.str()  # another family's catalogue is not printed
     result.assert_outcomes()
 
 
