@@ -44,6 +44,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from trainclaims.cli import described
+
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trainclaims-bisect"
 # the test tools each probe runs with, at the versions installed here (pytest-xdist is not needed)
 TOOLS = ("pytest", "pytest-benchmark", "hypothesis", "scipy", "matplotlib", "packaging")
@@ -335,7 +337,7 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="trainclaims-bisect", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="trainclaims-bisect", description=described(__doc__))
     p.add_argument("select", nargs="+", help="claim ids (S001-02) and/or pytest node ids")
     p.add_argument(
         "--good", required=True, type=Version, help="a torch release where the selection behaves as expected"

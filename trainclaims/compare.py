@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainclaims import registry
+from trainclaims.cli import described
 from trainclaims.files import atomic_write
 from trainclaims.render import cell
 from trainclaims.results import ClaimResult, ClaimsReport, Row, row_claim, row_mode_rank
@@ -222,7 +223,7 @@ def plot(runs: list[Run], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="trainclaims-compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="trainclaims-compare", description=described(__doc__))
     parser.add_argument("runs", nargs="+", type=Path, help="report folders of the runs (first = reference)")
     parser.add_argument("--out", type=Path, required=True, help="folder for compare.md and compare.png")
     parser.add_argument(

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainclaims.cli import described
 from trainclaims.ranks import RESULTS_FILE, write_results
 
 __all__ = ["RESULTS_FILE", "main", "rank_env", "write_results"]
@@ -93,7 +94,7 @@ def rank_env(environ: dict[str, str] | None = None) -> RankEnv:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     from trainclaims.modes import parse_modes
 
-    p = argparse.ArgumentParser(prog="python -m trainclaims.launch", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m trainclaims.launch", description=described(__doc__))
     p.add_argument("--out", required=True, type=Path, help="folder rank 0 writes ranks.json into")
     p.add_argument(
         "--numerics",

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainclaims.cli import described
 from trainclaims.mutants import MUTANT_ENV, Mutant, all_of, guards
 
 PROFILE_ENV = "TRAINCLAIMS_HYPOTHESIS_PROFILE"  # trainclaims.hypothesis_profiles (which imports hypothesis)
@@ -230,7 +231,7 @@ def _markdown(claims: list[str], per_claim: dict[str, dict[str, Any]], outcomes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="trainclaims-mutants", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="trainclaims-mutants", description=described(__doc__))
     p.add_argument("select", nargs="*", help="claim ids (TP-03) or family ids (S001); all where none is given")
     p.add_argument("--family", action="append", default=[], metavar="MODULE:NAME", help="a project's own family")
     p.add_argument("--mutant", action="append", default=[], help="run only this mutant (repeatable)")

@@ -30,6 +30,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from trainclaims import bisect
+from trainclaims.cli import described
 from trainclaims.files import atomic_write
 
 SCHEMA = 1
@@ -140,7 +141,7 @@ def _claim_order(cid: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="trainclaims-releases", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="trainclaims-releases", description=described(__doc__))
     p.add_argument("select", nargs="+", help="claim ids (TP-04) or family ids (S001, TP)")
     p.add_argument("--releases", required=True, help="2.1-2.15 (the newest patch of each line) or 2.6.0,2.15.0")
     p.add_argument("-m", dest="markers", default=DEFAULT_MARKERS, help="pytest's -m. Default: %(default)r")
