@@ -26,7 +26,7 @@ from trainclaims.bench import (
     timed_rounds,
 )
 from trainclaims.devices import synchronize
-from trainclaims.families.nets import bn_fc, seed_fc, xor_net
+from trainclaims.families.seed.nets import bn_fc, seed_fc, xor_net
 
 # Throughput runs belong to the full run and `tox -e bench`, not to the fast tier.
 pytestmark = [pytest.mark.trainclaims, pytest.mark.benchmark, pytest.mark.slow]  # trainclaims: also where copied

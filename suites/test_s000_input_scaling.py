@@ -24,7 +24,6 @@ from torch import nn
 from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.claims import Verdict
-from trainclaims.engine import TrainConfig, build_model, make_optimizer
 from trainclaims.families.s000 import (
     ACCURACY_BANDS,
     ALL_ZERO_FOR_PRACTICAL_PURPOSES,
@@ -44,6 +43,7 @@ from trainclaims.families.s000 import (
     ZERO_OUTPUTS_AFTER_X255,
     variants,
 )
+from trainclaims.families.seed.engine import TrainConfig, build_model, make_optimizer
 from trainclaims.modes import REFERENCE, Mode
 from trainclaims.step import Step, unequal_skips
 

@@ -15,8 +15,8 @@ from torch import nn
 from trainclaims import checks
 from trainclaims import numerics as num
 from trainclaims.claims import Verdict
-from trainclaims.engine import TrainConfig
 from trainclaims.families.s002 import BN_MIN_GAP, BN_TOL, EMA_CORRECTED_MAX_GAP, EMA_UNCORRECTED_MIN_GAP
+from trainclaims.families.seed.engine import TrainConfig
 from trainclaims.modes import REFERENCE, Mode
 from trainclaims.step import unequal_skips
 

@@ -189,7 +189,7 @@ def test_ddp_step_on_two_processes_against_one_process_with_the_same_global_batc
     """Seconds per step timed on rank 0 (after 3 warm-up steps); pytest-benchmark's own round
     is the whole 2-rank run, process start-up included."""
     from trainclaims.bench import record, step_flops
-    from trainclaims.families.nets import seed_fc
+    from trainclaims.families.seed.nets import seed_fc
 
     one = run_ranks(ddp.ddp_step_throughput, 1, DDP_BATCH, DDP_ROUNDS)[0]
     runs: list = []

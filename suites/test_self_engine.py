@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from trainclaims.batched import train_batched
-from trainclaims.data import Dataset
-from trainclaims.engine import TrainConfig, build_model, train
 from trainclaims.families.s000 import variants
-from trainclaims.runs import TrainingCache
-from trainclaims.side_by_side import train_side_by_side
+from trainclaims.families.seed.batched import train_batched
+from trainclaims.families.seed.data import Dataset
+from trainclaims.families.seed.engine import TrainConfig, build_model, train
+from trainclaims.families.seed.runs import TrainingCache
+from trainclaims.families.seed.side_by_side import train_side_by_side
 
 
 def tiny_data(device: str = "cpu"):
@@ -25,7 +25,7 @@ def tiny_data(device: str = "cpu"):
 
 
 def test_training_the_variants_batched_gives_what_training_them_one_by_one_gives(device):
-    """The sweep trains batched over variants on accelerators (trainclaims.batched): on float64 it
+    """The sweep trains batched over variants on accelerators (trainclaims.families.seed.batched): on float64 it
     must reproduce the one-by-one runs (measured: identical on CPU)."""
 
     tiny = tiny_data(device)
@@ -75,7 +75,7 @@ def test_models_built_in_threads_get_their_own_seeds_initial_weights():
 
 
 def test_training_the_variants_side_by_side_gives_what_training_them_one_by_one_gives():
-    """On CPU the sweep trains its variants in threads (trainclaims.side_by_side): each must get its
+    """On CPU the sweep trains its variants in threads (trainclaims.families.seed.side_by_side): each must get its
     own seed's initial weights (the global RNG is shared) and its own results, in order."""
 
     tiny_run = {"epochs": 1, "batch_size": 50, "dtype": "float64", "hidden": 16}

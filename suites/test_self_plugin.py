@@ -291,7 +291,7 @@ def test_the_suite_runs_beside_pypis_fixtures_package(suite, tmp_path, monkeypat
         """
         import fixtures
         import pytest
-        from trainclaims.engine import TrainConfig
+        from trainclaims.families.seed.engine import TrainConfig
 
         @pytest.mark.claim("S000-01")
         @pytest.mark.parametrize("tier", ["synthetic"])

@@ -15,7 +15,7 @@ import os
 
 import pytest
 from trainclaims.claims import Verdict
-from trainclaims.engine import TrainConfig
+from trainclaims.families.seed.engine import TrainConfig
 
 TINY = TrainConfig(model="fc", epochs=1, hidden=8)
 

@@ -6,7 +6,7 @@ A short run of S000-01's recipe: the full 20-epoch measurements are in the S000 
 import pytest
 
 from trainclaims.claims import Verdict
-from trainclaims.engine import TrainConfig
+from trainclaims.families.seed.engine import TrainConfig
 
 CHANCE = 0.10
 # (epochs, test accuracy the smoke run must beat), per tier. Measured on CPU, torch 2.14.1,

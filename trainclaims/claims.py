@@ -2,8 +2,8 @@
 
 A claim family (a source document's claims: S000, S001, ... ) is a :class:`Family`: an id prefix,
 a title, its claims (ids and one-line statements, in the project's words), the report parts that
-draw what a run measured for them, the sections it adds to ``trainclaims-compare``, the models it
-names for the training engine and the rank experiments a launched job runs for it. An installed
+draw what a run measured for them, the sections it adds to ``trainclaims-compare``, the rank
+experiments a launched job runs for it, and the pytest plugin its tests need, if any. An installed
 family registers through the ``trainclaims.families`` entry-point group (:mod:`trainclaims.registry`);
 a project's own family answers the ``pytest_trainclaims_families`` hook in a conftest. The run's
 :class:`Catalogue` is every family so found. This module names no family.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainclaims.modes import Mode
+from trainclaims.modes import ModeLike, get
 from trainclaims.results import ClaimResult, TestResult
 from trainclaims.verdicts import Judgement, Verdict, judge_gap
 
@@ -40,11 +40,13 @@ class Claim:
 @dataclass(frozen=True)
 class ReportContext:
     """What a family's report part gets at the end of a run to draw from: where to write, the
-    claim verdicts with every test's evidence (as in claims.json), and the session's training runs."""
+    claim verdicts with every test's evidence (as in claims.json), and what the family plugins of
+    the run give their report parts (``extra``, by names of their own: the seed engine's
+    ``training_runs``, {(TrainConfig, data set, device): TrainResult})."""
 
     report_dir: Path
     claims: list[ClaimResult]
-    training_runs: dict[tuple[Any, str, str], Any]  # (TrainConfig, data set, device) -> TrainResult
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def tests_of(self, claim_id: str) -> list[TestResult]:
         """Every test result of ``claim_id`` in this run (outcome, verdict, evidence)."""
@@ -66,8 +68,9 @@ RankPlan = Callable[[tuple[Any, ...], str], list[Any]]
 @dataclass(frozen=True)
 class Family:
     """A source document's claims: ``catalogue`` is one ``ID | statement`` line per claim; its
-    report parts draw what a run measured, its compare sections what several runs did; ``models``
-    are the model factories a training config may name by a short name (``TrainConfig(model="fc")``);
+    report parts draw what a run measured, its compare sections what several runs did; ``plugin``
+    names a pytest plugin module its tests need (fixtures, an axis, state per process; registered
+    when the family joins a run's catalogue: the seed families' ``trainclaims.families.seed.plugin``);
     ``rank_plan`` gives the rank experiments its data-parallel tests make (what a launched job runs);
     ``capabilities`` are the ops some torch versions lack that its tests meet
     (:class:`trainclaims.known.Capability`: a test that meets one where the table says this torch
@@ -81,7 +84,7 @@ class Family:
     catalogue: str
     report_parts: tuple[ReportPart, ...] = ()
     compare_sections: tuple[CompareSection, ...] = ()
-    models: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    plugin: str | None = None
     rank_plan: RankPlan | None = None
     capabilities: tuple[Any, ...] = ()
     mutants: tuple[Any, ...] = ()
@@ -173,7 +176,7 @@ class Evidence:
 
     def judge_in_mode(
         self,
-        numerics: Mode,
+        numerics: ModeLike,
         gap: float,
         tol: float,
         what: str,
@@ -188,6 +191,7 @@ class Evidence:
         ``tol``) the test fails, naming the bound; ``unequal`` says why the runs took other steps in
         the mode (a GradScaler's skips: :func:`trainclaims.step.unequal_skips`), where they did. A
         test that judges several gaps is conditional where any of them is."""
+        numerics = get(numerics)  # a test's own call may name it
         judged = judge_gap(gap, tol, numerics, what, dtype, detail, unequal)
         if judged.verdict is Verdict.FAILS:
             raise AssertionError(judged.why)

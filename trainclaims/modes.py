@@ -268,8 +268,6 @@ class Mode:
     acts_on: tuple[str, ...] | None = None  # the claim dtypes it changes (None: every dtype)
     device_types: tuple[str, ...] = ("cpu", "cuda", "mps")
     requires: tuple[Requirement, ...] = ()
-    batchable: bool = False  # trainclaims.batched can train several configs at once in it
-    threadable: bool = True  # training runs in it may run side by side in threads
     fresh: Callable[[], None] | None = None  # run before each test of the mode: what it keeps between tests, cleared
     probe: Callable[[str], Acted] | None = None  # run before each test of the mode, on its device
     bounds: Mapping[str, Bound] = field(default_factory=dict)  # claim dtype -> its rounding bound
@@ -400,7 +398,6 @@ IEEE = register(
         "ieee",
         "IEEE float32 matmul and convolution, eager (the reference)",
         reference=True,
-        batchable=True,
         probe=tf32_probe,  # on CUDA: TF32 really off
     )
 )
@@ -413,7 +410,6 @@ TF32 = register(
         acts_on=("float32",),
         device_types=("cuda",),
         requires=(needs_ampere,),
-        batchable=True,
         probe=tf32_probe,
         bounds={"float32": TF32_BOUND},
     )
@@ -449,7 +445,6 @@ COMPILE = register(
         device_types=("cpu", "cuda"),
         requires=(needs_inductor,),
         fresh=fresh_compile_cache,
-        threadable=False,  # torch.compile (dynamo) is not for threads: compiled runs train one by one
         bounds=COMPILE_BOUNDS,
     )
 )

@@ -7,7 +7,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from trainclaims.data import DATA_ENV
+DATA_ENV = "TRAINCLAIMS_DATA"  # the data root where --data-root is not given
+
+
+def resolve_root(option: str | None) -> Path:
+    """The data root: ``--data-root``, else ``$TRAINCLAIMS_DATA``, else ``./data`` (a family's data
+    sets live under it)."""
+    return Path(option or os.environ.get(DATA_ENV) or "data").expanduser().resolve()
 
 
 def report_dir_problem(value: str, invocation_dir: Path) -> tuple[Path, Path | None, str | None]:

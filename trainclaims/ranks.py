@@ -107,15 +107,15 @@ def _rank_main(
 
 
 def run_in_mode(
-    fn: Callable[..., Any], rank: int, world: int, args: tuple, mode: Mode, device: str, **kwargs: Any
+    fn: Callable[..., Any], rank: int, world: int, args: tuple, mode: Mode, on: str, **kwargs: Any
 ) -> tuple[Any, dict[str, Any]]:
     """``fn(rank, world, *args, **kwargs)`` as a test of ``mode`` runs: its precision pinned whatever
     the process had (a rank is a process of its own; a launched job's may have had TF32 on), its
-    before-test hook run on ``device`` (what it keeps between tests cleared, its probe), and what the
+    before-test hook run on the device ``on`` (what it keeps between tests cleared, its probe), and what the
     modes did on this rank watched: (the result, what the modes did, as JSON, for the test's proof).
     The one way a rank runs in its mode, spawned here or launched (trainclaims.launch)."""
     with numerics.pinned(mode), numerics.watch() as acted:
-        numerics.before_test(mode, device)
+        numerics.before_test(mode, on)
         result = fn(rank, world, *args, **kwargs)
     return result, acted.to_json()
 

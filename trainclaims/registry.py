@@ -7,9 +7,9 @@ it here. A project's own family, not installed, is declared in its ``conftest.py
 ``pytest_trainclaims_families`` hook: the plugin adds what conftests answer) and is named to the
 tools that run outside pytest as ``MODULE:NAME`` (:func:`load`: ``--family conftest:FAMILY``).
 
-What the core asks of the families goes through this module: the catalogue (:func:`installed`),
-the training engine's models by short name (:func:`model`), and the rank experiments a launched job
-runs (:func:`experiments`). No core module imports a family module.
+What the core asks of the families goes through this module: the catalogue (:func:`installed`) and
+the rank experiments a launched job runs (:func:`experiments`). No core module imports a family
+module; the plugin registers the pytest plugins families name (``Family.plugin``) by name.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from trainclaims.claims import Family
@@ -71,15 +71,6 @@ def with_extra(extra: Iterable[Family] = ()) -> list[Family]:
     families = list(installed())
     ids = {f.id for f in families}
     return families + [f for f in extra if f.id not in ids]
-
-
-def model(name: str) -> Callable[..., Any] | None:
-    """The model factory an installed family names ``name`` (``TrainConfig(model="fc")``), or None."""
-    return next((f.models[name] for f in installed() if name in f.models), None)
-
-
-def model_names() -> list[str]:
-    return [name for family in installed() for name in family.models]
 
 
 def experiments(

@@ -92,7 +92,7 @@ def modes_table(claims: list[ClaimResult]) -> list[str]:
     """Claims x numerics modes, where a run measured more than the reference mode; "-" where the
     claim has no test in that mode (its tests are off the numerics axis)."""
     modes = run_modes(claims)
-    if not set(modes) - {REFERENCE_MODE}:
+    if not set(modes) - {REFERENCE_MODE.name}:
         return []
     lines = ["Per numerics mode (`--numerics`):", "", "| claim | " + " | ".join(modes) + " |"]
     lines.append("|---|" + "---|" * len(modes))

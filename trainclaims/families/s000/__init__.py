@@ -16,9 +16,11 @@ import torch
 
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
-from trainclaims.engine import TrainConfig, TrainResult
-from trainclaims.families.nets import seed_fc, strong_mlp
 from trainclaims.families.s000.mutants import MUTANTS
+from trainclaims.families.seed import PLUGIN, TRAINING_RUNS
+from trainclaims.families.seed.engine import TrainConfig, TrainResult
+from trainclaims.families.seed.nets import seed_fc
+from trainclaims.modes import REFERENCE
 
 S = 255.0
 # the source's recipe: its net, SGD lr 0.02, momentum 0.9, weight decay 1e-4, batch 250, 20 epochs
@@ -182,10 +184,10 @@ def report_sweeps(ctx: ReportContext) -> list[Path]:
     refuse it. A numerics mode other than ieee adds ``_<mode>``."""
     names = {config: name for name, config in VARIANTS.items()}
     groups: dict[tuple[str, str, str], dict[str, TrainResult]] = defaultdict(dict)
-    for (config, dataset, device), result in ctx.training_runs.items():
-        reference = config.with_(numerics="ieee")
+    for (config, dataset, device), result in ctx.extra.get(TRAINING_RUNS, {}).items():
+        reference = config.with_(numerics=REFERENCE)
         if reference in names:
-            groups[(dataset, device, config.numerics)][names[reference]] = result
+            groups[(dataset, device, config.numerics.name)][names[reference]] = result
     return [
         plot_sweep(
             {name: results[name] for name in VARIANTS if name in results},
@@ -231,6 +233,6 @@ S000-10 | Pixel values in [0,1] converge more smoothly than 0..255.
 S000-11 | About 50% is the most a fully connected network can get on CIFAR-10.
 """,
     report_parts=(report_sweeps,),
-    models={"fc": seed_fc, "mlp-strong": strong_mlp},
     mutants=MUTANTS,
+    plugin=PLUGIN,
 )

@@ -11,8 +11,8 @@ import torch
 
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
-from trainclaims.families.nets import bn_fc
 from trainclaims.families.s002.mutants import MUTANTS
+from trainclaims.families.seed import PLUGIN
 
 EMA_CLAIM = "S002-04"
 EMA_EVIDENCE = "ema_trace"  # {series name: [value per training batch]}, with "momentum" and "batch"
@@ -99,7 +99,7 @@ S002-14 | SyncBatchNorm uses statistics over all ranks: DDP + SyncBatchNorm equa
 S002-15 | FSDP2 (fully_shard) over k ranks with batch b each takes the same optimizer steps as one process with batch k*b (no BN) within rounding, and the same as DDP, while each rank holds only a shard of the parameters.
 """,
     report_parts=(report_running_statistics,),
-    models={"fc-bn": bn_fc},
     rank_plan=rank_plan,
     mutants=MUTANTS,
+    plugin=PLUGIN,
 )

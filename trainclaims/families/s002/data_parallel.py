@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from trainclaims import numerics as num
 from trainclaims.checks import ranks, relative_gap, sgd
 from trainclaims.checks.clipping import fsdp2, shard_children
-from trainclaims.modes import Mode, get
+from trainclaims.modes import Mode, ModeLike, get
 from trainclaims.ranks import Experiment
 from trainclaims.step import Step
 
@@ -264,12 +264,12 @@ def measures(mode: Mode, dtype: str) -> bool:
     return mode.acts(dtype)
 
 
-def plan(modes: tuple[Mode, ...] = (num.REFERENCE,), device: str = "cpu") -> list[Experiment]:
+def plan(modes: tuple[ModeLike, ...] = (num.REFERENCE,), device: str = "cpu") -> list[Experiment]:
     """Every rank experiment of S002-11..15's tests in these numerics modes, with the arguments the
     tests call them with (trainclaims.launch runs these on a launched job's ranks; ``device`` is
     the type of device the job's ranks are on)."""
     out = []
-    for mode in modes:
+    for mode in map(get, modes):  # a launcher gives Modes; a name is parsed here
         measured = [dtype for dtype in DTYPES if measures(mode, dtype)]
         out += [ddp_experiment(dtype, mode) for dtype in measured]
         out += [no_sync_experiment(m, mode) for m in MICRO_BATCHES]
@@ -301,7 +301,7 @@ def ddp_step_throughput(rank: int, world: int, global_batch_size: int, rounds: i
     import time
 
     from trainclaims.bench import GemmProbe, linear_gemms
-    from trainclaims.families.nets import seed_fc
+    from trainclaims.families.seed.nets import seed_fc
 
     torch.manual_seed(0)
     model = DDP(seed_fc(3072)) if world > 1 else seed_fc(3072)

@@ -14,7 +14,7 @@ from torch import nn
 from trainclaims.checks import ranks
 from trainclaims.checks.clipping import clip_grad_norm
 from trainclaims.families.tp.lm import batches, lm
-from trainclaims.modes import Mode, get
+from trainclaims.modes import Mode, ModeLike, get
 from trainclaims.ranks import Experiment
 
 SEED = 0
@@ -75,11 +75,11 @@ def clip_experiment(clip: str, mode: Mode) -> Experiment:
     return Experiment(f"TP-04/fsdp_clip/{clip}/{mode}", clip_rank, (clip, SEED, mode.name), mode)
 
 
-def plan(modes: tuple[Mode, ...], device: str = "cpu") -> list[Experiment]:
+def plan(modes: tuple[ModeLike, ...], device: str = "cpu") -> list[Experiment]:
     """Every rank experiment of TP-01's and TP-04's tests in these modes (the broken variants in
     the reference mode only, as the tests make them)."""
     out = []
-    for mode in modes:
+    for mode in map(get, modes):  # a launcher gives Modes; a name is parsed here
         out += [token_experiment(count, mode) for count in COUNTS if mode.reference or count == "global"]
         out += [clip_experiment(clip, mode) for clip in CLIPS]
     return out

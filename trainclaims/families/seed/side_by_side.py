@@ -1,5 +1,5 @@
 """Training several configs on CPU side by side, in worker threads, each with its share of the
-intra-op threads (an engine on top of :func:`trainclaims.engine.train`)."""
+intra-op threads (an engine on top of :func:`trainclaims.families.seed.engine.train`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import torch
 
-from trainclaims.data import Dataset
-from trainclaims.engine import ProgressFn, TrainConfig, TrainResult, train
+from trainclaims.families.seed.data import Dataset
+from trainclaims.families.seed.engine import ProgressFn, TrainConfig, TrainResult, train
 
 
 class _Stopped(Exception):

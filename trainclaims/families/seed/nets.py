@@ -1,6 +1,6 @@
 """The seed documents' nets. The families that train them through the engine name them
 (``Family.models``: ``TrainConfig(model="fc")``); the engine trains any other model factory by its
-import path (trainclaims.models)."""
+import path (trainclaims.families.seed.models)."""
 
 from __future__ import annotations
 
@@ -59,3 +59,6 @@ def strong_mlp(in_features: int, hidden: int = 1024, classes: int = 10) -> nn.Se
             fc3=nn.Linear(hidden // 2, classes),
         )
     )
+
+
+MODELS = {"fc": seed_fc, "mlp-strong": strong_mlp, "fc-bn": bn_fc}  # the short names configs use

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trainclaims import numerics
-from trainclaims.batched import SHARED, can_batch, train_batched
-from trainclaims.data import Dataset
-from trainclaims.engine import ProgressFn, TrainConfig, TrainResult, train
-from trainclaims.side_by_side import train_side_by_side
+from trainclaims.families.seed.batched import SHARED, can_batch, train_batched
+from trainclaims.families.seed.data import Dataset
+from trainclaims.families.seed.engine import ProgressFn, TrainConfig, TrainResult, train
+from trainclaims.families.seed.side_by_side import train_side_by_side
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TrainingCache:
 
     def many(self, configs: dict[str, TrainConfig], data: Dataset) -> dict[str, TrainResult]:
         """Several variants, each cached as if trained alone. On accelerators they are trained
-        together (trainclaims.batched: one launch-bound run instead of V). On CPU, where batching
+        together (trainclaims.families.seed.batched: one launch-bound run instead of V). On CPU, where batching
         measured no faster (2 cores, 9 seed-000 variants: batched 1.08-1.12x on fashion-mnist for 1
         epoch, about 2x slower on the 3072-wide synthetic tier), they run side by side in threads,
         one intra-op thread each (:func:`train_side_by_side`)."""
@@ -56,7 +56,7 @@ class TrainingCache:
                     self._results[(config, data.name, str(data.device))] = result
         else:
             # a mode may not run in threads (torch.compile's dynamo): its variants train one by one
-            threaded = [c for c in todo if c.mode.threadable]
+            threaded = [c for c in todo if not c.mode.compiles]  # dynamo is not for threads: compiled runs one by one
             factory = self.progress_factory
 
             def progress_of(config: TrainConfig) -> ProgressFn | None:
