@@ -261,6 +261,12 @@ def grad_scaler(mode: ModeLike, device: str | torch.device) -> Any:
     return make()
 
 
+def param_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter (what its inputs are cast to), or None for
+    a model without one: the one way the library reads it."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
 def compiled(model: Any, mode: ModeLike) -> Any:
     """``torch.compile(model)`` where ``mode`` compiles (a module: it shares the model's parameters;
     or a function), else the model. It compiles with inductor through :func:`_counting_inductor`,
@@ -293,7 +299,7 @@ def place(model: nn.Module, mode: ModeLike, device: str | torch.device, dtype: t
     """``model`` on ``device``, in ``dtype`` (default: its own), its parameters in the dtype
     ``mode`` holds them in (:meth:`Mode.param_dtype`); recorded (``held``) where the mode moved them."""
     mode = get(mode)
-    own = dtype or next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    own = dtype or param_dtype(model) or torch.float32
     target = dtype_of(mode.param_dtype(own))
     if target != own:
         note(Acted(held={dtype_name(target): 1}))

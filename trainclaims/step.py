@@ -44,31 +44,27 @@ def forward(model: Callable[..., Any], batch: Batch) -> Any:
     return model(batch[0])
 
 
-def to_device(batch: Batch, device: str | torch.device, dtype: torch.dtype | None = None) -> Batch:
-    """The batch on ``device``, its floating tensors in ``dtype`` (where given); labels, token ids
-    and masks keep their dtype."""
+def to_device(batch: Batch, device: str | torch.device | None, dtype: torch.dtype | None = None) -> Batch:
+    """The batch on ``device`` (None: where it is), its floating tensors in ``dtype`` (where given);
+    labels, token ids and masks keep their dtype. The one way the library casts and moves inputs."""
 
-    def move(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device=device, dtype=dtype) if dtype is not None and t.is_floating_point() else t.to(device)
+    def move(t: torch.Tensor, floating: bool = True) -> torch.Tensor:
+        cast_to = dtype if floating and dtype is not None and t.is_floating_point() else None
+        if cast_to is None and device is None:
+            return t
+        return t.to(device=device if device is not None else t.device, dtype=cast_to or t.dtype)
 
     if isinstance(batch, torch.Tensor):  # bare inputs (a check that needs no targets)
         return move(batch)
     if isinstance(batch, Mapping):
         return {k: move(v) for k, v in batch.items()}
     x, y = batch
-    return move(x), y.to(device)
+    return move(x), move(y, floating=False)
 
 
 def cast(batch: Batch, dtype: torch.dtype) -> Batch:
-    """The batch with its floating tensors in ``dtype`` (as they are where they already are)."""
-
-    def to(t: torch.Tensor) -> torch.Tensor:
-        return t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t
-
-    if isinstance(batch, Mapping):
-        return {k: to(v) for k, v in batch.items()}
-    x, y = batch
-    return to(x), y
+    """The batch with its floating inputs in ``dtype``, where it is (:func:`to_device`)."""
+    return to_device(batch, None, dtype)
 
 
 def batch_size(batch: Batch) -> int:
@@ -111,7 +107,7 @@ class ModeLoss:
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.loss_fn = loss_fn
         self.run = num.compiled(model, self.mode)
-        self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        self.dtype = num.param_dtype(model)
 
     def with_output(self, batch: Batch) -> tuple[Any, torch.Tensor]:
         if self.dtype is not None:  # inputs in the parameters' dtype (a mode may hold them in another)

@@ -24,6 +24,7 @@ from trainclaims.checks.base import (
     build,
     relative_gap,
     rtol,
+    running_stats,
     sgd,
 )
 from trainclaims.errors import Misuse
@@ -38,10 +39,6 @@ def averaged_model(model: nn.Module, use_buffers: bool = False) -> Any:
     from torch.optim.swa_utils import AveragedModel
 
     return AveragedModel(model, use_buffers=use_buffers)
-
-
-def _running(model: nn.Module) -> list[torch.Tensor]:
-    return [t for bn in batchnorms(model) for t in (bn.running_mean, bn.running_var) if t is not None]
 
 
 def averaged_batchnorm(
@@ -84,10 +81,10 @@ def averaged_batchnorm(
         step([batch])
         if i + 1 >= start:
             averaged.update_parameters(model)
-            snapshots.append([t.detach().clone() for t in _running(model)])
+            snapshots.append([t.detach().clone() for t in running_stats(model)])
             weights.append([p.detach().clone() for p in model.parameters()])
-    kept = [t.detach().clone() for t in _running(averaged.module)]
-    source = _running(model)
+    kept = [t.detach().clone() for t in running_stats(averaged.module)]
+    source = running_stats(model)
     mean_of_snapshots = [torch.stack(ts).double().mean(0) for ts in zip(*snapshots, strict=True)]
     mean_of_weights = [torch.stack(ps).double().mean(0) for ps in zip(*weights, strict=True)]
     weights_gap = relative_gap(list(averaged.module.parameters()), mean_of_weights)
@@ -154,7 +151,7 @@ def _update_bn(module: nn.Module, data: Sequence[Batch]) -> list[torch.Tensor]:
     clone = copy.deepcopy(module)
     inputs = [{k: v for k, v in b.items() if k != LABELS} if isinstance(b, Mapping) else (b[0],) for b in data]
     swa_utils.update_bn(inputs, _Batches(clone))
-    return [t.detach().clone() for t in _running(clone)]
+    return [t.detach().clone() for t in running_stats(clone)]
 
 
 __all__ = ["averaged_batchnorm", "averaged_model"]

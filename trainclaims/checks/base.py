@@ -224,7 +224,7 @@ def sgd(lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 0.0) -> O
 
 def dtype_of_model(model: nn.Module) -> torch.dtype:
     """The dtype of the model's first floating parameter (float32 for a model without one)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return num.param_dtype(model) or torch.float32
 
 
 def build(
@@ -319,6 +319,11 @@ def keyword_only(positional: int, *names: str) -> Callable[[Callable[..., Any]],
         return check
 
     return wrap
+
+
+def running_stats(model: nn.Module) -> list[torch.Tensor]:
+    """Every BatchNorm layer's running mean and variance, in module order (those it keeps)."""
+    return [t for m in batchnorms(model) for t in (m.running_mean, m.running_var) if t is not None]
 
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

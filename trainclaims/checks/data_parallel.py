@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from trainclaims import numerics as num
 from trainclaims.checks.base import (
@@ -31,6 +30,7 @@ from trainclaims.checks.base import (
     parameter_gap,
     relative_gap,
     rtol,
+    running_stats,
     sgd,
 )
 from trainclaims.errors import Misuse
@@ -258,10 +258,6 @@ def ddp_against_one_process(
     return ddp_verdict(results, bound)
 
 
-def _running_stats(model: nn.Module) -> list[torch.Tensor]:
-    return [t for m in batchnorms(model) for t in (m.running_mean, m.running_var)]
-
-
 def _batch_mean(t: torch.Tensor) -> list[float]:
     """The per-channel mean a BatchNorm layer computes of its input (channels on dim 1)."""
     dims = [0, *range(2, t.dim())]
@@ -316,7 +312,7 @@ def ddp_batchnorm_rank(
                 [p.grad for p in model.module.parameters() if p.grad is not None],
                 [p.grad for p in reference.parameters() if p.grad is not None],
             )
-            out["running_stat_gap"] = parameter_gap(_running_stats(model.module), _running_stats(alone))
+            out["running_stat_gap"] = parameter_gap(running_stats(model.module), running_stats(alone))
     for h in hooks:
         h.remove()
     out["dtype"], out["numerics"] = str(claim_dtype), str(numerics)
