@@ -40,7 +40,7 @@ def test_the_launcher_takes_nccl_and_the_local_gpu_only_where_cuda_is_asked_for_
 def test_the_torchrun_tests_launch_gloo_on_the_cpu_whatever_the_host_has(monkeypatch):
     """Both "nodes" are this machine with LOCAL_RANK 0: on a CUDA host --device auto would put both
     ranks on cuda:0, which NCCL refuses ("Duplicate GPU detected")."""
-    spec = importlib.util.spec_from_file_location("torchrun_tests", ROOT / "suites" / "test_s002_torchrun.py")
+    spec = importlib.util.spec_from_file_location("torchrun_tests", ROOT / "suites" / "test_self_torchrun.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "torchrun", lambda *args, cwd: args)
