@@ -1,7 +1,8 @@
 """The launcher, from the outside: S002-11..15 (and TP-01/04) where users run them, ranks started
 by torchrun (trainclaims.launch on every rank, trainclaims-torchrun around torchrun), here two
-torchrun agents on 127.0.0.1 acting as two nodes of one process each, judged by the suite (``--ranks-results``) as it judges the ranks it spawns; and
-how such a job ends when a rank raises or is killed, or when it never forms."""
+torchrun agents on 127.0.0.1 acting as two nodes of one process each, judged by the suite
+(``--ranks-results``) as it judges the ranks it spawns; and how such a job ends when a rank raises
+or is killed, or when it never forms."""
 
 from __future__ import annotations
 
