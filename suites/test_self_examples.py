@@ -80,7 +80,8 @@ def test_a_broken_variant_fails_with_the_checks_numbers(project):
     result.stdout.fnmatch_lines(
         [
             "*AssertionError: accumulation: 4 micro-batches with the loss undivided equal one batch 4 times larger"
-            " after 3 steps: gap * (needs <= 0.0001): does not hold*k=4, steps=3, batch=32, divide=False*"
+            " after 3 steps: gap * (needs <= 0.0001); the parameter that parted most: *; likely: the loss is not"
+            " divided by k: does not hold*k=4, steps=3, batch=32, divide=False*"
         ]
     )
     claims = json.loads((project.path / "reports" / "claims.json").read_text())["claims"]

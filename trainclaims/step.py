@@ -36,12 +36,13 @@ def targets(batch: Batch) -> torch.Tensor:
     return batch[LABELS] if isinstance(batch, Mapping) else batch[1]
 
 
-def forward(model: Callable[..., Any], batch: Batch) -> Any:
+def forward(model: Callable[..., Any], batch: Batch, **extra: Any) -> Any:
     """The model's output for a batch: ``model(x)`` of a pair, ``model(**inputs)`` of a mapping
-    (every entry but ``labels``)."""
+    (every entry but ``labels``); ``extra`` keywords too (``labels=`` where the model computes its
+    own loss)."""
     if isinstance(batch, Mapping):
-        return model(**{k: v for k, v in batch.items() if k != LABELS})
-    return model(batch[0])
+        return model(**{k: v for k, v in batch.items() if k != LABELS}, **extra)
+    return model(batch[0], **extra)
 
 
 def to_device(batch: Batch, device: str | torch.device | None, dtype: torch.dtype | None = None) -> Batch:
@@ -113,7 +114,8 @@ class ModeLoss:
         if self.dtype is not None:  # inputs in the parameters' dtype (a mode may hold them in another)
             batch = cast(batch, self.dtype)
         with num.autocast(self.mode, self.device):
-            output = forward(self.run, batch)
+            extra = getattr(self.loss_fn, "forward_with_labels", None)  # the model computes its own loss
+            output = forward(self.run, batch, **({"labels": targets(batch), **extra} if extra is not None else {}))
             return output, self.loss_fn(output, targets(batch))
 
     def __call__(self, batch: Batch) -> torch.Tensor:

@@ -22,6 +22,7 @@ from trainclaims.checks.base import (
     rtol,
     sgd,
 )
+from trainclaims.checks.preconditions import diverged, likely_cause, require_no_batchnorm, require_no_dropout
 from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, ModeLike, get
 from trainclaims.step import Batch, LossFn, ModeLoss, batch_size, split, train
@@ -55,6 +56,8 @@ def accumulation(
     batches = batch_list(batches, "accumulation")
     optimizer_fn = optimizer_fn or sgd()
     (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
+    require_no_dropout(large, "accumulation")
+    require_no_batchnorm(large, "accumulation", "checks.accumulation_with_batchnorm measures what it does instead")
     data = batches_on(batches, device, large)
     micro = [split(b, k) for b in data]  # a k that does not divide: a usage error, before any step
     opt_a, opt_l = optimizer_fn(accumulated.parameters()), optimizer_fn(large.parameters())
@@ -63,6 +66,10 @@ def accumulation(
         train(large, opt_l, [[b] for b in data], loss_fn, numerics, device),
     )
     gap = parameter_gap(accumulated.parameters(), large.parameters())
+    worst, worst_gap = diverged(accumulated, large)
+    hint = f"the parameter that parted most: {worst} ({worst_gap:.3g}); likely: " + (
+        "the loss is not divided by k" if not divide else likely_cause(large, opt_l, worst)
+    )
     broken = None
     if contrast and divide:
         undivided = build(model_fn, device, dtype, numerics)[0]
@@ -89,6 +96,7 @@ def accumulation(
         claim_dtype,
         broken=broken,
         broken_recipe="the loss not divided by k",
+        hint=hint,
     )
 
 
@@ -113,6 +121,7 @@ def accumulation_with_batchnorm(
     (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
     if not batchnorms(large):
         raise Misuse("accumulation_with_batchnorm: the model has no BatchNorm layer")
+    require_no_dropout(large, "accumulation_with_batchnorm")  # else the gradients differ by the masks alone
     data = batches_on(batches, device, large)
     micro = [split(b, k) for b in data]  # a k that does not divide: a usage error, before any work
     for model, steps in ((accumulated, micro), (large, [[b] for b in data])):

@@ -107,6 +107,7 @@ class Checked:
     broken: float | None = None  # the broken side's gap on the same inputs (equalities)
     broken_recipe: str = ""
     unmeasured: str = ""  # why nothing was measured, where nothing was
+    hint: str = ""  # where it does not hold: the parameter that parted most and the likely cause
 
     def __post_init__(self) -> None:
         self.mode = get(self.mode)
@@ -142,6 +143,8 @@ class Checked:
                 text += (
                     f", within {self._broken_bound():g} too: these inputs cannot tell the claim from its broken side"
                 )
+        if self.hint and not self.holds:
+            text += f"; {self.hint}"
         return f"{text}: {state}"
 
     def refute(self, why: str) -> None:

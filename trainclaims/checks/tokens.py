@@ -16,8 +16,9 @@ does not count) and the model's inputs (``input_ids``, ``attention_mask``, ...),
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,25 +37,110 @@ from trainclaims.checks.base import (
     sgd,
 )
 from trainclaims.checks.data_parallel import _as_lists, _rank_gaps, needs_ranks, no_sync_but_last, renamed_k
+from trainclaims.checks.preconditions import (
+    IGNORE_INDEX,
+    aligned,
+    diverged,
+    label_convention,
+    likely_cause,
+    logits_of,
+    require_no_dropout,
+    require_sum,
+)
 from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, ModeLike, get
 from trainclaims.ranks import run_ranks, with_keywords
 from trainclaims.step import Batch, LossFn, ModeLoss, Step, batch_size, shard, split, targets
 
-IGNORE_INDEX = -100  # PyTorch's default ignore_index (cross_entropy, nll_loss)
 NORMALIZATIONS = ("tokens", "mean")
 
 
-def token_sum(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """The cross entropy summed over the counted tokens (labels other than ``ignore_index``)."""
+def token_sum(output: Any, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """The cross entropy summed over the counted tokens (labels other than ``ignore_index``), of the
+    logits in the model's output (a tensor, a tuple's first element, a ``ModelOutput``'s
+    ``logits``), for shifted labels (label t is the token after position t)."""
+    logits = logits_of(output)
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=ignore_index, reduction="sum"
     )
 
 
-def token_count(batch: Batch, ignore_index: int = IGNORE_INDEX) -> int:
-    """How many of the batch's label positions count (are not ``ignore_index``)."""
-    return int((targets(batch) != ignore_index).sum())
+def unshifted_token_sum(output: Any, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """:func:`token_sum` for unshifted labels (Hugging Face's: a copy of ``input_ids``, -100 at
+    padding): each position's logits against the next position's label."""
+    logits, labels = aligned(logits_of(output), labels, "unshifted")
+    return token_sum(logits, labels, ignore_index)
+
+
+class ModelTokenSum:
+    """The model's own loss, as a token sum: the model is called with ``labels=`` and
+    ``num_items_in_batch=1`` (Hugging Face's causal LMs divide their token sum by it, from
+    transformers 4.46), and its output's ``loss`` is taken. Give it as ``loss_fn`` to a token check
+    to measure the loss the model computes itself (its shift, its ``ignore_index``)."""
+
+    forward_with_labels: ClassVar[dict[str, int]] = {"num_items_in_batch": 1}  # ModeLoss adds these and labels=
+
+    def __call__(self, output: Any, labels: torch.Tensor) -> torch.Tensor:
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+        if loss is None:
+            raise Misuse("model_token_sum: the model returned no loss: it must compute one when given labels=")
+        return loss
+
+
+model_token_sum = ModelTokenSum()
+
+
+def token_count(batch: Batch, ignore_index: int = IGNORE_INDEX, labels: str = "shifted") -> int:
+    """How many of the batch's label positions count (are not ``ignore_index``): for unshifted
+    labels (Hugging Face's) every position but the first, whose label no position predicts."""
+    found = targets(batch)
+    if labels == "unshifted":
+        found = found[..., 1:]
+    return int((found != ignore_index).sum())
+
+
+def _loss_for(loss_fn: LossFn | None, convention: str) -> LossFn:
+    """The loss a token check uses: the one given, else the token sum for the labels' convention."""
+    if loss_fn is not None:
+        return loss_fn
+    return unshifted_token_sum if convention == "unshifted" else token_sum
+
+
+def _first_two(batch: Batch) -> Batch:
+    if isinstance(batch, Mapping):
+        return {k: v[:2] for k, v in batch.items()}
+    return tuple(t[:2] for t in batch)
+
+
+def _tokens(
+    model_fn: ModelFactory,
+    batches: Sequence[Batch],
+    loss_fn: LossFn | None,
+    labels: str | None,
+    ignore_index: int,
+    device: str,
+    dtype: torch.dtype | None,
+    check: str,
+) -> tuple[LossFn, Callable[[Batch], int]]:
+    """A token check's loss and token count, from the labels' convention (given, or read off the
+    model), after the preconditions the model and the loss must meet (:func:`_token_preconditions`)."""
+    probe, _ = build(model_fn, device, dtype)
+    convention = label_convention(labels, probe)
+    loss_fn = _loss_for(loss_fn, convention)
+    (first,) = batches_on(batches[:1], device, probe)
+    _token_preconditions(probe, loss_fn, first, device, check)
+    return loss_fn, functools.partial(token_count, ignore_index=ignore_index, labels=convention)
+
+
+def _token_preconditions(model: torch.nn.Module, loss_fn: LossFn, batch: Batch, device: str, check: str) -> None:
+    """What a token check needs of the model and the loss before it trains: no Dropout (two copies
+    must take the same steps), and a loss that is a sum (on the first two sequences and each alone)."""
+    require_no_dropout(model, check)
+    if batch_size(batch) < 2:
+        return
+    pair = _first_two(batch)
+    loss = ModeLoss(model, loss_fn, REFERENCE, device)
+    require_sum(loss, pair, split(pair, 2), check)
 
 
 def _normalized(loss_fn: LossFn, denominator: list[float], seen: list[torch.Tensor]) -> LossFn:
@@ -81,7 +167,7 @@ def _accumulating_step(
     numerics: ModeLike,
     device: str,
     normalize: str,
-    ignore_index: int,
+    count: Callable[[Batch], int],
 ) -> Callable[..., torch.Tensor]:
     """``step(micro_batches, total, context=None)``: one optimizer step over the micro-batches, as a
     loop of each recipe takes it, returning what its step returned: each micro-batch's token sum
@@ -99,7 +185,7 @@ def _accumulating_step(
             return step(micro_batches, context)
 
         def own_count(i: int) -> contextlib.AbstractContextManager:  # each micro-batch's own mean
-            denominator[0] = max(1, token_count(micro_batches[i], ignore_index))
+            denominator[0] = max(1, count(micro_batches[i]))
             return context(i) if context is not None else contextlib.nullcontext()
 
         return step(micro_batches, own_count)
@@ -116,8 +202,9 @@ def token_accumulation(
     *,
     k: int,
     normalize: str = "tokens",
-    loss_fn: LossFn = token_sum,
+    loss_fn: LossFn | None = None,
     optimizer_fn: OptimizerFactory | None = None,
+    labels: str | None = None,
     ignore_index: int = IGNORE_INDEX,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
@@ -135,7 +222,13 @@ def token_accumulation(
     too and must be beyond the bound: batches whose micro-batches hold equal token counts cannot
     tell the two apart, and the check says so. With an adaptive optimizer (Adam), keep parameters
     whose gradient is 0 up to rounding out of it or use SGD (the default): rounding noise becomes
-    whole updates there."""
+    whole updates there.
+
+    Models and batches as they come: the output may be a tensor, a tuple or a ``ModelOutput`` with
+    ``logits``; ``labels`` are ``"shifted"`` or ``"unshifted"`` (Hugging Face's; read off a
+    Hugging Face model where not given). ``loss_fn`` must sum over the counted tokens (default: the
+    token sum for the labels' convention; :data:`model_token_sum`: the model's own loss): a mean
+    stops the check before it trains, as does a model with Dropout."""
     numerics = get(numerics)  # parsed once, where it enters
     _normalize_by(normalize)
     batches = batch_list(batches, "token_accumulation")
@@ -143,26 +236,33 @@ def token_accumulation(
     sizes = [batch_size(b) for b in batches]
     if any(n % k for n in sizes):
         raise Misuse(f"token_accumulation: a batch of {next(n for n in sizes if n % k)} does not split into k={k}")
+    loss_fn, count = _tokens(model_fn, batches, loss_fn, labels, ignore_index, device, dtype, "token_accumulation")
 
     def run(recipe: str) -> dict[str, Any]:
         (accumulated, claim_dtype), (large, _) = (build(model_fn, device, dtype, numerics) for _ in range(2))
         data = batches_on(batches, device, large)
         micro = [split(b, k) for b in data]
         acc_step = _accumulating_step(
-            accumulated, optimizer_fn(accumulated.parameters()), loss_fn, numerics, device, recipe, ignore_index
+            accumulated, optimizer_fn(accumulated.parameters()), loss_fn, numerics, device, recipe, count
         )
-        large_step = _accumulating_step(
-            large, optimizer_fn(large.parameters()), loss_fn, numerics, device, "tokens", ignore_index
-        )
+        large_optimizer = optimizer_fn(large.parameters())
+        large_step = _accumulating_step(large, large_optimizer, loss_fn, numerics, device, "tokens", count)
         per_step = []
         for parts, whole in zip(micro, data, strict=True):
-            total = token_count(whole, ignore_index)
+            total = count(whole)
             acc_step(parts, total)
             large_step([whole], total)
             per_step.append(parameter_gap(accumulated.parameters(), large.parameters()))
+        worst, worst_gap = diverged(accumulated, large)
         return {
+            "worst": f"the parameter that parted most: {worst} ({worst_gap:.3g}); likely: "
+            + (
+                "each micro-batch is normalized by its own token count, not the step's"
+                if recipe == "mean"
+                else likely_cause(large, large_optimizer, worst)
+            ),
             "per_step": per_step,
-            "counts": [[token_count(p, ignore_index) for p in parts] for parts in micro],
+            "counts": [[count(p) for p in parts] for parts in micro],
             "skips": [acc_step.step.skipped, large_step.step.skipped],
             "dtype": claim_dtype,
         }
@@ -194,6 +294,7 @@ def token_accumulation(
         claim_dtype,
         broken=broken["per_step"][-1] if broken is not None else None,
         broken_recipe="each micro-batch's token mean / k",
+        hint=got["worst"],
     )
 
 
@@ -220,8 +321,9 @@ def logged_loss(
     *,
     k: int,
     normalize: str = "tokens",
-    loss_fn: LossFn = token_sum,
+    loss_fn: LossFn | None = None,
     optimizer_fn: OptimizerFactory | None = None,
+    labels: str | None = None,
     ignore_index: int = IGNORE_INDEX,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
@@ -236,7 +338,8 @@ def logged_loss(
     of the micro-batches' means (``"sum"``, transformers #35438) is k times too large; the last
     micro-batch's own mean (``"last"``) is one micro-batch's. At each step the large batch's loss is
     computed on the copy's parameters before the step; the gap is the largest ``|logged / large -
-    1|`` over steps. With ``contrast`` a copy logging the undivided sum runs too (the broken side)."""
+    1|`` over steps. With ``contrast`` a copy logging the undivided sum runs too (the broken side).
+    Models, labels and the loss as :func:`token_accumulation` takes them."""
     numerics = get(numerics)  # parsed once, where it enters
     if normalize not in LOGGED:
         raise Misuse(f"logged_loss: normalize={normalize!r}: one of {', '.join(LOGGED)}")
@@ -247,18 +350,17 @@ def logged_loss(
         raise Misuse(
             f"logged_loss: a batch of {next(n for n in sizes if n % k)} does not split into k={k} micro-batches"
         )
+    loss_fn, count = _tokens(model_fn, batches, loss_fn, labels, ignore_index, device, dtype, "logged_loss")
 
     def ratios_of(recipe: str) -> tuple[list[float], torch.dtype]:
         model, claim_dtype = build(model_fn, device, dtype, numerics)
         data = batches_on(batches, device, model)
         trains = "mean" if recipe == "last" else recipe  # a loop that logs the last micro-batch trains on means / k
-        step = _accumulating_step(
-            model, optimizer_fn(model.parameters()), loss_fn, numerics, device, trains, ignore_index
-        )
+        step = _accumulating_step(model, optimizer_fn(model.parameters()), loss_fn, numerics, device, trains, count)
         whole_loss = ModeLoss(model, loss_fn, numerics, device)
         out = []
         for whole in data:
-            total = token_count(whole, ignore_index)
+            total = count(whole)
             with torch.no_grad():
                 large = float(whole_loss(whole)) / total
             logged = float(step(split(whole, k), total))
@@ -304,6 +406,7 @@ def ddp_token_rank(
     optimizer_fn: OptimizerFactory | None = None,
     k: int = 1,
     count: str = "global",
+    labels: str = "shifted",
     ignore_index: int = IGNORE_INDEX,
     device: str | torch.device = "cpu",
     numerics: ModeLike = REFERENCE,
@@ -323,21 +426,20 @@ def ddp_token_rank(
     device = str(device)
     (replica, claim_dtype), (reference, _) = (build(model_fn, device, None, numerics) for _ in range(2))
     model = DDP(replica)
-    step = _accumulating_step(
-        model, optimizer_fn(model.parameters()), loss_fn, numerics, device, "tokens", ignore_index
-    )
+    tokens = functools.partial(token_count, ignore_index=ignore_index, labels=labels)
+    step = _accumulating_step(model, optimizer_fn(model.parameters()), loss_fn, numerics, device, "tokens", tokens)
     step_ref = _accumulating_step(
-        reference, optimizer_fn(reference.parameters()), loss_fn, numerics, device, "tokens", ignore_index
+        reference, optimizer_fn(reference.parameters()), loss_fn, numerics, device, "tokens", tokens
     )
 
     synced_last = no_sync_but_last(model, k)
     gaps, counts = [], []
     for whole in batches_on(batches, device, reference):
         mine = shard(whole, rank, world)
-        local = token_count(mine, ignore_index)
+        local = tokens(mine)
         total = _all_reduced(local, device) / world if count == "global" else local
         step(split(mine, k), total, synced_last)
-        step_ref([whole], token_count(whole, ignore_index))
+        step_ref([whole], tokens(whole))
         gaps.append(parameter_gap(model.module.parameters(), reference.parameters()))
         counts.append(local)
     return {
@@ -398,8 +500,10 @@ def ddp_token_accumulation(
     world: int = 2,
     k: int = 1,
     count: str = "global",
-    loss_fn: LossFn = token_sum,
+    loss_fn: LossFn | None = None,
     optimizer_fn: OptimizerFactory | None = None,
+    labels: str | None = None,
+    ignore_index: int = IGNORE_INDEX,
     numerics: ModeLike = REFERENCE,
     bound: float | None = None,
     contrast: bool = True,
@@ -410,15 +514,20 @@ def ddp_token_accumulation(
     times the world size DDP divides by), DDP takes the steps of one process on the whole batch's
     token mean; with each rank's own count (``count="local"``) it does not where the ranks hold
     different numbers of tokens; each rank accumulates ``k`` micro-batches under ``no_sync()``
-    (``micro_batches=`` is the 0.3 name of ``k``). With ``contrast`` the ranks run the local count too (the broken
-    side, which must be beyond the bound). ``model_fn``, ``loss_fn`` and ``optimizer_fn`` must be picklable
-    (module-level functions, ``functools.partial``). The ranks run :func:`ddp_token_rank`;
+    (``micro_batches=`` is the 0.3 name of ``k``). With ``contrast`` the ranks run the local count
+    too (the broken side, which must be beyond the bound). Models, labels and the loss as
+    :func:`token_accumulation` takes them. ``model_fn``, ``loss_fn`` and ``optimizer_fn`` must be
+    picklable (module-level functions, ``functools.partial``). The ranks run :func:`ddp_token_rank`;
     :func:`ddp_token_verdict` judges them."""
     numerics = get(numerics)  # parsed once, where it enters
     k = renamed_k(k, micro_batches, "ddp_token_accumulation")
     batches = for_ranks(batch_list(batches, "ddp_token_accumulation"), world, k)
+    probe, _ = build(model_fn, "cpu", None)
+    convention = label_convention(labels, probe)
+    loss_fn = _loss_for(loss_fn, convention)
+    _token_preconditions(probe, loss_fn, batches[0], "cpu", "ddp_token_accumulation")
     kwargs = {"model_fn": model_fn, "batches": batches, "loss_fn": loss_fn, "optimizer_fn": optimizer_fn, "k": k}
-    kwargs["numerics"] = numerics
+    kwargs |= {"numerics": numerics, "labels": convention, "ignore_index": ignore_index}
     results = run_ranks(with_keywords, world, ddp_token_rank, kwargs | {"count": count}, mode=numerics)
     broken = None
     if contrast and count == "global":
@@ -432,7 +541,9 @@ __all__ = [
     "ddp_token_rank",
     "ddp_token_verdict",
     "logged_loss",
+    "model_token_sum",
     "token_accumulation",
     "token_count",
     "token_sum",
+    "unshifted_token_sum",
 ]
