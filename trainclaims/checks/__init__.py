@@ -61,13 +61,16 @@ from trainclaims.checks.data_parallel import (
     ddp_batchnorm,
 )
 from trainclaims.checks.evaluation import eval_determinism
+from trainclaims.checks.preconditions import logits_of, mean_cross_entropy, unshifted_mean_cross_entropy
 from trainclaims.checks.scaling import first_layer, gradient_scaling, reparametrization
 from trainclaims.checks.tokens import (
     ddp_token_accumulation,
     logged_loss,
+    model_token_sum,
     token_accumulation,
     token_count,
     token_sum,
+    unshifted_token_sum,
 )
 from trainclaims.errors import Misuse, NotMeasured
 from trainclaims.step import Batch, LossFn, Step
@@ -101,6 +104,9 @@ __all__ = [
     "gradient_at_zero",
     "gradient_scaling",
     "logged_loss",
+    "logits_of",
+    "mean_cross_entropy",
+    "model_token_sum",
     "parameter_gap",
     "relative_gap",
     "reparametrization",
@@ -112,4 +118,6 @@ __all__ = [
     "token_count",
     "token_sum",
     "tolerance",
+    "unshifted_mean_cross_entropy",
+    "unshifted_token_sum",
 ]

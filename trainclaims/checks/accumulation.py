@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from trainclaims.checks.base import (
     BATCHNORM_MIN_GAP,
@@ -22,7 +21,13 @@ from trainclaims.checks.base import (
     rtol,
     sgd,
 )
-from trainclaims.checks.preconditions import diverged, likely_cause, require_no_batchnorm, require_no_dropout
+from trainclaims.checks.preconditions import (
+    diverged,
+    likely_cause,
+    mean_cross_entropy,
+    require_no_batchnorm,
+    require_no_dropout,
+)
 from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, ModeLike, get
 from trainclaims.step import Batch, LossFn, ModeLoss, batch_size, split, train
@@ -34,7 +39,7 @@ def accumulation(
     batches: Sequence[Batch],
     *,
     k: int,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
     divide: bool = True,
     device: str = "cpu",
@@ -106,7 +111,7 @@ def accumulation_with_batchnorm(
     batches: Sequence[Batch],
     *,
     k: int,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     numerics: ModeLike = REFERENCE,

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainclaims.checks.base import (
@@ -27,6 +26,7 @@ from trainclaims.checks.base import (
     running_stats,
     sgd,
 )
+from trainclaims.checks.preconditions import mean_cross_entropy
 from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, ModeLike, get
 from trainclaims.step import LABELS, Batch, LossFn, Step
@@ -47,7 +47,7 @@ def averaged_batchnorm(
     *,
     use_buffers: bool = False,
     start: int = 1,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
     averager: Averager | None = None,
     device: str = "cpu",

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from trainclaims.checks.base import Checked, ModelFactory, batches_on, build, relative_gap
+from trainclaims.checks.base import Checked, ModelFactory, batch_list, batches_on, build, relative_gap
+from trainclaims.checks.preconditions import cross_entropy, label_convention, require_no_cache
 from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, Mode, ModeLike, get
 from trainclaims.step import Batch, LossFn, ModeLoss
@@ -31,12 +32,19 @@ def children(model: nn.Module) -> list[nn.Module]:
 
 def checkpointed(block: nn.Module, *, use_reentrant: bool = False, preserve_rng_state: bool = True) -> nn.Module:
     """``block`` with its forward pass run through ``torch.utils.checkpoint.checkpoint`` (in place:
-    the instance's ``forward`` is wrapped; its parameters are the same)."""
+    the instance's ``forward`` is wrapped; its parameters are the same). The reentrant checkpoint
+    takes no keyword arguments: a block called with keywords (as Hugging Face's layers are) has
+    them bound to its parameters first, and those that can go by position go so."""
     plain = block.forward
+    signature = inspect.signature(plain)
 
     @functools.wraps(plain)
     def forward(*args: Any, **kwargs: Any) -> Any:
-        return checkpoint(plain, *args, use_reentrant=use_reentrant, preserve_rng_state=preserve_rng_state, **kwargs)
+        if not use_reentrant:
+            return checkpoint(plain, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        run = functools.partial(plain, **bound.kwargs) if bound.kwargs else plain
+        return checkpoint(run, *bound.args, use_reentrant=True, preserve_rng_state=preserve_rng_state)
 
     block.forward = forward  # type: ignore[method-assign]
     return block
@@ -64,13 +72,14 @@ def activation_checkpointing(
     model_fn: ModelFactory,
     batches: Sequence[Batch],
     *,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn | None = None,
     blocks: BlockPicker = children,
     use_reentrant: bool = False,
     preserve_rng_state: bool = True,
     seed: int = 0,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
+    labels: str | None = None,
     numerics: ModeLike = REFERENCE,
     contrast: bool = True,
 ) -> Checked:
@@ -84,8 +93,15 @@ def activation_checkpointing(
     broken side runs too and must differ: where it does not (checkpointed blocks that draw no
     random numbers in training; a compiled graph whose masks do not depend on the restored state)
     the restore was not exercised and the check measured nothing, saying so. Under a compiling mode
-    inductor's ``fallback_random`` is on while it measures (the check's numbers say so)."""
+    inductor's ``fallback_random`` is on while it measures (the check's numbers say so). The default
+    loss is cross entropy of the output's logits (a language model's positions flattened, its
+    ``labels`` shifted or unshifted: read off a Hugging Face model where not given); a model that
+    caches keys stops the check before it runs (a recomputed block would see the cache grown)."""
     mode = get(numerics)
+    batches = batch_list(batches, "activation_checkpointing")
+    probe = model_fn()
+    require_no_cache(probe, "activation_checkpointing")
+    loss_fn = loss_fn or cross_entropy(label_convention(labels, probe))
     chosen: list[str] = []
 
     def gradients(wrap: bool, preserve: bool) -> tuple[list[torch.Tensor], torch.dtype]:

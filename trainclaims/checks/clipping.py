@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainclaims.checks.base import (
@@ -32,6 +31,7 @@ from trainclaims.checks.base import (
     rtol,
     sgd,
 )
+from trainclaims.checks.preconditions import mean_cross_entropy
 from trainclaims.modes import FP16_AUTOCAST, REFERENCE, Mode, ModeLike, get
 from trainclaims.ranks import run_ranks, with_keywords
 from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard
@@ -97,7 +97,7 @@ def clipping_under_scaler(
     batches: Sequence[Batch],
     *,
     max_norm: float,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
     unscale: bool = True,
     clip_fn: ClipFn = clip_grad_norm,
@@ -246,7 +246,7 @@ def fsdp_clip_norm_rank(
     model_fn: ModelFactory,
     batches: Sequence[Batch],
     max_norm: float = 0.1,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     clip_fn: ClipFn = clip_grad_norm,
     shard_fn: Callable[[nn.Module, Callable[..., Any], Any], nn.Module] = shard_children,
     device: str | torch.device = "cpu",
@@ -357,7 +357,7 @@ def fsdp_clip_norm(
     *,
     max_norm: float = 0.1,
     world: int = 2,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     clip_fn: ClipFn = clip_grad_norm,
     numerics: ModeLike = REFERENCE,
     bound: float | None = None,

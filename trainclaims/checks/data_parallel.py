@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from trainclaims import numerics as num
 from trainclaims.checks.base import (
@@ -33,6 +32,7 @@ from trainclaims.checks.base import (
     running_stats,
     sgd,
 )
+from trainclaims.checks.preconditions import mean_cross_entropy
 from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, ModeLike, get
 from trainclaims.ranks import run_ranks, with_keywords
@@ -115,7 +115,7 @@ def ddp_rank(
     *,
     model_fn: ModelFactory,
     batches: Sequence[Batch],
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
     k: int = 1,
     device: str | torch.device = "cpu",
@@ -230,7 +230,7 @@ def ddp_against_one_process(
     *,
     world: int = 2,
     k: int = 1,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     optimizer_fn: OptimizerFactory | None = None,
     numerics: ModeLike = REFERENCE,
     bound: float | None = None,
@@ -270,7 +270,7 @@ def ddp_batchnorm_rank(
     *,
     model_fn: ModelFactory,
     batches: Sequence[Batch],
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     forward_sync: bool = True,
     device: str | torch.device = "cpu",
     numerics: ModeLike = REFERENCE,
@@ -358,7 +358,7 @@ def ddp_batchnorm(
     batches: Sequence[Batch],
     *,
     world: int = 2,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     numerics: ModeLike = REFERENCE,
     min_gap: float = BATCHNORM_MIN_GAP,
 ) -> Checked:

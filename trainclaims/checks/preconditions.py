@@ -193,3 +193,18 @@ def cross_entropy(convention: str = "shifted", ignore_index: int = IGNORE_INDEX)
 
     loss.__name__ = loss.__qualname__ = f"cross_entropy_{convention}"
     return loss
+
+
+_SHIFTED, _UNSHIFTED = cross_entropy("shifted"), cross_entropy("unshifted")
+
+
+def mean_cross_entropy(output: Any, labels: torch.Tensor) -> torch.Tensor:
+    """The checks' default mean loss: cross entropy of the output's logits (a tensor, a tuple, a
+    ``ModelOutput``) against the labels, over the batch for a classifier, over the counted positions
+    for a language model (shifted labels; -100 left out). Module-level: picklable for ranks."""
+    return _SHIFTED(output, labels)
+
+
+def unshifted_mean_cross_entropy(output: Any, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`mean_cross_entropy` for unshifted labels (Hugging Face's)."""
+    return _UNSHIFTED(output, labels)

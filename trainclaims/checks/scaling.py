@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainclaims.checks.base import (
@@ -20,6 +19,7 @@ from trainclaims.checks.base import (
     relative_gap,
     rtol,
 )
+from trainclaims.checks.preconditions import mean_cross_entropy
 from trainclaims.errors import Misuse
 from trainclaims.modes import REFERENCE, ModeLike, get
 from trainclaims.step import Batch, LossFn, ModeLoss, train
@@ -42,7 +42,7 @@ def reparametrization(
     lr: float = 0.02,
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     layer: Callable[[nn.Module], nn.Module] = first_layer,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
@@ -121,7 +121,7 @@ def gradient_scaling(
     batches: Sequence[Batch],
     *,
     s: float,
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn = mean_cross_entropy,
     layer: Callable[[nn.Module], nn.Module] = first_layer,
     device: str = "cpu",
     dtype: torch.dtype | None = None,
