@@ -61,6 +61,7 @@ from trainclaims.checks.data_parallel import (
     ddp_batchnorm,
 )
 from trainclaims.checks.evaluation import eval_determinism
+from trainclaims.checks.loop import training_loop
 from trainclaims.checks.preconditions import logits_of, mean_cross_entropy, unshifted_mean_cross_entropy
 from trainclaims.checks.scaling import first_layer, gradient_scaling, reparametrization
 from trainclaims.checks.tokens import (
@@ -118,6 +119,7 @@ __all__ = [
     "token_count",
     "token_sum",
     "tolerance",
+    "training_loop",
     "unshifted_mean_cross_entropy",
     "unshifted_token_sum",
 ]
