@@ -55,3 +55,28 @@ def test_an_unknown_claim_id_stops_before_any_environment_is_made(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     assert not cache.exists()
     assert done.stdout == ""
+
+
+def test_moving_torch_installs_that_torch_with_the_torchvision_and_numpy_that_fit_it():
+    assert bisect.requirements("torch", Version("2.2.2")) == ["torch===2.2.2", "torchvision", "numpy<2"]
+    assert bisect.requirements("torch", Version("2.14.1"), ["transformers==4.45.2"]) == [
+        "torch===2.14.1",
+        "torchvision",
+        "numpy",
+        "transformers==4.45.2",
+    ]
+
+
+def test_moving_another_package_installs_that_release_and_the_pins_given_with_it():
+    assert bisect.requirements("transformers", Version("4.46.0")) == ["transformers===4.46.0"]
+    assert bisect.requirements("transformers", Version("4.40.2"), ["torch==2.1.2", "accelerate<1"]) == [
+        "transformers===4.40.2",
+        "torch===2.1.2",
+        "torchvision",
+        "numpy<2",
+        "accelerate<1",
+    ]
+    answer = bisect.conclusion(
+        [Version("4.45.2"), Version("4.46.0")], Version("4.45.2"), Version("4.46.0"), {}, "transformers"
+    )
+    assert answer == "first release that differs: transformers 4.46.0 (transformers 4.45.2 behaves as the good release)"

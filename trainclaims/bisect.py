@@ -1,21 +1,28 @@
-"""``trainclaims-bisect``: the first torch release where a selection of a project's claim tests
-behaves otherwise. Run it in the project's folder (where ``pytest`` finds its tests)::
+"""``trainclaims-bisect``: the first release of a package (torch unless ``--package`` names another)
+where a selection of a project's claim tests behaves otherwise. Run it in the project's folder
+(where ``pytest`` finds its tests)::
 
     trainclaims-bisect --good 2.1.2 --bad 2.14.1 S001-02
     trainclaims-bisect --good 2.6.0 --bad 2.14.1 CNN-01          # in examples/small-cnn
     trainclaims-bisect --good 2.6.0 --bad 2.15.0 "tests/test_x.py::test_y"
+    trainclaims-bisect --package transformers --good 4.45.2 --bad 4.57.1 HF-01
+    trainclaims-bisect --package transformers --with torch==2.4.1 --good 4.40.2 --bad 4.46.3 HF-01
 
 The selection is claim ids (``pytest --claim=ID`` runs their tests) or pytest node ids / arguments.
-For each probed torch release it makes an isolated environment from the package index (one per
-release under ``--cache``, kept and reused; made with ``uv`` where it is on PATH, else with ``venv``
-and pip), installs that torch with a torchvision the index pairs with it (numpy < 2 for torch <
-2.3), the test tools at the versions this environment has, and this trainclaims (a wheel made of
-the installed package, whether installed from a wheel or editable), runs the selection there on the
-CPU from the project's folder, and reads each test's outcome, verdict and evidence from the run's
-``claims.json``. It bisects the releases on the index between the two (assuming one change), prints
-each probe as it goes and ends with the first release that behaves otherwise, what differs, and
-the compare report of it and the release before it (``trainclaims-compare``); where the two ends
-behave alike it says so in one line. A release that cannot be installed is skipped with the reason.
+For each probed release it makes an environment from the package index (one per release under
+``--cache``, kept and reused; made with ``uv`` where it is on PATH, else with ``venv`` and pip).
+Moving torch, the environment is isolated: that torch with a torchvision the index pairs with it
+(numpy < 2 for torch < 2.3) and the test tools at the versions this environment has. Moving any
+other package (transformers, accelerate), the environment sees this one's packages (torch, the test
+tools) and holds that release of the package, with what it requires where this environment's
+versions do not fit it. ``--with`` pins more requirements in every probe (an older torch that an
+old transformers needs). Each holds this trainclaims (a wheel made of the installed package, whether
+installed from a wheel or editable). The selection runs there on the CPU from the project's folder,
+and each test's outcome, verdict and evidence is read from the run's ``claims.json``. It bisects the
+releases on the index between the two (assuming one change), prints each probe as it goes and ends
+with the first release that behaves otherwise, what differs, and the compare report of it and the
+release before it (``trainclaims-compare``); where the two ends behave alike it says so in one line.
+A release that cannot be installed is skipped with the reason.
 
 Evidence numbers are compared to 1e-3 relative or 1e-6 absolute: releases round differently, and a
 gap of 1.4e-7 against 1.2e-7 is the same measurement; a derivative of 1 against 0 is not.
@@ -57,14 +64,14 @@ def say(text: str) -> None:
     print(f"trainclaims-bisect: {text}", flush=True)
 
 
-def index_versions() -> list[Version]:
-    """torch releases on the package index, oldest first: pip's view where this Python has pip (no
-    machine-wide constraint), else the index's simple JSON API (``$PIP_INDEX_URL`` / ``$UV_INDEX_URL``,
-    else PyPI): an environment made by uv has no pip."""
+def index_versions(package: str = "torch") -> list[Version]:
+    """The package's releases on the package index, oldest first: pip's view where this Python has
+    pip (no machine-wide constraint), else the index's simple JSON API (``$PIP_INDEX_URL`` /
+    ``$UV_INDEX_URL``, else PyPI): an environment made by uv has no pip."""
     texts: list[str]
     if importlib.util.find_spec("pip") is not None:
         out = subprocess.run(
-            [sys.executable, "-m", "pip", "index", "versions", "torch"],
+            [sys.executable, "-m", "pip", "index", "versions", package],
             capture_output=True,
             text=True,
             env=os.environ | {"PIP_CONSTRAINT": ""},
@@ -72,11 +79,11 @@ def index_versions() -> list[Version]:
         found = re.search(r"Available versions: (.*)", out.stdout)
         if not found:
             raise SystemExit(
-                f"trainclaims-bisect: pip found no torch releases on the index: {out.stderr.strip()[:300]}"
+                f"trainclaims-bisect: pip found no {package} releases on the index: {out.stderr.strip()[:300]}"
             )
         texts = found.group(1).split(",")
     else:
-        texts = _simple_index_versions()
+        texts = _simple_index_versions(package)
     versions = set()
     for text in texts:
         try:
@@ -88,18 +95,18 @@ def index_versions() -> list[Version]:
     return sorted(versions)
 
 
-def _simple_index_versions() -> list[str]:
+def _simple_index_versions(package: str) -> list[str]:
     import urllib.request
 
     index = os.environ.get("PIP_INDEX_URL") or os.environ.get("UV_INDEX_URL") or "https://pypi.org/simple"
     request = urllib.request.Request(
-        f"{index.rstrip('/')}/torch/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        f"{index.rstrip('/')}/{package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
             data = json.load(reply)
     except (OSError, ValueError) as err:
-        raise SystemExit(f"trainclaims-bisect: the package index {index} gave no torch releases: {err}") from None
+        raise SystemExit(f"trainclaims-bisect: the package index {index} gave no {package} releases: {err}") from None
     return list(data.get("versions") or [])
 
 
@@ -184,61 +191,111 @@ def _installer() -> str:
     return "uv" if shutil.which("uv") else "pip"
 
 
-def _commands(env: Path, version: Version, wheel: Path, make: bool) -> list[list[Any]]:
-    python = env / "bin" / "python"
+def _torch_pins(torch: str) -> list[str]:
+    """torch (a requirement such as ``torch===2.4.1``) with the torchvision and numpy that fit it."""
     # === : the release itself, not a local build beside it on the index (2.13.0+cpu, whose torchvision
     # then lacks its operators: "operator torchvision::nms does not exist")
-    pins = [f"torch==={version}", "torchvision"] + (["numpy<2"] if version < Version("2.3") else ["numpy"])
+    found = re.search(r"={2,3}\s*([\w.]+)", torch)
+    old = found is not None and Version(found.group(1)) < Version("2.3")
+    return [torch.replace("==", "===", 1) if "===" not in torch else torch, "torchvision"] + (
+        ["numpy<2"] if old else ["numpy"]
+    )
+
+
+def requirements(package: str, version: Version, pins: list[str] = ()) -> list[str]:
+    """What a probe's environment is made with: the package at that release and the ``--with`` pins
+    (torch among them brings its torchvision and numpy)."""
+    pins = list(pins)
+    torch = [p for p in pins if re.match(r"torch\b(?!vision)", p)]
+    rest = [p for p in pins if p not in torch]
+    if package == "torch":
+        return _torch_pins(f"torch=={version}") + rest
+    return [f"{package}==={version}", *(_torch_pins(torch[0]) if torch else []), *rest]
+
+
+def _site_paths() -> list[str]:
+    """This environment's package folders, for a probe that sees them (moving a package other than
+    torch): a ``.pth`` line each, after the probe's own, so what the probe installs comes first."""
+    import sysconfig
+
+    return list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+
+
+def _commands(env: Path, package: str, version: Version, wheel: Path, make: bool, pins: list[str]) -> list[list[Any]]:
+    python = env / "bin" / "python"
     if _installer() == "uv":
         install = ["uv", "pip", "install", "--quiet", "--python", python]
         steps = [["uv", "venv", "--quiet", "--python", sys.executable, env]] if make else []
     else:
         install = [python, "-m", "pip", "install", "-q"]
         steps = [[sys.executable, "-m", "venv", env]] if make else []
+    if make and package != "torch":  # this environment's torch and tools, seen through a .pth file
+        text = "\n".join(_site_paths())
+        steps.append(
+            [
+                python,
+                "-c",
+                f"import site, pathlib; pathlib.Path(site.getsitepackages()[0], "
+                f"'_trainclaims_bisect_base.pth').write_text({text!r})",
+            ]
+        )
     if make:
-        steps += [[*install, *pins], [*install, *tool_pins()]]
+        steps.append([*install, *requirements(package, version, pins)])
+        if package == "torch":  # an isolated environment: the test tools at this environment's versions
+            steps.append([*install, *tool_pins()])
     return [*steps, [*install, "--no-deps", "--reinstall" if install[0] == "uv" else "--force-reinstall", wheel]]
 
 
-def environment(version: Version, cache: Path, wheel: Path) -> tuple[Path | None, str]:
+def environment(
+    version: Version, cache: Path, wheel: Path, package: str = "torch", pins: list[str] = ()
+) -> tuple[Path | None, str]:
     """(the environment's python, how it was had), or (None, why it could not be)."""
-    env = cache / f"torch-{version}"
+    made_with = "\n".join(requirements(package, version, pins) + (tool_pins() if package == "torch" else []))
+    suffix = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:8] if pins else ""
+    env = cache / (f"{package}-{version}" + (f"-with-{suffix}" if suffix else ""))
     python = env / "bin" / "python"
     make = True
     if python.exists():
-        probe = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)
+        probe = subprocess.run(
+            [python, "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
+            capture_output=True,
+            text=True,
+        )
         made_for = (env / "tools.txt").read_text() if (env / "tools.txt").exists() else ""
         if probe.returncode == 0 and Version(probe.stdout.strip()).base_version == str(version):
-            make = made_for != "\n".join(tool_pins())
+            make = made_for != made_with
         if make:
             shutil.rmtree(env)
     start = time.monotonic()
-    for cmd in _commands(env, version, wheel, make):
+    for cmd in _commands(env, package, version, wheel, make, list(pins)):
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"PIP_CONSTRAINT": ""})
         if done.returncode != 0:
             shutil.rmtree(env, ignore_errors=True)
             if NO_SPACE in done.stderr:  # this machine's problem, not the release's: every later install fails too
                 raise SystemExit(
-                    f"trainclaims-bisect: no space left on the device under {cache} while installing torch {version} "
-                    "(an environment takes about 5 GB): free some, or pass --cache on a larger disk"
+                    f"trainclaims-bisect: no space left on the device under {cache} while installing {package} "
+                    f"{version} (an environment with its own torch takes about 5 GB): free some, or pass --cache "
+                    "on a larger disk"
                 )
             lines = [x for x in done.stderr.splitlines() if x.startswith(("ERROR", "error", "  ×"))]
             lines = lines or done.stderr.strip().splitlines()
             return None, (lines[0] if lines else f"{cmd[0]} exited {done.returncode}")[:300]
-    (env / "tools.txt").write_text("\n".join(tool_pins()))
+    (env / "tools.txt").write_text(made_with)
     how = "cached" if not make else f"installed with {_installer()} in {time.monotonic() - start:.0f} s"
     return python, how
 
 
-def conclusion(releases: list[Version], before: Version, first: Version, skipped: dict[Version, str]) -> str:
+def conclusion(
+    releases: list[Version], before: Version, first: Version, skipped: dict[Version, str], package: str = "torch"
+) -> str:
     """The bisection's answer: ``first`` where every release between ``before`` (which behaves as
     the good one) and it ran; else the range, naming the releases in it that could not be run."""
     between = [v for v in releases if before < v < first and v in skipped]
     if not between:
-        return f"first release that differs: torch {first} (torch {before} behaves as the good release)"
+        return f"first release that differs: {package} {first} ({package} {before} behaves as the good release)"
     names = ", ".join(str(v) for v in between)
     return (
-        f"the change lies after torch {before} (behaves as the good release) and at or before torch {first} "
+        f"the change lies after {package} {before} (behaves as the good release) and at or before {package} {first} "
         f"(differs): {names} in between could not be run ({skipped[between[0]]})"
     )
 
@@ -273,10 +330,12 @@ def selection_problem(select: list[str], project: Path) -> str | None:
     return (told or (lines[-1] if lines else f"pytest exited {done.returncode}")).removeprefix("ERROR: ")
 
 
-def run(python: Path, version: Version, select: list[str], work: Path, project: Path) -> dict[str, Any]:
+def run(
+    python: Path, version: Version, select: list[str], work: Path, project: Path, package: str = "torch"
+) -> dict[str, Any]:
     """The selection on this environment, in the project's folder: each test's outcome, verdict and
     evidence, from its claims.json."""
-    reports = work / f"reports-{version}"
+    reports = work / (f"reports-{version}" if package == "torch" else f"reports-{package}-{version}")
     done = subprocess.run(
         [python, "-m", "pytest", *select, "-p", "no:cacheprovider", "-q", f"--report-dir={reports}", "--device=cpu"],
         capture_output=True,
@@ -340,9 +399,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trainclaims-bisect", description=described(__doc__))
     p.add_argument("select", nargs="+", help="claim ids (S001-02) and/or pytest node ids")
     p.add_argument(
-        "--good", required=True, type=Version, help="a torch release where the selection behaves as expected"
+        "--package",
+        default="torch",
+        help="the package whose releases are bisected (transformers, accelerate, ...). Default: %(default)s",
     )
-    p.add_argument("--bad", required=True, type=Version, help="a later torch release where it does not")
+    p.add_argument(
+        "--with",
+        dest="pins",
+        action="append",
+        default=[],
+        metavar="REQUIREMENT",
+        help="a requirement every probe installs too (torch==2.4.1 for an old transformers); repeatable",
+    )
+    p.add_argument("--good", required=True, type=Version, help="a release where the selection behaves as expected")
+    p.add_argument("--bad", required=True, type=Version, help="a later release where it does not")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="environments per release. Default: %(default)s")
     p.add_argument(
         "--out", type=Path, default=Path("bisect"), help="reports and the compare report. Default: %(default)s"
@@ -357,18 +427,20 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"trainclaims-bisect: the selection {' '.join(args.select)}: {problem}", file=sys.stderr)
         return 2
-    releases = [v for v in index_versions() if args.good <= v <= args.bad]
+    package = args.package.lower().replace("_", "-")
+    releases = [v for v in index_versions(package) if args.good <= v <= args.bad]
     for end in (args.good, args.bad):
         if end not in releases:
-            print(f"trainclaims-bisect: torch {end} is not on the package index", file=sys.stderr)
+            print(f"trainclaims-bisect: {package} {end} is not on the package index", file=sys.stderr)
             return 2
     work = args.out.resolve()
     work.mkdir(parents=True, exist_ok=True)
     args.cache.mkdir(parents=True, exist_ok=True)
     wheel = trainclaims_wheel(work)
     say(
-        f"{len(releases)} releases from {args.good} to {args.bad}; selection: {' '.join(select)}; project {project}; "
-        f"environments with {_installer()}"
+        f"{len(releases)} {package} releases from {args.good} to {args.bad}"
+        + (f" (with {', '.join(args.pins)})" if args.pins else "")
+        + f"; selection: {' '.join(select)}; project {project}; environments with {_installer()}"
     )
     runs: dict[Version, dict[str, Any]] = {}
     skipped: dict[Version, str] = {}  # releases that could not be installed or run here, and why
@@ -378,14 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     def probe(v: Version) -> dict[str, Any] | None:
         probes[0] += 1
         start = time.monotonic()
-        python, how = environment(v, args.cache, wheel)
+        python, how = environment(v, args.cache, wheel, package, args.pins)
         if python is None:
-            say(f"[probe {probes[0]}] torch {v}: skipped, cannot be installed: {how}")
+            say(f"[probe {probes[0]}] {package} {v}: skipped, cannot be installed: {how}")
             skipped[v] = f"cannot be installed: {how}"
             return None
-        result = run(python, v, select, work, project)
+        result = run(python, v, select, work, project, package)
         if not result["ran"]:
-            say(f"[probe {probes[0]}] torch {v}: {how}; skipped, the selection does not run there: {result['why']}")
+            say(f"[probe {probes[0]}] {package} {v}: {how}; skipped, the selection does not run there: {result['why']}")
             skipped[v] = f"the selection does not run there: {result['why']}"
             return None
         same_as_good = (
@@ -394,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             else (" (as the good release)" if not differences(runs[args.good], result) else " (differs)")
         )
         took = time.monotonic() - start
-        say(f"[probe {probes[0]}] torch {v}: {how}; ran: {result['tally']}{same_as_good}; {took:.0f} s")
+        say(f"[probe {probes[0]}] {package} {v}: {how}; ran: {result['tally']}{same_as_good}; {took:.0f} s")
         runs[v] = result
         return result
 
@@ -403,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not differences(runs[args.good], runs[args.bad]):
         say(
-            f"no release differs: torch {args.good} and {args.bad} give the same outcomes, verdicts and evidence "
+            f"no release differs: {package} {args.good} and {args.bad} give the same outcomes, verdicts and evidence "
             f"({runs[args.bad]['tally']}; {time.monotonic() - begun:.0f} s)"
         )
         return 1
@@ -421,10 +493,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lo = mid
     first, before = candidates[hi], candidates[lo]
-    say(f"{conclusion(releases, before, first, skipped)} ({probes[0]} probes, {time.monotonic() - begun:.0f} s)")
+    answer = conclusion(releases, before, first, skipped, package)
+    say(f"{answer} ({probes[0]} probes, {time.monotonic() - begun:.0f} s)")
     for line in differences(runs[before], runs[first]):
         say(f"  {line}")
-    compare = work / f"compare-{before}-{first}"
+    compare = work / f"compare-{package}-{before}-{first}"
     subprocess.run(
         [
             sys.executable,

@@ -69,32 +69,42 @@ class Range:
 
 @dataclass(frozen=True)
 class Known:
-    """What ``what`` is, per range of torch versions; the ranges must not overlap. ``probe``, where
+    """What ``what`` is, per range of versions of ``package`` (torch unless said: a Hugging Face
+    family's tables are per transformers release); the ranges must not overlap. ``probe``, where
     given, measures the value on the installed torch (``python -m trainclaims.known`` runs every
     table's probe; a table without one is measured by the tests that record it)."""
 
     what: str
     ranges: tuple[Range, ...]
     probe: Callable[[], Any] | None = None
+    package: str = "torch"
+
+    def version(self, version: str | None = None) -> Version:
+        """``version``'s release, or the installed package's where None."""
+        if version is None and self.package != "torch":
+            import importlib.metadata
+
+            version = importlib.metadata.version(self.package)
+        return base_version(version)
 
     def range_for(self, version: str | None = None) -> Range | None:
-        """The range whose measured releases cover this torch's line, or None (not measured)."""
-        v = base_version(version)
+        """The range whose measured releases cover this release's line, or None (not measured)."""
+        v = self.version(version)
         found = [r for r in self.ranges if r.holds_for(v)]
         if len(found) > 1:
-            raise ValueError(f"{self.what}: ranges {[r.spec for r in found]} overlap at torch {v}")
+            raise ValueError(f"{self.what}: ranges {[r.spec for r in found]} overlap at {self.package} {v}")
         return found[0] if found and found[0].covers(v) else None
 
     def measured_lines(self) -> list[str]:
         return sorted({f"{a}.{b}" for r in self.ranges for a, b in map(line, r.measured)}, key=Version)
 
     def unmeasured(self, version: str | None = None, got: Any = None) -> NotMeasured:
-        v = base_version(version)
+        v = self.version(version)
         here = f": {got!r} here" if got is not None else ""
         lines = ", ".join(self.measured_lines()) or "none"
+        how = "trainclaims-releases measures a release" if self.package == "torch" else "measured per release"
         return NotMeasured(
-            f"no measurement for torch {v}: {self.what}{here} (the table has torch {lines}; trainclaims-releases "
-            "measures a release)"
+            f"no measurement for {self.package} {v}: {self.what}{here} (the table has {self.package} {lines}; {how})"
         )
 
     def expected(self, version: str | None = None) -> Any:
@@ -108,15 +118,15 @@ class Known:
     def check(self, got: Any, version: str | None = None) -> str | None:
         """None where ``got`` is the value expected for this torch, else why (both values, the
         range); :class:`NotMeasured` (naming ``got``) where the table has no measurement for it."""
-        v = base_version(version)
+        v = self.version(version)
         found = self.range_for(str(v))
         if found is None:
             raise self.unmeasured(str(v), got)
         if got == found.value:
             return None
         return (
-            f"{self.what}: {got!r} on torch {v}, expected {found.value!r} for torch {found.spec} ({found.source}): "
-            "an unknown change"
+            f"{self.what}: {got!r} on {self.package} {v}, expected {found.value!r} for {self.package} {found.spec} "
+            f"({found.source}): an unknown change"
         )
 
     def record(self, evidence: Any, got: Any) -> None:
@@ -125,8 +135,8 @@ class Known:
         evidence.record(**{f"known: {self.what}": got})
 
     def note(self, version: str | None = None) -> str | None:
-        """ "known change in torch X (source)" where the running torch is past a change of value."""
-        v = base_version(version)
+        """ "known change in torch X (source)" where the running release is past a change of value."""
+        v = self.version(version)
         here = self.range_for(str(v))
         if here is None or all(r.value == here.value for r in self.ranges):
             return None
@@ -135,7 +145,7 @@ class Known:
             return None
         before = [r for r in self.ranges if r is not here and r.value != here.value]
         was = f", was {before[0].value!r} before" if before else ""
-        return f"known change in torch {max(lower, key=Version)}{was} ({here.source})"
+        return f"known change in {self.package} {max(lower, key=Version)}{was} ({here.source})"
 
     def boundary_problems(self) -> list[str]:
         """Where the table is not measured on both sides of a boundary: each range must name the
