@@ -356,3 +356,16 @@ def test_ddp_token_accumulation_does_not_hold_with_each_ranks_own_token_count():
     broken = checks.ddp_token_accumulation(lm.lm(0), lm.batches(0, 2), count="local")
     assert not broken.holds
     assert broken.gap > 0.05, broken
+
+
+def test_a_gradscaler_that_skipped_every_step_is_said_not_a_gap_beyond_the_bound():
+    from trainclaims.errors import NotMeasured
+
+    values = {"steps": 3, "scaler_skips": [3, 0]}
+    result = checks.Checked("token_accumulation", "k micro-batches", "equal", float("inf"), 1e-4, values)
+    assert not result.holds
+    assert "the GradScaler skipped every one of the 3 steps (skips per run: 3 / 0)" in str(result)
+    with pytest.raises(NotMeasured, match="a lower init_scale"):
+        result.assert_holds()
+    some = checks.Checked("token_accumulation", "k", "equal", 0.5, 1e-4, {"steps": 3, "scaler_skips": [1, 0]})
+    assert not some.unmeasured and "does not hold" in str(some)

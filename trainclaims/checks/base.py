@@ -112,6 +112,8 @@ class Checked:
     def __post_init__(self) -> None:
         self.mode = get(self.mode)
         self.dtype = num.dtype_name(self.dtype)
+        if not self.unmeasured:
+            self.unmeasured = skipped_every_step(self.values)
 
     def _broken_bound(self) -> float:
         """How far the broken side must be: beyond the bound, and in a mode beyond its rounding."""
@@ -207,6 +209,20 @@ class Checked:
         if judged.verdict is Verdict.FAILS:
             raise AssertionError(f"{judged.why} [{self._detail()}]")
         evidence.conclude_in_mode(judged)
+
+
+def skipped_every_step(values: dict[str, Any]) -> str:
+    """Why nothing was measured where a GradScaler skipped every step of a run (its float16
+    gradients overflowed each time, so no run trained and no gap means anything), else "": read
+    from a check's ``scaler_skips`` (per run) and ``steps``."""
+    skips, steps = values.get("scaler_skips") or (), values.get("steps")
+    if not isinstance(steps, int) or steps < 1 or not any(s >= steps for s in skips):
+        return ""
+    return (
+        f"the GradScaler skipped every one of the {steps} steps (skips per run: {' / '.join(map(str, skips))}): "
+        "float16 overflowed in every gradient, so no run trained; a loss that sums tokens overflows first: give "
+        "a mean loss, or a GradScaler with a lower init_scale"
+    )
 
 
 def _short(value: Any) -> str:
