@@ -1,10 +1,11 @@
-"""``trainclaims-releases``: a selection of claims measured on every listed torch release, each in an
-environment of its own (made as ``trainclaims-bisect`` makes them: uv where it is on PATH), run,
-read and removed in turn. Run it in the project's folder::
+"""``trainclaims-releases``: a selection of claims measured on every listed release of torch (or of
+the package ``--package`` names), each in an environment of its own (made as ``trainclaims-bisect``
+makes them: uv where it is on PATH), run, read and removed in turn. Run it in the project's folder::
 
     trainclaims-releases --releases 2.1-2.15 S001 S002 TP            # the newest patch of each line
     trainclaims-releases --releases 2.6.0,2.15.0 TP-04 -m "distributed" --keep
     trainclaims-releases --releases 2.1-2.15 S001 --history hist/     # each release a run of a history
+    trainclaims-releases --package transformers --releases 4.45-4.57 HF
 
 For each release it writes what the selection's tests said (``pytest --claim=... -m EXPR
 --device=cpu``: every claim's verdict and why), the values the known-behaviour tables measure
@@ -42,7 +43,7 @@ def say(text: str) -> None:
     print(f"trainclaims-releases: {text}", flush=True)
 
 
-def choose(spec: str, available: list[Version]) -> list[Version]:
+def choose(spec: str, available: list[Version], package: str = "torch") -> list[Version]:
     """The releases ``spec`` names: ``2.1-2.15`` (the newest patch of each line from 2.1 to 2.15
     on the index) or a comma list of releases (``2.6.0,2.15.0``); ValueError (one line) for a
     release the index does not have or a spec that is neither."""
@@ -55,7 +56,7 @@ def choose(spec: str, available: list[Version]) -> list[Version]:
             if low <= (v.major, v.minor) <= high:
                 lines[(v.major, v.minor)] = max(v, lines.get((v.major, v.minor), v))
         if not lines:
-            raise ValueError(f"--releases {spec}: no torch release of those lines on the index")
+            raise ValueError(f"--releases {spec}: no {package} release of those lines on the index")
         return [lines[k] for k in sorted(lines)]
     chosen = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
@@ -64,7 +65,7 @@ def choose(spec: str, available: list[Version]) -> list[Version]:
         except InvalidVersion:
             raise ValueError(f"--releases {spec}: {part!r} is not a release (give 2.1-2.15 or 2.6.0,2.15.0)") from None
         if v not in available:
-            raise ValueError(f"--releases: torch {v} is not on the package index")
+            raise ValueError(f"--releases: {package} {v} is not on the package index")
         chosen.append(v)
     if not chosen:
         raise ValueError("--releases: no release given")
@@ -100,9 +101,10 @@ def _size(path: Path) -> int:
 
 def markdown(results: dict[str, Any]) -> str:
     releases = list(results["releases"])
+    package = results.get("package", "torch")
     head = "| claim | " + " | ".join(releases) + " |"
     lines = [
-        "# Claims on each torch release",
+        f"# Claims on each {package} release",
         "",
         f"{results['command']}  ",
         f"markers `{results['markers']}`, CPU; each release in an environment of its own, made and removed in turn",
@@ -125,7 +127,7 @@ def markdown(results: dict[str, Any]) -> str:
         for t in tables:
             row = [json.dumps(r.get("tables", {}).get(t, "—")) for r in results["releases"].values()]
             lines.append(f"| {t} | " + " | ".join(v.strip('"') for v in row) + " |")
-    lines += ["", "## Each release", "", "| torch | environment | tests | disk | note |", "|---|---|---|---|---|"]
+    lines += ["", "## Each release", "", f"| {package} | environment | tests | disk | note |", "|---|---|---|---|---|"]
     for v, r in results["releases"].items():
         disk = f"{r['disk_bytes'] / 1e9:.1f} GB" if r.get("disk_bytes") else ""
         note = r.get("why", "") if not r.get("ran") else ""
@@ -144,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trainclaims-releases", description=described(__doc__))
     p.add_argument("select", nargs="+", help="claim ids (TP-04) or family ids (S001, TP)")
     p.add_argument("--releases", required=True, help="2.1-2.15 (the newest patch of each line) or 2.6.0,2.15.0")
+    p.add_argument("--package", default="torch", help="the package whose releases are run. Default: %(default)s")
+    p.add_argument(
+        "--with",
+        dest="pins",
+        action="append",
+        default=[],
+        metavar="REQUIREMENT",
+        help="a requirement every environment installs too (torch==2.5.1 for old transformers); repeatable",
+    )
     p.add_argument("-m", dest="markers", default=DEFAULT_MARKERS, help="pytest's -m. Default: %(default)r")
     p.add_argument("--out", type=Path, default=Path("releases"), help="releases.md/.json. Default: %(default)s")
     p.add_argument("--cache", type=Path, default=bisect.DEFAULT_CACHE, help="environments. Default: %(default)s")
@@ -158,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         claims = _select(_families(args.family), args.select)
-        releases = choose(args.releases, bisect.index_versions())
+        package = args.package.lower().replace("_", "-")
+        releases = choose(args.releases, bisect.index_versions(package), package)
     except ValueError as err:
         print(f"trainclaims-releases: {err}", file=sys.stderr)
         return 2
@@ -175,14 +187,18 @@ def main(argv: list[str] | None = None) -> int:
         "schema": SCHEMA,
         "command": "trainclaims-releases " + " ".join(given),
         "markers": args.markers,
+        "package": package,
         "releases": {},
     }
-    say(f"{len(releases)} releases: {', '.join(map(str, releases))}; {len(claims)} claims; with {bisect._installer()}")
+    say(
+        f"{len(releases)} {package} releases: {', '.join(map(str, releases))}; {len(claims)} claims; "
+        f"with {bisect._installer()}"
+    )
     failed = 0
     begun = time.monotonic()
     for n, version in enumerate(releases, 1):
         start = time.monotonic()
-        python, how = bisect.environment(version, args.cache, wheel)
+        python, how = bisect.environment(version, args.cache, wheel, package, args.pins)
         entry: dict[str, Any] = {"install": how}
         if python is None:
             entry |= {"ran": False, "why": f"cannot be installed: {how}"}
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             env = python.parent.parent
             entry["disk_bytes"] = _size(env)
             run_start = time.monotonic()
-            ran = bisect.run(python, version, select, work, Path.cwd())
+            ran = bisect.run(python, version, select, work, Path.cwd(), package)
             entry["run_s"] = time.monotonic() - run_start
             if ran["ran"]:
                 entry |= {"ran": True, "tally": ran["tally"], **read_run(ran["reports"])}
@@ -199,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.history is not None:
                     subprocess.run(
                         [sys.executable, "-m", "trainclaims.history", "add", args.history, ran["reports"],
-                         "--label", f"torch {version}"],
+                         "--label", f"{package} {version}"],
                         check=False,
                     )  # fmt: skip
             else:
@@ -213,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write(work / "releases.json", json.dumps(results, indent=1, default=str))
         atomic_write(work / "releases.md", markdown(results))
         state = entry.get("tally") or entry.get("why", "")
-        say(f"[{n}/{len(releases)}] torch {version}: {how}; {state}; {entry['seconds']:.0f} s")
+        say(f"[{n}/{len(releases)}] {package} {version}: {how}; {state}; {entry['seconds']:.0f} s")
     say(f"{len(releases) - failed} of {len(releases)} releases ran in {time.monotonic() - begun:.0f} s; {work}")
     return 1 if failed else 0
 
