@@ -414,6 +414,29 @@ def test_the_history_package_imports_no_pytest_plugin_or_family_and_nothing_heav
                     assert not name.startswith(heavy), f"{path.name} imports {name} at import time"
 
 
+def test_no_module_below_the_history_imports_it_and_benchmark_rows_are_read_through_benchgate():
+    """The history is a tool on top of the core: the report writer, the gates and the rest of the
+    core never import trainclaims.history (render.py once did, for the noise: that is benchgate's
+    now); and outside trainclaims/benchgate.py no module of the core, the plugin or the history
+    reads a benchmark row's gated numbers by their JSON keys (a row is a BenchRow past the edge)."""
+    root = Path(__file__).parents[1]
+    below = [p for p in (root / "trainclaims").rglob("*.py") if "history" not in p.parts and "families" not in p.parts]
+    for path in below:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.startswith("trainclaims.history")], f"{path.name} imports {names}"
+    keys = ("step_costs", "gate_min_effect", "rounds_s", "cost_clock")  # what the gate compares
+    readers = [*(root / "trainclaims").rglob("*.py"), *(root / "fixtures").glob("*.py")]
+    for path in readers:
+        if path.name in ("benchgate.py", "bench.py") or "families" in path.parts:
+            continue  # benchgate: the row's one JSON form; bench: what writes it
+        text = path.read_text()
+        for key in keys:
+            assert f'["{key}"]' not in text, f"{path.name} reads {key} from a dict"
+            assert f'get("{key}")' not in text, f"{path.name} reads {key} from a dict"
+
+
 # --- steps and noise ---------------------------------------------------------------------------
 
 
