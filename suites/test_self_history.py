@@ -918,6 +918,7 @@ def test_the_site_reads_at_a_glance_in_a_headless_browser(tmp_path, request, n):
     groups = [e["text"] for e in claim.find("h3")]
     assert groups == [f"{SEEDS_TEST}[*] (one point per run: the median over its seeds, the bar their range)"]
     assert len(claim.find("svg", class_="chart")) == 1  # 5 seeds, one chart
+    assert len(visible(claim.find("tr", data_claim="TP-09"))) == 2  # its page shows its every row: *, ieee
 
     folder = screenshot_folder(request, tmp_path)
     for name, url in (("overview", index), ("benchmark", bench_page.as_uri())):

@@ -367,7 +367,7 @@ def pr_comment(history: History, base: int, head: int, site_url: str | None = No
         lines += ["", *(bench_line(x, site_url) for x in moved)]
     if found.claims:
         tests = [line for note in found.claims for line in [f"- **{note.id}**", *_test_lines(note)]]
-        lines += _details(f"The tests of these {_n(len(found.claims), 'claim')}", tests)
+        lines += _details(f"Their tests ({_n(sum(len(_ran(n.head)) for n in found.claims), 'test')})", tests)
     if found.benches:
         table = ["| benchmark | base | head | change | call |", "|---|---|---|---|---|"]
         for x in found.benches:

@@ -59,7 +59,6 @@ HUGE_Z = 1000  # a step this many sigmas tall is a change in numbers that repeat
 NOISE_SIMULATIONS = 1000  # per benchmark on the site: false-alarm rates to about +-0.3% at 1%
 SHOWN_RUNS = 30  # the newest runs shown at first in the tables (the others a click away)
 SPARK_RUNS = 30  # the runs a benchmark's sparkline spans on the overview
-ASSETS = ("site.css", "site.js", "chart.js")
 
 Grid = list[dict[tuple[str, str, str], tuple[str, str]]]
 
@@ -590,7 +589,7 @@ def bench_page(site: Site, bench: BenchSeries, noise: BenchNoise | None) -> str:
             + (f", {drift['slower']:.1%} and {drift['inconclusive']:.1%} with the run-to-run drift" if drift else "")
             + f" ({noise.simulations} simulated pairs of {noise.rounds} rounds).{catches}"
         )
-    parts.append("</p>")
+    parts.append(f"</p><div class='filters'>{_runs_choice(site)}</div>")
     titles = {
         "step_cost": ("step cost in units of its own GEMMs: the gated number (bars: the rounds' quartiles)", ""),
         "samples_per_s": (
@@ -623,7 +622,7 @@ def bench_page(site: Site, bench: BenchSeries, noise: BenchNoise | None) -> str:
         )
     table.append("</table>")
     parts += [*table, site.chart_data(charts)]
-    return page(f"{bench.name}: trainclaims history", "".join(parts), ["chart.js"])
+    return page(f"{bench.name}: trainclaims history", "".join(parts), ["site.js", "chart.js"])
 
 
 def _pct0(value: float | None) -> str:

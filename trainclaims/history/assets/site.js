@@ -1,7 +1,8 @@
 /* The history site's filters (trainclaims/history/site.py inlines this into the overview and the
    claim pages). Every run column carries data-age (0: the newest), data-torch and data-machine;
-   the claim rows data-row-mode and data-row-device ("*": every mode or device), data-deviceless
-   where the claim's tests take no device, and class "never" where no run measured them. The
+   the overview's claim rows (#verdicts) data-row-mode and data-row-device ("*": every mode or
+   device), data-deviceless where the claim's tests take no device, and class "never" where no run
+   measured them; a claim's page shows all of its rows. The
    choices are kept in the address's "#" (index.html#torch=2.14.1&device=cpu opens filtered). */
 (function () {
   "use strict";
@@ -38,7 +39,7 @@
         if (!hide) runsShown++;
       }
     });
-    document.querySelectorAll("tr[data-row-mode]").forEach(function (tr) {
+    document.querySelectorAll("#verdicts tr[data-row-mode]").forEach(function (tr) {
       var device = f.device || "*";
       var modeOk = tr.dataset.rowMode === (f.mode || "*");
       var deviceOk = tr.dataset.rowDevice === device || (device !== "*" && tr.dataset.rowDevice === "*" &&
