@@ -113,8 +113,8 @@ MATMUL_FRACTION_NOTE = (
     "rounds on resident tensors. 100% would mean the step does nothing but its matrix products at full "
     "speed; the rest is elementwise work, the optimizer, autograd and Python. Neither it nor samples/s is "
     "gated: the benchmark gate (`--bench-baseline`) compares the step's **cost** in units of its own GEMMs, "
-    "round by round on one thread (`step_costs`), which a machine that is slower for the moment moves far "
-    "less than samples/s (README: Gating CI)."
+    "round by round on one thread and its CPU clock (`step_costs`), which a machine that is slower for the "
+    "moment moves far less than samples/s (README: Gating CI)."
 )
 
 
