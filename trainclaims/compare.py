@@ -11,7 +11,6 @@ where the runs were on different machines. Runs are labelled by what differs bet
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from trainclaims import registry
+from trainclaims.benchgate import BenchRow, rows_from_json
 from trainclaims.cli import described
 from trainclaims.files import atomic_write
 from trainclaims.render import cell
-from trainclaims.results import ClaimResult, ClaimsReport, Row, row_claim, row_mode_rank
+from trainclaims.results import ClaimResult, ClaimsReport, Row, read_json, row_claim, row_mode_rank
 
 VERDICT_COLOURS = {
     "holds": "#4caf50",
@@ -39,7 +39,7 @@ class Run:
     path: Path
     environment: dict[str, Any]
     claims: list[Row]  # each claim's row, then its rows per numerics mode (where it ran several)
-    benchmarks: list[dict[str, Any]] = field(default_factory=list)
+    benchmarks: list[BenchRow] = field(default_factory=list)
     label: str = ""
 
     @property
@@ -70,7 +70,10 @@ def load_run(path: Path) -> Run:
         hint = " (a --report-dir of a run?)" if not claims_file.exists() else ""
         raise SystemExit(f"trainclaims-compare: {err}{hint}") from None
     bench_file = path / "benchmarks.json"
-    benchmarks = json.loads(bench_file.read_text()).get("benchmarks", []) if bench_file.exists() else []
+    try:
+        benchmarks = rows_from_json(read_json(bench_file, "benchmarks"), str(bench_file)) if bench_file.exists() else []
+    except ValueError as err:
+        raise SystemExit(f"trainclaims-compare: {err}") from None
     return Run(path, report.environment, with_modes(report.claims), benchmarks)
 
 
@@ -161,7 +164,7 @@ def family_sections(runs: list[Run], families: Sequence[Any] | None = None) -> l
 
 
 def _benchmark_section(runs: list[Run], first: Run) -> list[str]:
-    keys = list(dict.fromkeys((b["fullname"], b["device"]) for r in runs for b in r.benchmarks))
+    keys = list(dict.fromkeys(b.key for r in runs for b in r.benchmarks))
     if not keys:
         return []
     lines = [
@@ -173,17 +176,20 @@ def _benchmark_section(runs: list[Run], first: Run) -> list[str]:
     lines.append("| benchmark | " + run_columns(runs) + " |")
     lines.append("|---|" + "---|" * len(runs))
     for name, device in keys:
-        rows = [{(b["fullname"], b["device"]): b for b in r.benchmarks}.get((name, device)) for r in runs]
+        rows = [{b.key: b for b in r.benchmarks}.get((name, device)) for r in runs]
         base = rows[0]
         cells = []
         for run, row in zip(runs, rows, strict=True):
             if row is None:
                 cells.append("-")
                 continue
-            text = f"{row['samples_per_s']:.4g}"
-            if base is not None and run is not first:
-                text += f" ({row['samples_per_s'] / base['samples_per_s']:.2f}x)"
-                if (row.get("device_name"), run.facts["machine"]) != (base.get("device_name"), first.facts["machine"]):
+            if not row.samples_per_s:
+                cells.append("-")
+                continue
+            text = f"{row.samples_per_s:.4g}"
+            if base is not None and base.samples_per_s and run is not first:
+                text += f" ({row.samples_per_s / base.samples_per_s:.2f}x)"
+                if (row.device_name, run.facts["machine"]) != (base.device_name, first.facts["machine"]):
                     text += " (machine differs)"
             cells.append(text)
         lines.append(f"| `{name.split('::')[-1]}` [{device}] | " + " | ".join(cells) + " |")

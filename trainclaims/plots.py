@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from trainclaims.benchgate import BenchRow
 from trainclaims.files import atomic_write
 
 
@@ -40,7 +41,7 @@ def smooth(values: torch.Tensor, window: int) -> torch.Tensor:
     return torch.nn.functional.conv1d(finite.view(1, 1, -1), kernel).view(-1)
 
 
-def plot_throughput(rows: list[dict[str, Any]], path: Path) -> Path:
+def plot_throughput(rows: list[BenchRow], path: Path) -> Path:
     """Samples/s per benchmark (log scale) and the step's share of this machine's matmul rate on
     its own GEMM shapes, one bar per device."""
     plt = pyplot()
@@ -48,8 +49,9 @@ def plot_throughput(rows: list[dict[str, Any]], path: Path) -> Path:
     by_name: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
         for key, _ in panels:
-            if row.get(key):
-                by_name[key][row["name"]][row["device"]] = row[key] * (100 if key == "matmul_fraction" else 1)
+            value = getattr(row, key)
+            if value:
+                by_name[key][row.short][row.device] = value * (100 if key == "matmul_fraction" else 1)
     names = sorted(by_name["samples_per_s"])
     devices = sorted({d for v in by_name["samples_per_s"].values() for d in v})
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 3.2 * len(names)), 4.8))

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from trainclaims.benchgate import BenchRow, benchmark_noise
 from trainclaims.claims import Catalogue
 from trainclaims.files import atomic_write
 from trainclaims.modes import REFERENCE as REFERENCE_MODE
@@ -121,52 +123,42 @@ MATMUL_FRACTION_NOTE = (
     "rounds on resident tensors. 100% would mean the step does nothing but its matrix products at full "
     "speed; the rest is elementwise work, the optimizer, autograd and Python. Neither it nor samples/s is "
     "gated: the benchmark gate (`--bench-baseline`) compares the step's **cost** in units of its own GEMMs, "
-    "round by round on one thread (`step_costs`), which a machine that is slower for the moment moves far "
-    "less than samples/s (README: Gating CI)."
+    "round by round on one thread and its CPU clock (`step_costs`), which a machine that is slower for the "
+    "moment moves far less than samples/s (README: Gating CI)."
 )
 
 
 NOISE_SIMULATIONS = 1000  # pairs of simulated runs per benchmark: a 1% false-alarm rate to about +-0.3%
 NOISE_NOTE = (
     "**noise**: the coefficient of variation of the step's cost over this run's rounds (robust: 1.4826 MAD / "
-    "median), and how often the benchmark gate, at this benchmark's limit, would call two unchanged runs of "
-    "these rounds *slower* / *inconclusive* (both fail CI): simulated, each run's rounds drawn with replacement "
-    "from these (trainclaims.history.noise). Over several runs (`--history`), `trainclaims-history site` adds the "
-    "run-to-run drift."
+    "median), the benchmark's gate limit, how often the benchmark gate at that limit would call two unchanged runs "
+    "of these rounds *slower* / *inconclusive* (both fail CI), and how often it fails a step 10% slower: "
+    "simulated, each run's rounds drawn with replacement from these (trainclaims.benchgate). Over several runs "
+    "(`--history`), `trainclaims-history site` adds the run-to-run drift."
 )
 
 
-def with_noise(row: dict[str, Any]) -> dict[str, Any]:
+def with_noise(row: BenchRow) -> BenchRow:
     """``row`` with its ``noise`` (this run's rounds: CV, the false alarms it implies at its gate
-    limit), where it recorded the step costs the gate compares."""
-    if not row.get("step_costs") or len(row["step_costs"]) < 3:
+    limit, how often it catches a 10% slower step), where it recorded the step costs the gate compares."""
+    if not row.step_costs or len(row.step_costs) < 3:
         return row
-    from trainclaims.history.noise import benchmark_noise
-
     noise = benchmark_noise([row], simulations=NOISE_SIMULATIONS)
-    if noise is None:
-        return row
-    return {
-        **row,
-        "noise": {
-            "cv_rounds": noise.cv_rounds,
-            "gate_min_effect": noise.gate.min_effect,
-            "false_alarm_slower": noise.false_alarm.get("changed"),
-            "false_alarm_inconclusive": noise.false_alarm.get("inconclusive"),
-            "simulations": noise.simulations,
-        },
-    }
+    return row if noise is None else replace(row, noise=noise.to_json())
 
 
-def _noise_cell(row: dict[str, Any]) -> str:
-    noise = row.get("noise")
+def _noise_cell(row: BenchRow) -> str:
+    noise = row.noise
     if not noise or noise.get("cv_rounds") is None:
         return "-"
     rates = f"{noise['false_alarm_slower']:.1%} / {noise['false_alarm_inconclusive']:.1%}"
-    return f"CV {noise['cv_rounds']:.1%}; at its {noise['gate_min_effect']:.0%} limit {rates}"
+    text = f"CV {noise['cv_rounds']:.1%}; at its {noise['gate_min_effect']:.0%} limit {rates}"
+    if noise.get("catches") is not None:
+        text += f"; a {noise.get('catches_slowdown', 0.1):.0%} slower step caught {noise['catches']:.0%}"
+    return text
 
 
-def benchmarks_markdown(env: dict[str, Any], rows: list[dict[str, Any]], unmeasured: list[dict[str, str]]) -> str:
+def benchmarks_markdown(env: dict[str, Any], rows: list[BenchRow], unmeasured: list[dict[str, str]]) -> str:
     lines = ["# Benchmark report", ""]
     lines += [f"- **{k}**: {_fmt(v)}" for k, v in env.items()]
     lines += ["", "![throughput](throughput.png)" if rows else "No benchmark was measured in this run.", ""]
@@ -180,23 +172,23 @@ def benchmarks_markdown(env: dict[str, Any], rows: list[dict[str, Any]], unmeasu
             NOISE_NOTE,
             "",
         ]
-    for group in dict.fromkeys(r["group"] for r in rows):
+    for group in dict.fromkeys(r.group for r in rows):
         lines += [f"## {group}", ""]
         lines.append(
             "| benchmark | device | median (ms) | IQR (ms) | rounds | samples/s | GFLOP/s | matmul GFLOP/s "
             "| % of matmul rate | noise | notes |"
         )
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
-        for r in (r for r in rows if r["group"] == group):
-            notes = [r["note"]] if r.get("note") else []  # what the benchmark itself says of its numbers
-            median = r.get("median_s", r["mean_s"])
-            fraction = f"{r['matmul_fraction']:.0%}" if "matmul_fraction" in r else "-"
-            matmul = f"{r['matmul_flops_per_s'] / 1e9:.3g}" if "matmul_flops_per_s" in r else "-"
-            rounds = len(r.get("rounds_s") or []) or r["rounds"]
+        for r in (r for r in rows if r.group == group):
+            notes = [r.note] if r.note else []  # what the benchmark itself says of its numbers
+            median = r.median_s if r.median_s is not None else r.mean_s or 0.0
+            fraction = f"{r.matmul_fraction:.0%}" if r.matmul_fraction is not None else "-"
+            matmul = f"{r.matmul_flops_per_s / 1e9:.3g}" if r.matmul_flops_per_s is not None else "-"
+            rounds = len(r.rounds_s or []) or r.rounds
             lines.append(
-                f"| `{r['name']}` | {r['device']} ({r.get('device_name', '')}) | {median * 1e3:.3g} | "
-                f"{r.get('iqr_s', 0.0) * 1e3:.2g} | {rounds} | {r.get('samples_per_s', 0):.4g} | "
-                f"{r.get('flops_per_s', 0) / 1e9:.3g} | {matmul} | {fraction} | {_noise_cell(r)} | {'; '.join(notes)} |"
+                f"| `{r.short}` | {r.device} ({r.device_name or ''}) | {median * 1e3:.3g} | "
+                f"{(r.iqr_s or 0.0) * 1e3:.2g} | {rounds} | {r.samples_per_s or 0:.4g} | "
+                f"{(r.flops_per_s or 0) / 1e9:.3g} | {matmul} | {fraction} | {_noise_cell(r)} | {'; '.join(notes)} |"
             )
         lines.append("")
     if unmeasured:
@@ -207,11 +199,11 @@ def benchmarks_markdown(env: dict[str, Any], rows: list[dict[str, Any]], unmeasu
 
 
 def write_benchmark_reports(
-    report_dir: Path, env: dict[str, Any], rows: list[dict[str, Any]], unmeasured: list[dict[str, str]]
+    report_dir: Path, env: dict[str, Any], rows: list[BenchRow], unmeasured: list[dict[str, str]]
 ) -> list[Path]:
     """benchmarks.json / .md: the measured benchmarks, and those that ran unmeasured or skipped."""
     rows = [with_noise(r) for r in rows]
-    payload = {"environment": env, "benchmarks": rows, "not_measured": unmeasured}
+    payload = {"environment": env, "benchmarks": [r.to_json() for r in rows], "not_measured": unmeasured}
     paths = [report_dir / "benchmarks.json", report_dir / "benchmarks.md"]
     atomic_write(paths[0], json.dumps(payload, indent=2, default=str) + "\n")
     atomic_write(paths[1], benchmarks_markdown(env, rows, unmeasured) + "\n")
@@ -224,7 +216,7 @@ STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 
 def step_summary_markdown(
-    claims: list[ClaimResult], bench_rows: list[dict[str, Any]], gates: list[Any], failures: list[str]
+    claims: list[ClaimResult], bench_rows: list[BenchRow], gates: list[Any], failures: list[str]
 ) -> str:
     """The run in markdown for a CI job's summary page: claims, benchmarks, the gates' outcome."""
     lines = ["## trainclaims", ""]
@@ -235,20 +227,25 @@ def step_summary_markdown(
             lines.append(f"| {c.id} | **{c.verdict.value}** | {tally(c.tests)} | {cell(c.why[:200])} |")
         lines.append("")
     if bench_rows:
-        lines += ["| benchmark | device | samples/s | % of matmul rate |", "|---|---|---|---|"]
+        lines += [
+            "| benchmark | device | step cost (gated) | samples/s (machine-dependent) | % of matmul rate |",
+            "|---|---|---|---|---|",
+        ]
         for r in bench_rows:
-            share = f"{r['matmul_fraction']:.0%}" if "matmul_fraction" in r else "-"
-            lines.append(f"| `{r['name']}` | {r['device']} | {r.get('samples_per_s', 0):.4g} | {share} |")
+            share = f"{r.matmul_fraction:.0%}" if r.matmul_fraction is not None else "-"
+            cost = f"{r.step_cost:.3g}" if r.step_cost is not None else "-"
+            lines.append(f"| `{r.short}` | {r.device} | {cost} | {r.samples_per_s or 0:.4g} | {share} |")
         lines.append("")
     for g in gates:
         lines.append(f"- gate {'**failed**' if g.lines else 'passed'}: {g.summary()}")
         lines += [f"  - {line}" for line in g.lines]
+        lines += [f"  - {line}" for line in getattr(g, "info", [])]
     lines += [f"- report **failed**: {line}" for line in failures]
     return "\n".join(lines) + "\n"
 
 
 def write_step_summary(
-    claims: list[ClaimResult], bench_rows: list[dict[str, Any]], gates: list[Any], failures: list[str]
+    claims: list[ClaimResult], bench_rows: list[BenchRow], gates: list[Any], failures: list[str]
 ) -> None:
     """Append :func:`step_summary_markdown` to ``$GITHUB_STEP_SUMMARY`` where it is set (GitHub
     Actions); nothing where it is not, or where there is nothing to say."""

@@ -1,15 +1,19 @@
 """``python -m trainclaims.history`` (``trainclaims-history``): keep and read a history of runs.
 
     trainclaims-history add HISTORY REPORT_DIR [--label TEXT]   add a run's claims.json/benchmarks.json
-    trainclaims-history site HISTORY --out DIR                  write the static site (opens from disk)
-    trainclaims-history comment HISTORY [--base RUN] [--head RUN] [--format pr-comment]
+    trainclaims-history site HISTORY --out DIR [--commit-url URL] [--runs N]
+                                                                write the static site (opens from disk)
+    trainclaims-history comment HISTORY [--base RUN] [--head RUN] [--site-url URL] [--format pr-comment]
                                                                 a pull-request comment (markdown, stdout)
-    trainclaims-history runs HISTORY                            list the runs (name, date, commit, torch)
+    trainclaims-history runs HISTORY                            list the runs (name, date, commit, torch,
+                                                                machine, status, label) and the files set aside
 
-RUN is a run's name (or the start of it), a commit (at least 4 characters: its newest run) or an
-index (0 the oldest, -1 the newest); the comment's head defaults to the newest run, its base to the
-run before the head. Every bad input is one line on stderr and exit code 2, before anything is
-written.
+RUN is a run's name (or the start of it), ``label:NAME`` (the newest complete run of that label; a
+bare NAME where nothing else matches), a commit (at least 4 characters: its newest run) or an index
+(0 the oldest, -1 the newest); the comment's head defaults to the newest run, its base to the newest
+*complete* run before the head (an interrupted or empty run is never a default base). A file under
+the history's ``runs/`` that is not a run is set aside with a warning on stderr. Every bad input is
+one line on stderr and exit code 2, before anything is written.
 """
 
 from __future__ import annotations
@@ -45,10 +49,23 @@ def parser() -> argparse.ArgumentParser:
     site = commands.add_parser("site", help="write the static site of a history")
     site.add_argument("history", type=Path)
     site.add_argument("--out", type=Path, required=True, help="the site's folder (new, empty or an earlier site)")
+    site.add_argument(
+        "--commit-url",
+        default=None,
+        help="a link for each run's commit, {commit} standing for it (https://github.com/o/r/commit/{commit})",
+    )
+    site.add_argument(
+        "--runs", type=int, default=30, help="the newest runs shown at first (the rest a click away). Default: 30"
+    )
     comment = commands.add_parser("comment", help="a pull-request comment comparing two runs (markdown on stdout)")
     comment.add_argument("history", type=Path)
-    comment.add_argument("--base", default=None, help="the base run (default: the run before the head)")
+    comment.add_argument(
+        "--base",
+        default=None,
+        help="the base run: a name, label:NAME, a commit or an index. Default: the newest complete run before the head",
+    )
     comment.add_argument("--head", default=None, help="the head run (default: the newest)")
+    comment.add_argument("--site-url", default=None, help="where the history's site is published: links to its pages")
     comment.add_argument("--format", default="pr-comment", choices=["pr-comment"], help="default: %(default)s")
     runs = commands.add_parser("runs", help="list the runs of a history")
     runs.add_argument("history", type=Path)
@@ -59,35 +76,41 @@ def run(args: argparse.Namespace) -> int:
     from trainclaims.history import store
 
     if args.command == "add":
+        if args.label is not None and ("\n" in args.label or not args.label.strip()):
+            raise ValueError(f"--label {args.label!r}: give one line of text")
         claims, benchmarks = store.read_report_dir(args.report_dir)
         path = store.record_run(args.history, claims, benchmarks, label=args.label)
         print(f"{PROG}: added {path}")
         return 0
     history = store.load(args.history)
+    for path, why in history.skipped:
+        print(f"{PROG}: warning: {path} set aside: {why}", file=sys.stderr)
     if args.command == "runs":
         for i, r in enumerate(history.runs):
-            print(f"{i}\t{r.name}\t{r.date[:19]}\t{r.commit}\ttorch {r.torch}\t{r.machine}\t{r.label or ''}")
+            status = r.status if r.complete else f"{r.status} ({r.status_why})"
+            print(f"{i}\t{r.name}\t{r.date[:19]}\t{r.commit}\ttorch {r.torch}\t{r.machine}\t{status}\t{r.label or ''}")
+        for path, why in history.skipped:
+            print(f"-\t{path.name}\tset aside: {why}")
         return 0
     if args.command == "site":
         from trainclaims.history.site import write_site
 
         if not history.runs:
             raise ValueError(f"history {args.history} has no runs yet")
-        index = write_site(history, args.out)
+        if args.runs < 1:
+            raise ValueError(f"--runs {args.runs}: give 1 or more")
+        if args.commit_url is not None and "{commit}" not in args.commit_url:
+            raise ValueError(f"--commit-url {args.commit_url!r}: give a URL with {{commit}} where the commit goes")
+        index = write_site(history, args.out, commit_url=args.commit_url, shown=args.runs)
         print(f"{PROG}: wrote {index} ({len(history.runs)} runs)")
         return 0
     from trainclaims.history.comment import pr_comment
 
     head = history.find(args.head, default=-1)
-    if args.base is None:
-        if head == 0:
-            raise ValueError(f"run {head} is the first of the history: give --base, or add a run before it")
-        base = head - 1
-    else:
-        base = history.find(args.base)
+    base = history.default_base(head) if args.base is None else history.find(args.base)
     if base == head:
         raise ValueError(f"--base and --head name the same run ({history.runs[head].name})")
-    sys.stdout.write(pr_comment(history, base, head))
+    sys.stdout.write(pr_comment(history, base, head, site_url=args.site_url))
     return 0
 
 

@@ -1,111 +1,129 @@
-"""A pull-request comment comparing two runs of a history (``python -m trainclaims.history comment``):
-one headline line, the counts (claims changed; benchmarks slower, faster, unchanged,
-inconclusive, new), a base/head/change table, each changed claim with its numbers, and one
-command that reruns what changed.
+"""A pull-request comment comparing two runs of a history (``trainclaims-history comment``), made to
+be read at a glance and never green on a broken head:
 
-A claim *changed* where its verdict, or its verdict in a numerics mode, differs between the runs
-(the claims gate's rule, ``trainclaims.gating.gate_claims``). A benchmark is *slower* or *faster*
-by the benchmark gate's rule both ways (:func:`trainclaims.history.noise.compare_rows`: its step
-costs, Mann-Whitney U at its own limit), *inconclusive* where the rounds can tell neither.
+- one headline under 80 characters: ❌ where the head has a failing claim, a claim changed its
+  verdict or a benchmark is slower or could not be told from slower; ⚠️ where nothing could be
+  compared (or the head itself was interrupted); ✅ only where something was compared and nothing
+  of that is so;
+- the head's failing claims, always, changed or not, then the claims that changed their verdict:
+  one line each (the verdicts, failed/ran tests, the range of its numbers, its first failure
+  message once), linked to the site's page of the claim where ``--site-url`` is given;
+- the benchmarks that moved or could not be told apart, one line each, linked the same way;
+- the long parts (every test of those claims, every benchmark) in ``<details>``;
+- one command that reruns what failed or changed, on the head's devices.
+
+A claim *changed* by the claims gate's rule (``trainclaims.gating.claim_pairs``, what
+``--claims-baseline`` compares); a benchmark is *slower*, *faster*, *unchanged* or *inconclusive*
+by the one benchmark judge (``trainclaims.benchgate.compare``, what ``--bench-baseline`` applies).
 """
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
 
-from trainclaims.history.noise import compare_rows
-from trainclaims.history.series import ALL, evidence_numbers, first_line
+from trainclaims.benchgate import BenchRow, Comparison, compare
+from trainclaims.gating import ClaimPair, claim_pairs
+from trainclaims.history.series import UNMEASURED, bench_file, bench_key, bench_machine, claim_file, evidence_numbers
 from trainclaims.history.store import History, Run
-from trainclaims.render import cell
-from trainclaims.verdicts import FAILED_OUTCOMES
+from trainclaims.results import ClaimResult, TestResult
+from trainclaims.verdicts import FAILED_OUTCOMES, Verdict
 
-EVIDENCE_SHOWN = 6  # numbers shown per test of a changed claim (a gap and its bound count as one)
-TESTS_SHOWN = 8
-NOT_MEASURED = "not measured"
-BENCH_STATUSES = (
-    "slower",
-    "faster",
-    "unchanged",
-    "inconclusive",
-    "new",
-    "gone",
-)  # tests shown per changed claim (the rest are counted)
+HEADLINE_MAX = 79  # characters: one line in a pull request's list of comments
+TESTS_SHOWN = 20  # tests listed per claim inside <details> (the rest are counted)
+MESSAGE_MAX = 160  # characters of a failure message
 
 
 @dataclass
-class ClaimChange:
-    claim: str
-    statement: str
-    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (mode, base, head) that differ
-    base: dict[str, Any] | None = None
-    head: dict[str, Any] | None = None
+class ClaimNote:
+    """One claim of the comment: the head's result, the base's, and its rows that changed."""
+
+    id: str
+    head: ClaimResult | None
+    base: ClaimResult | None
+    changed: list[ClaimPair] = field(default_factory=list)
+
+    @property
+    def failing(self) -> bool:
+        return self.head is not None and self.head.verdict == Verdict.FAILS
 
 
 @dataclass
-class BenchChange:
-    fullname: str
-    device: str
-    status: str  # slower / faster / unchanged / inconclusive / new / gone
-    base: dict[str, Any] | None
-    head: dict[str, Any] | None
-    change: float | None = None
-    limit: float | None = None
+class BenchNote:
+    """One benchmark of the comment: its rows in both runs and how they compare (None: in one only)."""
+
+    row: BenchRow
+    key: str  # trainclaims.history.series.bench_key: its page in the site
+    status: str  # slower / faster / unchanged / inconclusive / incomparable / new / gone
+    comparison: Comparison | None = None
 
     @property
     def name(self) -> str:
-        return f"`{self.fullname.split('::')[-1]}` [{self.device}]"
+        return f"`{self.row.short}` [{self.row.device}]"
 
 
-def _claims(run: Run) -> dict[str, dict[str, Any]]:
-    return {str(c.get("id")): c for c in run.claims or ()}
+@dataclass
+class Changes:
+    """What the comment says of ``base`` -> ``head``."""
+
+    claims: list[ClaimNote]  # the failing ones first, then the changed ones
+    compared_claims: int  # baseline verdicts compared (the claims gate's count)
+    unmeasured_claims: int  # measured in one run, not in the other (not a change)
+    benches: list[BenchNote]
+
+    @property
+    def failing(self) -> list[ClaimNote]:
+        return [c for c in self.claims if c.failing]
+
+    @property
+    def changed(self) -> list[ClaimNote]:
+        return [c for c in self.claims if c.changed]
+
+    def count(self, status: str) -> int:
+        return sum(b.status == status for b in self.benches)
+
+    @property
+    def compared(self) -> int:
+        """Claims' verdicts and benchmarks actually compared."""
+        return self.compared_claims + sum(b.comparison is not None and b.status != "incomparable" for b in self.benches)
 
 
-def _rows(claim: dict[str, Any] | None) -> dict[str, str]:
-    """The verdicts a claim is compared on: its own (``*``) and one per numerics mode."""
-    if claim is None:
-        return {}
-    out = {ALL: str(claim.get("verdict"))}
-    for mode, mv in (claim.get("modes") or {}).items():
-        if isinstance(mv, dict):
-            out[str(mode)] = str(mv.get("verdict"))
-    return out
+def changes(base: Run, head: Run) -> Changes:
+    """The claims and benchmarks of ``head`` against ``base`` (the module docstring)."""
+    old = {c.id: c for c in base.claims or ()}
+    new = {c.id: c for c in head.claims or ()}
+    notes: dict[str, ClaimNote] = {}
+    compared = unmeasured = 0
+    if base.claims is not None and head.claims is not None:
+        for pair in claim_pairs(base.claims, head.claims):
+            if pair.status == "missing":
+                unmeasured += 1
+                continue
+            compared += 1
+            if pair.status == "changed":
+                cid = pair.old.claim
+                note = notes.setdefault(cid, ClaimNote(cid, new.get(cid), old.get(cid)))
+                note.changed.append(pair)
+    for claim in head.failing:
+        notes.setdefault(claim.id, ClaimNote(claim.id, claim, old.get(claim.id)))
+    ordered = sorted(notes.values(), key=lambda n: (not n.failing, n.id))
+    return Changes(ordered, compared, unmeasured, bench_notes(base, head))
 
 
-def claim_changes(base: Run, head: Run) -> tuple[list[ClaimChange], dict[str, int]]:
-    """The claims whose verdict (or a mode's) differs, and the counts of the others: unchanged,
-    not measured in one of the runs (a subset, a missing GPU: not a change, as for the claims
-    gate), new, gone."""
-    old, new = _claims(base), _claims(head)
-    changes: list[ClaimChange] = []
-    counts = {"unchanged": 0, "unmeasured": 0, "new": len(set(new) - set(old)), "gone": len(set(old) - set(new))}
-    for cid in [c for c in old if c in new]:
-        a, b = _rows(old[cid]), _rows(new[cid])
-        # a mode only one run measured (another --numerics), or a claim one run did not measure, is no change
-        compared = [m for m in a if m in b and NOT_MEASURED not in (a[m], b[m])]
-        rows = [(m, a[m], b[m]) for m in compared if a[m] != b[m]]
-        if len(b) == 2 and len(rows) == 2 and rows[0][1:] == rows[1][1:]:
-            rows = [r for r in rows if r[0] == ALL]  # one mode, the same change: said once
-        if rows:
-            changes.append(ClaimChange(cid, str(new[cid].get("statement") or ""), rows, old[cid], new[cid]))
-        else:
-            counts["unchanged" if ALL in compared else "unmeasured"] += 1
-    return changes, counts
-
-
-def bench_changes(base: Run, head: Run) -> list[BenchChange]:
-    """Every benchmark of either run, compared (same test id and device)."""
-    old = {(str(r.get("fullname")), str(r.get("device"))): r for r in base.benchmarks or ()}
-    new = {(str(r.get("fullname")), str(r.get("device"))): r for r in head.benchmarks or ()}
+def bench_notes(base: Run, head: Run) -> list[BenchNote]:
+    """Every benchmark of either run, compared (same test id and device) by the one judge."""
+    old = {r.key: r for r in base.benchmarks or ()}
+    new = {r.key: r for r in head.benchmarks or ()}
     out = []
     for key in [*old, *(k for k in new if k not in old)]:
         a, b = old.get(key), new.get(key)
+        row, run = (b, head) if b is not None else (a, base)
+        page = bench_key(row.fullname, row.device, bench_machine(run, row))
         if a is None or b is None:
-            out.append(BenchChange(*key, "new" if a is None else "gone", a, b))
+            out.append(BenchNote(row, page, "new" if a is None else "gone"))
             continue
-        status, change, gate = compare_rows(a, b)
-        out.append(BenchChange(*key, status, a, b, change, gate.min_effect))
+        result = compare(a, b)
+        out.append(BenchNote(b, page, result.status, result))
     return out
 
 
@@ -113,59 +131,150 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_fmt(v) for v in value[:4]) + (", ...]" if len(value) > 4 else "]")
-    return str(value)
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
 
 
-def _tests(claim: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    return {str(t.get("test")): t for t in (claim or {}).get("tests") or () if isinstance(t, dict)}
+def _ran(claim: ClaimResult | None) -> list[TestResult]:
+    return [t for t in (claim.tests if claim else ()) if t.outcome not in UNMEASURED]
 
 
-def _test_numbers(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
-    """A test's numbers in head, with base's where they differ: the gap against its bound first."""
-    now = dict(evidence_numbers(after.get("evidence") or {}))
-    then = dict(evidence_numbers((before or {}).get("evidence") or {}))
-    parts = []
-    evidence = after.get("evidence") or {}
-    if "gap" in now:
-        relation = {"equal": "<=", "exact": "==", "differs": ">"}.get(str(evidence.get("expect")), "vs")
-        text = f"gap {_fmt(now.pop('gap'))} (needs {relation} {_fmt(evidence.get('bound'))})"
-        old_gap = then.pop("gap", None)
-        if old_gap is not None:
-            text += f", base {_fmt(old_gap)}"
-        parts.append(text)
-    moved = [k for k in now if then.get(k) != now[k]]
-    for key in (moved or list(now))[: EVIDENCE_SHOWN - len(parts)]:
-        text = f"{key} {_fmt(now[key])}"
-        if key in then and then[key] != now[key]:
-            text += f" (base {_fmt(then[key])})"
-        parts.append(text)
+def numbers_range(tests: list[TestResult]) -> str:
+    """The range of a claim's numbers over its tests (a gap against its bound first; else the first
+    number its tests record), e.g. ``gap 2e-08..0.003 (needs <= 0.0001)``."""
+    by_key: dict[str, list[float]] = {}
+    bounds, expects = set(), set()
+    for test in tests:
+        for key, value in evidence_numbers(test.evidence):
+            by_key.setdefault(key, []).extend(value if isinstance(value, list) else [value])
+        if "bound" in test.evidence:
+            bounds.add(str(test.evidence.get("bound")))
+            expects.add(str(test.evidence.get("expect")))
+    if not by_key:
+        return ""
+    key = "gap" if "gap" in by_key else next(iter(by_key))
+    values = by_key[key]
+    text = f"{key} {_fmt(min(values))}" + (f"..{_fmt(max(values))}" if max(values) != min(values) else "")
+    if key == "gap" and len(bounds) == 1:
+        relation = {"equal": "<=", "exact": "==", "differs": ">"}.get(next(iter(expects)), "vs")
+        text += f" (needs {relation} {next(iter(bounds))})"
+    return text
+
+
+def _messages(tests: list[TestResult]) -> list[tuple[str, int]]:
+    """The distinct first lines of the failed tests' messages, with how many tests gave each."""
+    counts: dict[str, int] = {}
+    for t in tests:
+        if t.outcome in FAILED_OUTCOMES:
+            text = (t.reason or t.outcome).strip().splitlines()[0] if (t.reason or t.outcome).strip() else t.outcome
+            counts[text[:MESSAGE_MAX]] = counts.get(text[:MESSAGE_MAX], 0) + 1
+    return list(counts.items())
+
+
+def _link(text: str, site_url: str | None, page: str) -> str:
+    return f"[{text}]({site_url.rstrip('/')}/{page})" if site_url else text
+
+
+def claim_line(note: ClaimNote, site_url: str | None) -> str:
+    """One line: the claim, its verdicts, failed/ran tests, the range of its numbers, a message."""
+    head = note.head
+    name = _link(f"**{note.id}**", site_url, claim_file(note.id))
+    if note.changed:
+        verdicts = "; ".join(
+            f"{p.old.verdict.value} → **{p.new.verdict.value}**" + _mode_of(p.old.key) for p in note.changed
+        )
+    else:
+        was = f" (base: {note.base.verdict.value})" if note.base is not None else " (not in the base)"
+        verdicts = f"**{head.verdict.value if head else '?'}**{was}"
+    mark = "❌" if note.failing else "🔁"
+    parts = [f"- {mark} {name} {verdicts}"]
+    ran = _ran(head)
+    if ran:
+        failed = sum(t.outcome in FAILED_OUTCOMES for t in ran)
+        parts.append(f"{failed}/{len(ran)} tests failed")
+    numbers = numbers_range(ran)
+    if numbers:
+        parts.append(numbers)
+    messages = _messages(ran)
+    if messages:
+        text, count = messages[0]
+        more = f" (+{len(messages) - 1} other messages)" if len(messages) > 1 else ""
+        parts.append(f"`{text.replace('`', chr(39))}`" + (f" ×{count}" if count > 1 else "") + more)
+    elif head is not None and head.why and not note.failing:
+        parts.append(head.why.splitlines()[0][:MESSAGE_MAX])
     return "; ".join(parts)
 
 
-def _run_cell(run: Run) -> str:
-    text = f"`{run.commit[:10]}` torch {run.torch_release}, {run.machine}"
-    return text + (f" ({run.label})" if run.label else "")
+def _mode_of(key: str) -> str:
+    """`` [mode]`` of a row key (``TP-01 [bf16-autocast]``), else nothing."""
+    return f" [{key.partition(' [')[2]}" if " [" in key else ""
 
 
-def reproduce_command(head: Run, claims: list[ClaimChange], benches: list[BenchChange]) -> str | None:
-    """One pytest command that reruns the tests of the changed claims and the changed benchmarks,
-    as node ids (a whole test function where every instance of it in the run is wanted)."""
+def _cost(row: BenchRow | None) -> str:
+    return f"{row.step_cost:.3g}" if row is not None and row.step_cost is not None else "-"
+
+
+def bench_line(note: BenchNote, site_url: str | None) -> str:
+    result = note.comparison
+    name = _link(note.name, site_url, bench_file(note.key))
+    if result is None or result.change is None:
+        return f"- {name}: {note.status}" + (f" ({result.why})" if result is not None and result.why else "")
+    mark = {"slower": "🐢", "inconclusive": "❔", "faster": "🚀"}.get(note.status, "")
+    return f"- {mark} {name}: **{note.status}** {result.change:+.1%} {result.what} (limit +{result.gate.limit:.0%})"
+
+
+def _run_words(run: Run) -> str:
+    text = f"`{run.commit[:10]}`" + (f" ({run.label})" if run.label else "")
+    return f"{text}, torch {run.torch_release}, {run.date[:16]}"
+
+
+def headline(found: Changes, head: Run) -> str:
+    """The comment's first line (under :data:`HEADLINE_MAX` characters)."""
+    failing, changed = len(found.failing), len([c for c in found.changed if not c.failing])
+    slower, unsure = found.count("slower"), found.count("inconclusive")
+    bad = []
+    if failing:
+        bad.append(f"{_n(failing, 'claim')} failing")
+    if changed:
+        bad.append(f"{changed} changed")
+    if slower:
+        bad.append(f"{_n(slower, 'benchmark')} slower")
+    if unsure:
+        bad.append(f"{unsure} inconclusive")
+    if bad:
+        text = f"### ❌ trainclaims: {', '.join(bad)}"
+    elif not found.compared:
+        text = "### ⚠️ trainclaims: nothing compared (see below)"
+    elif not head.complete:
+        text = f"### ⚠️ trainclaims: the head run is {head.status}"
+    else:
+        benches = sum(b.status in ("unchanged", "faster") for b in found.benches)
+        text = (
+            f"### ✅ trainclaims: {_n(found.compared_claims, 'claim verdict')}, {_n(benches, 'benchmark')} "
+            "as in the base"
+        )
+    return text if len(text) <= HEADLINE_MAX else text[: HEADLINE_MAX - 1] + "…"
+
+
+def reproduce_command(head: Run, found: Changes) -> str | None:
+    """One pytest command that reruns the tests of the failing and changed claims and the
+    benchmarks that moved, as node ids (a whole test function where every instance of it in the
+    run is wanted), on the devices they ran on."""
     wanted: list[str] = []
     every: list[str] = []
+    devices: list[str] = []
     for claim in head.claims or ():
-        every += [str(t.get("test")) for t in claim.get("tests") or () if isinstance(t, dict)]
-    every += [str(r.get("fullname")) for r in head.benchmarks or ()]
+        every += [t.test for t in claim.tests]
+    every += [r.fullname for r in head.benchmarks or ()]
     every += [str(r.get("test")) for r in head.not_measured]
-    for change in claims:
-        wanted += [str(t.get("test")) for t in (change.head or {}).get("tests") or () if isinstance(t, dict)]
-    bench_ids = [b.fullname for b in benches if b.status in ("slower", "faster", "inconclusive")]
-    wanted += bench_ids
-    wanted = list(dict.fromkeys(w for w in wanted if w and w != "None"))
+    for note in found.claims:
+        mine = _ran(note.head) or (note.head.tests if note.head else [])
+        wanted += [t.test for t in mine]
+        devices += [t.device for t in mine if t.device]
+    benches = [b for b in found.benches if b.status in ("slower", "faster", "inconclusive")]
+    wanted += [b.row.fullname for b in benches]
+    devices += [b.row.device for b in benches]
+    wanted = list(dict.fromkeys(w for w in wanted if w))
     if not wanted:
         return None
     chosen: list[str] = []
@@ -178,151 +287,102 @@ def reproduce_command(head: Run, claims: list[ClaimChange], benches: list[BenchC
         else:
             chosen.append(node)
     args = ["pytest", "-p", "no:cacheprovider"]
-    if bench_ids:
+    kinds = list(dict.fromkeys(d.split(":")[0] for d in devices))
+    if kinds:
+        args.append(f"--device={','.join(kinds)}")
+    if benches:
         args += ["-p", "no:xdist"]  # benchmarks skip under xdist
     modes = [m for m in head.modes if m != "ieee"]
     if modes:
-        args += ["--numerics", ",".join(head.modes)]
+        args.append(f"--numerics={','.join(head.modes)}")
     return " ".join(shlex.quote(a) for a in [*args, *chosen])
 
 
-def pr_comment(history: History, base: int, head: int) -> str:
+def _details(summary: str, lines: list[str]) -> list[str]:
+    return ["", f"<details><summary>{summary}</summary>", "", *lines, "", "</details>"]
+
+
+def _test_lines(note: ClaimNote) -> list[str]:
+    before = {t.test: t for t in (note.base.tests if note.base else ())}
+    ran = sorted(_ran(note.head), key=lambda t: (t.outcome not in FAILED_OUTCOMES, t.test))
+    lines = []
+    for test in ran[:TESTS_SHOWN]:
+        old = before.get(test.test)
+        text = f"  - `{test.test}`: {old.outcome if old else '-'} → {test.outcome}"
+        numbers = numbers_range([test])
+        if numbers:
+            old_numbers = numbers_range([old]) if old else ""
+            text += f"; {numbers}" + (f" (base {old_numbers})" if old_numbers and old_numbers != numbers else "")
+        lines.append(text)
+    if len(ran) > TESTS_SHOWN:
+        lines.append(f"  - and {len(ran) - TESTS_SHOWN} more tests")
+    for message, count in _messages(ran):
+        lines.append(f"  - {count} test{'s' if count > 1 else ''}: `{message.replace('`', chr(39))}`")
+    return lines
+
+
+def pr_comment(history: History, base: int, head: int, site_url: str | None = None) -> str:
     """The markdown comment comparing run ``base`` with run ``head`` of ``history``."""
     a, b = history.runs[base], history.runs[head]
-    claims, tally = claim_changes(a, b) if a.claims is not None and b.claims is not None else ([], {})
-    benches = bench_changes(a, b) if a.benchmarks is not None and b.benchmarks is not None else []
-    count = {s: sum(x.status == s for x in benches) for s in BENCH_STATUSES}
-    bad = bool(claims) or count["slower"] or count["inconclusive"]
-    its = "its" if len(claims) == 1 else "their"
-    news = [f"{_n(len(claims), 'claim')} changed {its} verdict" if claims else "no claim changed its verdict"]
-    news.append(f"{_n(count['slower'], 'benchmark')} slower" if count["slower"] else "no benchmark slower")
-    if count["inconclusive"]:
-        news.append(f"{count['inconclusive']} inconclusive")
-    mark = "❌" if bad else "✅"
-    lines = [
-        f"### {mark} trainclaims: {', '.join(news)} (head {_run_cell(b)} against base {_run_cell(a)})",
-        "",
-    ]
+    found = changes(a, b)
+    lines = [headline(found, b), ""]
+    site = f" · [site]({site_url.rstrip('/')}/index.html)" if site_url else ""
+    lines.append(f"Head {_run_words(b)} against base {_run_words(a)}{site}")
+    warnings = []
+    if not found.compared:
+        warnings.append(
+            "nothing could be compared: the base measured none of the head's claims or benchmarks "
+            "(give --base RUN or label:NAME; `trainclaims-history runs` lists them)"
+        )
+    for which, run in (("head", b), ("base", a)):
+        if not run.complete:
+            warnings.append(f"the {which} run is {run.status}: {run.status_why}")
+    if a.machine != b.machine:
+        warnings.append(f"base and head ran on different machines ({a.machine}; {b.machine})")
+    lines += ["", *(f"⚠️ {w}" for w in warnings)] if warnings else []
     counts = []
     if a.claims is None or b.claims is None:
         counts.append(f"**Claims**: not measured in the {'base' if a.claims is None else 'head'} run")
     else:
         counts.append(
-            f"**Claims**: {len(claims)} changed, {tally['unchanged']} unchanged, {tally['unmeasured']} not measured "
-            f"in one of the runs, {tally['new']} new, {tally['gone']} gone"
+            f"**Claims**: {len(found.failing)} failing, {len(found.changed)} changed, "
+            f"{found.compared_claims} verdicts compared, {found.unmeasured_claims} measured in one run only"
         )
     if a.benchmarks is None or b.benchmarks is None:
         counts.append(f"**Benchmarks**: not measured in the {'base' if a.benchmarks is None else 'head'} run")
     else:
         counts.append(
-            f"**Benchmarks**: {count['slower']} slower, {count['faster']} faster, {count['unchanged']} unchanged, "
-            f"{count['inconclusive']} inconclusive, {count['new']} new, {count['gone']} gone"
-        )
-    lines.append(" · ".join(counts))
-    if not claims and not tally.get("unchanged") and not any(x.status not in ("new", "gone") for x in benches):
-        lines += [
-            "",
-            "⚠ the base run measured none of the head's claims or benchmarks: give --base RUN (`runs` lists them).",
-        ]
-    if a.machine != b.machine:
-        lines += [
-            "",
-            f"⚠ base and head ran on different machines ({a.machine}; {b.machine}): samples/s do not compare.",
-        ]
-    lines += ["", "| | base | head | change |", "|---|---|---|---|"]
-    lines.append(f"| run | {cell(_run_cell(a))}, {a.date[:19]} | {cell(_run_cell(b))}, {b.date[:19]} | |")
-    for change in claims:
-        for mode, old, now in change.rows:
-            where = change.claim if mode == ALL else f"{change.claim} [{mode}]"
-            lines.append(f"| claim {where} | {old} | **{now}** | verdict changed |")
-    for bench in benches:
-        if bench.status in ("new", "gone"):
-            row = bench.head or bench.base or {}
-            cost = _fmt(_cost(row))
-            lines.append(
-                f"| benchmark {bench.name} | {cost if bench.status == 'gone' else '-'} | "
-                f"{cost if bench.status == 'new' else '-'} | {bench.status} |"
-            )
-            continue
-        change = f"{bench.change:+.0%}" if bench.change is not None else "?"
-        if bench.status in ("slower", "inconclusive"):
-            change = f"**{change} {bench.status}**"
-        else:
-            change = f"{change} {bench.status}"
-        limit = f" (limit ±{bench.limit:.0%})" if bench.limit is not None else ""
-        lines.append(
-            f"| benchmark {bench.name} step cost | {_fmt(_cost(bench.base))} | {_fmt(_cost(bench.head))} | "
-            f"{change}{limit} |"
-        )
-    if claims:
-        lines += ["", "#### Claims that changed", ""]
-    for change in claims:
-        verdicts = "; ".join(
-            f"{'' if mode == ALL else f'[{mode}] '}{old} → **{now}**" for mode, old, now in change.rows
-        )
-        why = str((change.head or {}).get("why") or "")
-        lines.append(f"- **{change.claim}** ({cell(change.statement)}): {verdicts}" + (f": {cell(why)}" if why else ""))
-        before = _tests(change.base)
-        shown = 0
-        tests = list(_tests(change.head).values())
-        tests.sort(
-            key=lambda t: (
-                t.get("outcome") not in FAILED_OUTCOMES,
-                "gap" not in (t.get("evidence") or {}),
+            "**Benchmarks**: "
+            + ", ".join(
+                f"{found.count(s)} {s}"
+                for s in ("slower", "inconclusive", "faster", "unchanged", "incomparable", "new", "gone")
+                if found.count(s) or s in ("slower", "inconclusive", "faster", "unchanged")
             )
         )
-        for test in tests:
-            numbers = _test_numbers(before.get(str(test.get("test"))), test)
-            failed = test.get("outcome") in FAILED_OUTCOMES
-            if not numbers and not failed:
-                continue
-            if shown == TESTS_SHOWN:
-                lines.append(f"  - and {len(tests) - shown} more tests")
-                break
-            old_outcome = (before.get(str(test.get("test"))) or {}).get("outcome", "-")
-            text = f"  - `{test.get('test')}`: {old_outcome} → {test.get('outcome')}"
-            if numbers:
-                text += f"; {numbers}"
-            if failed and test.get("reason"):
-                text += f"; {first_line(str(test['reason']))[:200]}"
-            lines.append(text.replace("\n", " "))  # a list item, not a table cell: its | stay as they are
-            shown += 1
-    slow = [x for x in benches if x.status in ("slower", "faster", "inconclusive")]
-    if slow:
-        lines += ["", "#### Benchmarks that moved or could not be told apart", ""]
-        for bench in slow:
-            lines.append(f"- {bench.name}: {_bench_numbers(bench)}")
-    command = reproduce_command(b, claims, benches)
+    lines += ["", " · ".join(counts)]
+    if found.claims:
+        lines += ["", *(claim_line(note, site_url) for note in found.claims)]
+    moved = [x for x in found.benches if x.status in ("slower", "inconclusive", "faster")]
+    if moved:
+        lines += ["", *(bench_line(x, site_url) for x in moved)]
+    if found.claims:
+        tests = [line for note in found.claims for line in [f"- **{note.id}**", *_test_lines(note)]]
+        lines += _details(f"Their tests ({_n(sum(len(_ran(n.head)) for n in found.claims), 'test')})", tests)
+    if found.benches:
+        table = ["| benchmark | base | head | change | call |", "|---|---|---|---|---|"]
+        for x in found.benches:
+            r = x.comparison
+            old = _cost(r.old) if r else (_cost(x.row) if x.status == "gone" else "-")
+            new = _cost(r.new) if r else (_cost(x.row) if x.status == "new" else "-")
+            change = f"{r.change:+.1%} {r.what}" if r and r.change is not None else "-"
+            call = x.status + (f" (limit +{r.gate.limit:.0%})" if r and r.change is not None else "")
+            table.append(f"| {_link(x.name, site_url, bench_file(x.key))} | {old} | {new} | {change} | {call} |")
+        detail = [f"- {x.name}: {x.comparison.line()}" for x in moved if x.comparison]
+        lines += _details(
+            f"Every benchmark ({len(found.benches)}): step cost in GEMM units",
+            [*table, *(["", *detail] if detail else [])],
+        )
+    command = reproduce_command(b, found)
     if command:
-        lines += ["", "#### Reproduce", "", "```", command, "```"]
+        lines += ["", "Reproduce:", "", "```sh", command, "```"]
     return "\n".join(lines) + "\n"
-
-
-def _cost(row: dict[str, Any] | None) -> float | None:
-    if not row:
-        return None
-    import statistics
-
-    costs = row.get("step_costs")
-    if costs:
-        return statistics.median(costs)
-    return row.get("step_cost") if row.get("step_cost") is not None else row.get("samples_per_s")
-
-
-def _bench_numbers(bench: BenchChange) -> str:
-    from trainclaims.stats import spread
-
-    a, b = bench.base or {}, bench.head or {}
-    parts = []
-    if a.get("step_costs") and b.get("step_costs"):
-        parts.append(
-            f"step cost {_fmt(_cost(b))} GEMM units against {_fmt(_cost(a))} ({bench.change:+.0%}, limit "
-            f"±{bench.limit:.0%}; spread {spread(b['step_costs']):.0%} now, {spread(a['step_costs']):.0%} in the base; "
-            f"{len(b['step_costs'])}/{len(a['step_costs'])} rounds)"
-        )
-    if a.get("samples_per_s") and b.get("samples_per_s"):
-        parts.append(
-            f"{_fmt(b['samples_per_s'])} samples/s against {_fmt(a['samples_per_s'])} "
-            f"({b['samples_per_s'] / a['samples_per_s'] - 1:+.0%})"
-        )
-    return "; ".join(parts) or bench.status

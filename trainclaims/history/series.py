@@ -4,20 +4,26 @@ samples/s and share of the matmul rate, with each point's spread. The site and t
 comment read the history through these; the steps in each series are found by
 :mod:`trainclaims.history.steps`.
 
-Everything here reads the plain JSON shapes of claims.json and benchmarks.json (see the package
-docstring), never ``trainclaims.results``: a claims.json with new fields reads the same.
+Everything here reads the typed results of each run (``trainclaims.results.ClaimResult``,
+``trainclaims.benchgate.BenchRow``), as the gates do. A claim test run once per seed (node ids
+that differ only in a run of consecutive integers, ``test_x[0]`` .. ``test_x[4]``) is one series,
+each run's point the median over its seeds with their range (:func:`fold`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainclaims.benchgate import BenchRow
 from trainclaims.history.steps import Fit, detect_steps
 from trainclaims.history.store import History, Run
+from trainclaims.results import TestResult
 from trainclaims.verdicts import FAILED_OUTCOMES
 
 ALL = "*"  # a row over every numerics mode or device: the claim's own verdict
@@ -36,39 +42,31 @@ def claim_verdicts(run: Run) -> dict[tuple[str, str, str], tuple[str, str]]:
     concluded there, else the claim's (a claim that fails on another device *holds* here)."""
     out: dict[tuple[str, str, str], tuple[str, str]] = {}
     for claim in run.claims or ():
-        cid = str(claim.get("id"))
-        verdict, why = str(claim.get("verdict")), str(claim.get("why") or "")
-        out[(cid, ALL, ALL)] = (verdict, why)
-        modes = claim.get("modes") if isinstance(claim.get("modes"), dict) else {}
-        for mode, mv in modes.items():
-            if isinstance(mv, dict):
-                out[(cid, str(mode), ALL)] = (str(mv.get("verdict")), str(mv.get("why") or ""))
-        tests = [t for t in claim.get("tests") or () if isinstance(t, dict)]
-        devices = sorted({str(t.get("device")) for t in tests if t.get("device")})
-        for mode in [ALL, *modes]:
-            base = out.get((cid, mode, ALL), (verdict, why))
+        cid = claim.id
+        out[(cid, ALL, ALL)] = (claim.verdict.value, claim.why)
+        for mode, mv in claim.modes.items():
+            out[(cid, mode, ALL)] = (mv.verdict.value, mv.why)
+        devices = sorted({t.device for t in claim.tests if t.device})
+        for mode in [ALL, *claim.modes]:
+            base = out.get((cid, mode, ALL), (claim.verdict.value, claim.why))
             for device in devices:
-                mine = [
-                    t
-                    for t in tests
-                    if str(t.get("device")) == device and (mode == ALL or (t.get("numerics") or "ieee") == mode)
-                ]
+                mine = [t for t in claim.tests if t.device == device and (mode == ALL or t.numerics == mode)]
                 out[(cid, mode, device)] = _device_verdict(mine, base)
     return out
 
 
-def _device_verdict(tests: list[dict[str, Any]], base: tuple[str, str]) -> tuple[str, str]:
-    ran = [t for t in tests if t.get("outcome") not in UNMEASURED]
+def _device_verdict(tests: list[TestResult], base: tuple[str, str]) -> tuple[str, str]:
+    ran = [t for t in tests if t.outcome not in UNMEASURED]
     if not ran:
-        why = next((str(t.get("reason") or "") for t in tests if t.get("reason")), "no test ran here")
+        why = next((t.reason for t in tests if t.reason), "no test ran here")
         return "not measured", why
-    failed = [t for t in ran if t.get("outcome") in FAILED_OUTCOMES]
+    failed = [t for t in ran if t.outcome in FAILED_OUTCOMES]
     if failed:
-        return "fails", first_line(str(failed[0].get("reason") or failed[0].get("outcome")))
-    concluded = [str(t["verdict"]) for t in ran if t.get("verdict") in WORST_FIRST]
+        return "fails", first_line(failed[0].reason or failed[0].outcome)
+    concluded = [t.verdict.value for t in ran if t.verdict and t.verdict.value in WORST_FIRST]
     if concluded:
         worst = min(concluded, key=WORST_FIRST.index)
-        return worst, next(str(t.get("why") or "") for t in ran if t.get("verdict") == worst)
+        return worst, next(t.why for t in ran if t.verdict and t.verdict.value == worst)
     if base[0] in ("fails", "not measured"):
         return "holds", "its tests here passed"
     return base
@@ -165,33 +163,70 @@ def evidence_numbers(evidence: Any, prefix: str = "", depth: int = 0) -> Iterato
             yield from evidence_numbers(value, f"{name}.", depth + 1)
 
 
+def fold(nodes: Sequence[str]) -> dict[str, str]:
+    """Each node id -> the name of its group: node ids that differ only in one part of their
+    parameters, where that part runs over consecutive integers from 0 or 1 (a seed), share a group
+    named with ``*`` there (``test_x[cpu-*]``); any other node id is its own group."""
+    parsed: dict[str, tuple[str, list[str]]] = {}
+    for node in nodes:
+        m = re.fullmatch(r"(.*?)\[(.*)\]", node)
+        if m:
+            parsed[node] = (m.group(1), m.group(2).split("-"))
+    out = {node: node for node in nodes}
+    candidates: dict[tuple[str, int, tuple[str, ...]], list[tuple[str, int]]] = {}
+    for node, (function, parts) in parsed.items():
+        for k, part in enumerate(parts):
+            if part.isdigit():
+                rest = (*parts[:k], "*", *parts[k + 1 :])
+                candidates.setdefault((function, k, rest), []).append((node, int(part)))
+    for (function, _, rest), members in candidates.items():
+        numbers = sorted(n for _, n in members)
+        if len(members) < 2 or numbers != list(range(numbers[0], numbers[0] + len(numbers))) or numbers[0] > 1:
+            continue
+        if any(out[node] != node for node, _ in members):
+            continue  # folded along another part already
+        for node, _ in members:
+            out[node] = f"{function}[{'-'.join(rest)}]"
+    return out
+
+
 def claim_series(history: History) -> dict[str, dict[str, list[Series]]]:
-    """``claim -> test -> its evidence series`` over the runs of ``history`` (a list of numbers, a
-    number per seed say, is one point with those as its rounds)."""
-    out: dict[str, dict[str, dict[str, Series]]] = {}
+    """``claim -> test (or group of seeds) -> its evidence series`` over the runs of ``history``: a
+    list of numbers (a number per seed, say) is one point with those as its rounds, and so are a
+    group's numbers (:func:`fold`): its point the median, its spread their range."""
+    groups = fold([t.test for run in history.runs for c in run.claims or () for t in c.tests])
+    collected: dict[tuple[str, str, str], dict[int, list[float]]] = {}
+    meta: dict[tuple[str, str, str], Series] = {}
     for i, run in enumerate(history.runs):
         for claim in run.claims or ():
-            cid = str(claim.get("id"))
-            for test in claim.get("tests") or ():
-                if not isinstance(test, dict) or not isinstance(test.get("evidence"), dict):
+            for test in claim.tests:
+                evidence = test.evidence
+                if not isinstance(evidence, dict) or not evidence:
                     continue
-                node = str(test.get("test"))
-                evidence = test["evidence"]
+                group = groups.get(test.test, test.test)
                 for key, value in evidence_numbers(evidence):
-                    series = out.setdefault(cid, {}).setdefault(node, {}).get(key)
+                    where = (claim.id, group, key)
+                    series = meta.get(where)
                     if series is None:
-                        series = Series(f"{cid}|{node}|{key}", key)
-                        out[cid][node][key] = series
-                    if isinstance(value, list):
-                        series.points.append(Point(i, statistics.median(value), value, min(value), max(value)))
-                    elif math.isfinite(value):
-                        series.points.append(Point(i, value))
+                        series = meta[where] = Series(f"{claim.id}|{group}|{key}", key)
+                    numbers = value if isinstance(value, list) else [value]
+                    collected.setdefault(where, {}).setdefault(i, []).extend(v for v in numbers if math.isfinite(v))
                     if key == "gap":
                         if _is_number(evidence.get("bound")):
                             series.bounds[i] = float(evidence["bound"])
                         series.expect = str(evidence.get("expect") or "")
                         series.higher_is_worse = series.expect in ("equal", "exact") or None
-    return {c: {t: list(s.values()) for t, s in tests.items()} for c, tests in out.items()}
+    out: dict[str, dict[str, list[Series]]] = {}
+    for where, series in meta.items():
+        for i, values in sorted(collected.get(where, {}).items()):
+            if not values:
+                continue
+            if len(values) == 1:
+                series.points.append(Point(i, values[0]))
+            else:
+                series.points.append(Point(i, statistics.median(values), values, min(values), max(values)))
+        out.setdefault(where[0], {}).setdefault(where[1], []).append(series)
+    return out
 
 
 @dataclass
@@ -202,14 +237,14 @@ class BenchSeries:
     device: str
     machine: str
     group: str = ""
-    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # run -> its benchmarks.json row
+    rows: dict[int, BenchRow] = field(default_factory=dict)  # run -> its row
     step_cost: Series | None = None
     samples: Series | None = None
     matmul: Series | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.fullname}|{self.device}|{self.machine}"
+        return bench_key(self.fullname, self.device, self.machine)
 
     @property
     def name(self) -> str:
@@ -219,14 +254,35 @@ class BenchSeries:
     def series(self) -> list[Series]:
         return [s for s in (self.step_cost, self.samples, self.matmul) if s is not None and s.points]
 
+    @property
+    def newest(self) -> BenchRow:
+        return self.rows[max(self.rows)]
 
-def gate_limit(row: dict[str, Any]) -> float:
-    """The relative slowdown the gate allows this benchmark: its row's own, else the gate's default."""
-    from trainclaims.gating import DEFAULT_GATE
 
-    if _is_number(row.get("gate_min_effect")):
-        return float(row["gate_min_effect"])
-    return DEFAULT_GATE.min_effect if row.get("step_costs") else DEFAULT_GATE.legacy_min_effect
+def slug(text: str) -> str:
+    """A file name for ``text``: readable, and unique by a short hash of the whole."""
+    readable = re.sub(r"[^A-Za-z0-9]+", "-", text.split("::")[-1]).strip("-")[:60]
+    return f"{readable}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def claim_file(claim: str) -> str:
+    """A claim's page in the site, relative to the site's root."""
+    return "claims/" + re.sub(r"[^A-Za-z0-9_.-]+", "_", claim) + ".html"
+
+
+def bench_key(fullname: str, device: str, machine: str) -> str:
+    """A benchmark's name in a history: its test id, device and machine."""
+    return f"{fullname}|{device}|{machine}"
+
+
+def bench_file(key: str) -> str:
+    """A benchmark's page in the site (by its :func:`bench_key`), relative to the site's root."""
+    return f"benchmarks/{slug(key)}.html"
+
+
+def bench_machine(run: Run, row: BenchRow) -> str:
+    """Where a benchmark ran: the accelerator's name, else the run's CPU."""
+    return str(row.device_name if row.device != "cpu" else run.machine) or run.machine
 
 
 def benchmark_series(history: History) -> list[BenchSeries]:
@@ -234,12 +290,11 @@ def benchmark_series(history: History) -> list[BenchSeries]:
     found: dict[tuple[str, str, str], BenchSeries] = {}
     for i, run in enumerate(history.runs):
         for row in run.benchmarks or ():
-            machine = str(row.get("device_name") if row.get("device") != "cpu" else run.machine) or run.machine
-            key = (str(row.get("fullname")), str(row.get("device")), machine)
-            bench = found.setdefault(key, BenchSeries(*key, group=str(row.get("group") or "")))
+            key = (row.fullname, row.device, bench_machine(run, row))
+            bench = found.setdefault(key, BenchSeries(*key, group=row.group))
             bench.rows[i] = row
     for bench in found.values():
-        limit = gate_limit(bench.rows[max(bench.rows)])
+        limit = bench.newest.limit()
         bench.step_cost = Series(f"{bench.key}|step_cost", "step cost (GEMM units)", gate_limit=limit)
         bench.step_cost.higher_is_worse = True
         bench.samples = Series(f"{bench.key}|samples_per_s", "samples/s", gate_limit=limit)
@@ -247,22 +302,21 @@ def benchmark_series(history: History) -> list[BenchSeries]:
         bench.matmul = Series(f"{bench.key}|matmul_fraction", "share of the matmul rate")
         bench.matmul.higher_is_worse = False
         for i, row in sorted(bench.rows.items()):
-            costs = _numbers(row.get("step_costs"))
+            costs = row.step_costs
             if costs:
                 q1, q2, q3 = quartiles(costs)
                 bench.step_cost.points.append(Point(i, q2, costs, q1, q3))
-            elif _is_number(row.get("step_cost")):
-                bench.step_cost.points.append(Point(i, float(row["step_cost"])))
-            if _is_number(row.get("samples_per_s")):
-                sps = float(row["samples_per_s"])
-                times = _numbers(row.get("rounds_s"))
+            elif row.step_cost is not None:
+                bench.step_cost.points.append(Point(i, row.step_cost))
+            if row.samples_per_s is not None:
+                sps = row.samples_per_s
+                times = row.rounds_s
                 point = Point(i, sps)
-                median = row.get("median_s")
-                if times and _is_number(median) and all(t > 0 for t in times):
+                if times and row.median_s is not None and all(t > 0 for t in times):
                     # each round's samples/s: samples per step (sps * median time) over its time
-                    point.rounds = [sps * median / t for t in times]
+                    point.rounds = [sps * row.median_s / t for t in times]
                     point.low, _, point.high = quartiles(point.rounds)
                 bench.samples.points.append(point)
-            if _is_number(row.get("matmul_fraction")):
-                bench.matmul.points.append(Point(i, float(row["matmul_fraction"])))
+            if row.matmul_fraction is not None:
+                bench.matmul.points.append(Point(i, row.matmul_fraction))
     return sorted(found.values(), key=lambda b: (b.fullname, b.device, b.machine))

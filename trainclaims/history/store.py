@@ -24,25 +24,37 @@ change the meaning of old ones; a change that did would use another marker file)
 ``schema`` works the same way.
 
 Claims are kept as claims.json has them (each claim with its verdict, per-mode verdicts, tests,
-outcomes and evidence numbers) and benchmarks as benchmarks.json has them (with every round), as
-plain JSON: this module needs nothing of ``trainclaims.results`` and keeps what a newer
-claims.json adds.
+outcomes and evidence numbers) and benchmarks as benchmarks.json has them (with every round): the
+file keeps what a newer claims.json adds. They are read back through the typed results,
+``trainclaims.results.ClaimResult`` and ``trainclaims.benchgate.BenchRow``, as the gates read them.
+
+A run's *status* says whether it measured what it meant to: *complete*, *interrupted* (the session
+stopped before some of its tests: Ctrl-C, ``-x``, a crashed worker) or *empty* (no claim measured,
+no benchmark). Only a complete run is ever taken as a comparison's base by default.
+
+The same report is added once: a run's file is named after its date, commit and a digest of what
+it holds (claims, benchmarks, environment), and a second ``add`` of that report is refused. A run
+file that cannot be read (truncated, another tool's, a stray ``notes.json``) does not stop the
+others: :func:`load` sets it aside with why (:attr:`History.skipped`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trainclaims.files import atomic_write
+from trainclaims.benchgate import BenchRow, rows_from_json
+from trainclaims.results import ClaimResult
 from trainclaims.tiers import TIERS
+from trainclaims.verdicts import NOT_RUN, Verdict
 
 MARKER = "trainclaims-history.json"
 RUNS = "runs"
@@ -50,24 +62,32 @@ FORMAT = "trainclaims-history"
 RUN_FORMAT = "trainclaims-history-run"
 MARKER_SCHEMA = 1  # the layout version this module writes
 RUN_SCHEMA = 2  # the run file version this module writes (1: the minimal form, see the docstring)
+COMPLETE, INTERRUPTED, EMPTY = "complete", "interrupted", "empty"  # a run's status
+LABEL_PREFIX = "label:"  # --base label:main: the newest complete run of that label
 
 
 @dataclass
 class Run:
-    """One recorded run: its environment, claims (claims.json's ``claims`` list, or None where the
-    run wrote no claims.json) and benchmark rows (benchmarks.json's, or None)."""
+    """One recorded run: its environment, claims (claims.json's, typed; None where the run wrote no
+    claims.json) and benchmark rows (benchmarks.json's, typed; or None)."""
 
     name: str
     path: Path
     schema: int
     environment: dict[str, Any]
-    claims: list[dict[str, Any]] | None = None
-    benchmarks: list[dict[str, Any]] | None = None
+    claims: list[ClaimResult] | None = None
+    benchmarks: list[BenchRow] | None = None
     not_measured: list[dict[str, Any]] = field(default_factory=list)
     label: str | None = None
     recorded: str = ""  # when it was added to the history (ISO 8601)
     tiers: list[str] = field(default_factory=list)
     claims_schema: int | None = None
+    status: str = COMPLETE  # complete / interrupted / empty (the module docstring)
+    status_why: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
 
     @property
     def date(self) -> str:
@@ -113,33 +133,41 @@ class Run:
         """A short name for a column: the label, else commit and torch release."""
         return self.label or f"{self.commit[:10]} torch {self.torch_release}"
 
+    @property
+    def failing(self) -> list[ClaimResult]:
+        """The claims that fail in this run."""
+        return [c for c in self.claims or () if c.verdict == Verdict.FAILS]
+
 
 @dataclass
 class History:
-    """The runs of a history folder, oldest first (by date, then name)."""
+    """The runs of a history folder, oldest first (by date, then name), and the files under
+    ``runs/`` that could not be read as runs (path, why)."""
 
     folder: Path
     runs: list[Run]
     schema: int = MARKER_SCHEMA
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def find(self, ref: str | int | None, default: int = -1) -> int:
-        """The index of the run ``ref`` names: a run's name (or its start, unique), a commit (its
-        start, at least 4 characters; the newest run of it), or an index (``0`` the oldest,
-        ``-1`` the newest); None: ``default``. ValueError (one line) for anything else."""
+        """The index of the run ``ref`` names: a run's name (or its start, unique), ``label:X`` (the
+        newest complete run labelled X; a bare X where nothing else matches), a commit (its start,
+        at least 4 characters: its newest run), or an index (``0`` the oldest, ``-1`` the newest,
+        within the history's runs); None: ``default``. ValueError (one line) for anything else."""
         if not self.runs:
             raise ValueError(f"history {self.folder} has no runs yet")
         if ref is None:
             ref = default
         text = str(ref)
+        if text.startswith(LABEL_PREFIX):
+            return self._labelled(text.removeprefix(LABEL_PREFIX))
         exact = [i for i, r in enumerate(self.runs) if r.name == text]
         if exact:
             return exact[0]
+        n = len(self.runs)
         commits = [i for i, r in enumerate(self.runs) if len(text) >= 4 and r.commit.startswith(text)]
-        if re.fullmatch(r"-?\d{1,9}", text) and not commits:  # all digits: an index, unless a commit begins so
-            i = int(text)
-            if not -len(self.runs) <= i < len(self.runs):
-                raise ValueError(f"run {i}: the history has {len(self.runs)} runs (0..{len(self.runs) - 1}, or -1..)")
-            return i % len(self.runs)
+        if re.fullmatch(r"-?\d{1,9}", text) and -n <= int(text) < n and not commits:
+            return int(text) % n  # all digits within the runs: an index, unless a commit begins so
         named = [i for i, r in enumerate(self.runs) if r.name.startswith(text)]
         if len(named) == 1:
             return named[0]
@@ -147,7 +175,38 @@ class History:
             raise ValueError(f"run {text!r} names {len(named)} runs: give more of the name")
         if commits:
             return commits[-1]
-        raise ValueError(f"no run {text!r} in history {self.folder} (a run's name, a commit or an index)")
+        if any(r.label == text for r in self.runs):
+            return self._labelled(text)
+        hint = f"an index from -{n} to {n - 1}" if re.fullmatch(r"-?\d+", text) else "a run's name, a commit"
+        raise ValueError(f"no run {text!r} in history {self.folder} ({hint}, or label:NAME; `runs` lists them)")
+
+    def _labelled(self, label: str) -> int:
+        mine = [i for i, r in enumerate(self.runs) if r.label == label]
+        if not mine:
+            labels = sorted({r.label for r in self.runs if r.label})
+            known = ", ".join(labels[:8]) or "none"
+            raise ValueError(f"no run labelled {label!r} in history {self.folder} (labels: {known})")
+        complete = [i for i in mine if self.runs[i].complete]
+        if not complete:
+            last = self.runs[mine[-1]]
+            raise ValueError(
+                f"every run labelled {label!r} is {last.status} ({last.status_why}); give a run by its name to use it"
+            )
+        return complete[-1]
+
+    def default_base(self, head: int) -> int:
+        """The base a comparison takes when none is given: the newest complete run before ``head``
+        that measured what the head did (claims or benchmarks). ValueError (one line) where there is none."""
+        want_claims = self.runs[head].claims is not None
+        for i in range(head - 1, -1, -1):
+            run = self.runs[i]
+            if run.complete and ((run.claims is not None) if want_claims else run.benchmarks is not None):
+                return i
+        passed = [f"{r.name} ({r.status})" for r in self.runs[:head] if not r.complete]
+        why = f"; set aside: {', '.join(passed[:3])}" if passed else ""
+        raise ValueError(
+            f"no complete run before run {head} ({self.runs[head].name}) to compare with{why}: give --base RUN"
+        )
 
 
 def _now() -> str:
@@ -169,30 +228,38 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "_", text)[:40] or "none"
 
 
-def _check_claims(claims: Any) -> None:
+def _typed_claims(claims: Any, where: str) -> list[ClaimResult]:
+    """A claims.json's claims, typed (ValueError, one line, for anything that is not one)."""
     rows = claims.get("claims") if isinstance(claims, dict) else None
-    ok = isinstance(rows, list) and all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in rows)
-    if not ok or not all("verdict" in c for c in rows):
-        raise ValueError("claims: not a trainclaims claims.json (no 'claims' list of id/verdict)")
+    if not isinstance(rows, list):
+        raise ValueError(f"{where}: not a trainclaims claims.json (no 'claims' list of id/verdict)")
+    return [ClaimResult.from_json(c, where) for c in rows]
 
 
-def _check_benchmarks(benchmarks: Any) -> None:
-    rows = benchmarks.get("benchmarks") if isinstance(benchmarks, dict) else None
-    ok = isinstance(rows, list) and all(isinstance(r, dict) and {"fullname", "device"} <= r.keys() for r in rows)
-    if not ok:
-        raise ValueError("benchmarks: not a trainclaims benchmarks.json (no 'benchmarks' list of fullname/device)")
-
-
-def tiers_of(claims: list[dict[str, Any]] | None) -> list[str]:
+def tiers_of(claims: list[ClaimResult] | None) -> list[str]:
     """The data tiers a run measured: those of its tests that passed (each test's ``tier``, in
     claims.json from schema 3 on; none for older files)."""
-    found = {
-        t["tier"]
-        for c in claims or ()
-        for t in c.get("tests") or ()
-        if isinstance(t, dict) and t.get("outcome") == "passed" and t.get("tier")
-    }
+    found = {t.tier for c in claims or () for t in c.tests if t.outcome == "passed" and t.tier}
     return sorted(found, key=lambda tier: (TIERS.index(tier) if tier in TIERS else len(TIERS), tier))
+
+
+def run_status(claims: list[ClaimResult] | None, benchmarks: list[BenchRow] | None) -> tuple[str, str]:
+    """A run's status from what it holds (the module docstring) and why."""
+    tests = [t for c in claims or () for t in c.tests]
+    stopped = sorted({t.test for t in tests if t.outcome == NOT_RUN})
+    if stopped:
+        return INTERRUPTED, f"the session stopped before {len(stopped)} of its {len(set(t.test for t in tests))} tests"
+    measured = [c for c in claims or () if c.verdict != Verdict.NOT_MEASURED]
+    if not measured and not benchmarks:
+        return EMPTY, "no claim measured and no benchmark"
+    return COMPLETE, ""
+
+
+def digest(claims: Any, benchmarks: Any, session: str | None = None) -> str:
+    """A digest of a report's content (claims.json and benchmarks.json as parsed, and the session
+    that recorded them where one did): the same report, the same digest."""
+    text = json.dumps({"claims": claims, "benchmarks": benchmarks, "session": session}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _marker_problem(folder: Path) -> str | None:
@@ -232,12 +299,34 @@ def _create_exclusively(path: Path, text: str) -> None:
 
 def check_folder(folder: str | Path) -> str | None:
     """Why ``folder`` cannot take runs (None: it can: a history, or a folder that does not exist or
-    is empty, which the first run makes one). Writes nothing: for checking ``--history`` before any
-    test runs."""
+    is empty, which the first run makes one, where it can be made and written to). For checking
+    ``--history`` before any test runs: what it makes to try (the folder, a file in it) it removes."""
     folder = Path(folder)
-    if not folder.exists() or (folder.is_dir() and _only_temporaries(folder)):
-        return None
-    return _marker_problem(folder)
+    if str(folder).strip() == "":
+        return "no folder given"
+    if folder.exists() and not (folder.is_dir() and _only_temporaries(folder)):
+        problem = _marker_problem(folder)
+        return problem or _writable(folder / RUNS if (folder / RUNS).is_dir() else folder)
+    return _writable(folder)
+
+
+def _writable(folder: Path) -> str | None:
+    """Why a file cannot be written in ``folder`` (made to try, and removed again where it was new)."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"cannot be made: {existing} is a file"
+    made = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"cannot be made or written to ({err.strerror or err}); give a writable folder"
+    finally:
+        for p in made:  # the innermost first
+            with contextlib.suppress(OSError):
+                p.rmdir()
+    return None
 
 
 def ensure_history(folder: Path) -> None:
@@ -282,18 +371,22 @@ def record_run(
     benchmarks: dict[str, Any] | None,
     *,
     label: str | None = None,
+    interrupted: str | None = None,
+    session: str | None = None,
 ) -> Path:
     """Add a run to the history at ``folder`` (made a history where it does not exist or is empty)
     from the parsed ``claims.json`` and ``benchmarks.json`` of its report folder (either may be
-    None, not both); the path of the run's file. ValueError (one line) for input that is not
-    these reports or a folder that is not a history; nothing is written then."""
+    None, not both); the path of the run's file. ``interrupted``: why the session that wrote them
+    was cut short, where it was (its status is then *interrupted*); ``session``: the id of the
+    pytest session that recorded them (two sessions are two runs, even with the same reports; a
+    report added by hand has none, and is added once). ValueError (one line) for input
+    that is not these reports, the same report recorded before, or a folder that is not a history;
+    nothing is written then."""
     if claims is None and benchmarks is None:
         raise ValueError("nothing to record: neither claims nor benchmarks")
-    if claims is not None:
-        _check_claims(claims)
-    if benchmarks is not None:
-        _check_benchmarks(benchmarks)
-    if label is not None and (not isinstance(label, str) or "\n" in label):
+    typed = _typed_claims(claims, "claims") if claims is not None else None
+    rows = rows_from_json(benchmarks, "benchmarks") if benchmarks is not None else None
+    if label is not None and (not isinstance(label, str) or "\n" in label or not label.strip()):
         raise ValueError(f"label {label!r}: one line of text")
     env_claims = claims.get("environment") if claims and isinstance(claims.get("environment"), dict) else {}
     env_bench = benchmarks.get("environment") if benchmarks and isinstance(benchmarks.get("environment"), dict) else {}
@@ -301,7 +394,9 @@ def record_run(
     recorded = _now()
     date = str(environment.get("date") or recorded)
     commit = str(environment.get("commit") or "nocommit")
-    name = f"{_stamp(date)}-{_safe(commit)[:12]}-{uuid.uuid4().hex[:12]}"
+    status, why = (INTERRUPTED, interrupted) if interrupted else run_status(typed, rows)
+    same = digest(claims, benchmarks, session)
+    name = f"{_stamp(date)}-{_safe(commit)[:12]}-{same[:12]}"
     claim_rows = claims["claims"] if claims is not None else None
     data = {
         "format": RUN_FORMAT,
@@ -309,9 +404,12 @@ def record_run(
         "name": name,
         "label": label,
         "recorded": recorded,
+        "status": status,
+        "status_why": why,
+        "digest": same,
         "environment": environment,
         "benchmark_environment": env_bench if env_bench and env_bench != env_claims else None,
-        "tiers": tiers_of(claim_rows),
+        "tiers": tiers_of(typed),
         "claims_schema": claims.get("schema", 1) if claims is not None else None,
         "claims": claim_rows,
         "benchmarks": benchmarks["benchmarks"] if benchmarks is not None else None,
@@ -324,32 +422,66 @@ def record_run(
     folder = Path(folder)
     ensure_history(folder)
     path = folder / RUNS / f"{name}.json"
-    atomic_write(path, text)
+    if path.exists():
+        raise ValueError(f"this report is already in history {folder} as run {name}: not added again")
+    _write_new(path, text)
     return path
 
 
+def _write_new(path: Path, text: str) -> None:
+    """Write ``path`` whole, failing (ValueError) where it appeared meanwhile: a temporary file
+    hard-linked to its name (a rename where the file system has no hard links)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise ValueError(f"this report is already in the history as run {path.stem}: not added again") from None
+        except OSError:
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def read_run(path: Path) -> Run:
-    """One run file, of any schema version (the module docstring); ValueError (one line) where it
-    is not one."""
+    """One run file, of any schema version (the module docstring), its claims and benchmarks typed;
+    ValueError (one line) where it is not one."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"run file {path} cannot be read ({type(err).__name__}: {str(err)[:80]})") from None
+        raise ValueError(f"cannot be read ({type(err).__name__}: {str(err)[:80]})") from None
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("schema"), int)
         or data.get("format", RUN_FORMAT) != RUN_FORMAT
     ):
-        raise ValueError(f"run file {path} is not a trainclaims history run (no schema number)")
+        raise ValueError("not a trainclaims history run (no schema number)")
     env = data.get("environment")
-    claims, benchmarks = data.get("claims"), data.get("benchmarks")
     if not isinstance(env, dict):
-        raise ValueError(f"run file {path}: no 'environment' object")
-    if claims is not None and not (isinstance(claims, list) and all(isinstance(c, dict) for c in claims)):
-        raise ValueError(f"run file {path}: 'claims' is not a list of claims")
-    if benchmarks is not None and not (isinstance(benchmarks, list) and all(isinstance(b, dict) for b in benchmarks)):
-        raise ValueError(f"run file {path}: 'benchmarks' is not a list of rows")
+        raise ValueError("no 'environment' object")
+    claims = data.get("claims")
+    if claims is not None:
+        if not isinstance(claims, list):
+            raise ValueError("'claims' is not a list of claims")
+        claims = _typed_claims({"claims": claims}, "its claims")
+    benchmarks = data.get("benchmarks")
+    if benchmarks is not None:
+        if not isinstance(benchmarks, list):
+            raise ValueError("'benchmarks' is not a list of rows")
+        benchmarks = rows_from_json({"benchmarks": benchmarks}, "its benchmarks")
     tiers = data.get("tiers")
+    status, why = run_status(claims, benchmarks)
+    if data.get("status") in (COMPLETE, INTERRUPTED, EMPTY):
+        status, why = data["status"], str(data.get("status_why") or why)
     return Run(
         name=str(data.get("name") or path.stem),
         path=path,
@@ -362,6 +494,8 @@ def read_run(path: Path) -> Run:
         recorded=str(data.get("recorded") or ""),
         tiers=[str(t) for t in tiers] if isinstance(tiers, list) else tiers_of(claims),
         claims_schema=data.get("claims_schema") if isinstance(data.get("claims_schema"), int) else None,
+        status=status,
+        status_why=why,
     )
 
 
@@ -375,16 +509,24 @@ def _sort_key(run: Run) -> tuple[datetime, str]:
 
 
 def load(folder: str | Path) -> History:
-    """The history at ``folder``: its runs in order of their date, then name. ValueError (one line)
-    where the folder is not a history or a run file is not one."""
+    """The history at ``folder``: its runs in order of their date, then name, and the files under
+    ``runs/`` that are not runs (:attr:`History.skipped`, each with why). ValueError (one line)
+    where the folder is not a history."""
     folder = Path(folder)
     problem = _marker_problem(folder)
     if problem:
+        if folder.is_dir() and not any(folder.iterdir()):
+            problem = f"history {folder} is empty: no run recorded yet (pytest --history={folder}, or add a report)"
         raise ValueError(problem)
     schema = json.loads((folder / MARKER).read_text())["schema"]
-    files = sorted(p for p in (folder / RUNS).glob("*.json") if not p.name.startswith("."))
-    runs = sorted((read_run(p) for p in files), key=_sort_key)
-    return History(folder, runs, schema)
+    runs, skipped = [], []
+    files = sorted(p for p in (folder / RUNS).glob("*") if not p.name.startswith(".") and p.is_file())
+    for path in files:
+        try:
+            runs.append(read_run(path))
+        except ValueError as err:
+            skipped.append((path, str(err)))
+    return History(folder, sorted(runs, key=_sort_key), schema, skipped)
 
 
 def read_report_dir(report_dir: str | Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
