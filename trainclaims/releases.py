@@ -44,32 +44,33 @@ def say(text: str) -> None:
 
 
 def choose(spec: str, available: list[Version], package: str = "torch") -> list[Version]:
-    """The releases ``spec`` names: ``2.1-2.15`` (the newest patch of each line from 2.1 to 2.15
-    on the index) or a comma list of releases (``2.6.0,2.15.0``); ValueError (one line) for a
-    release the index does not have or a spec that is neither."""
-    spec = spec.strip()
-    ranged = re.fullmatch(r"(\d+)\.(\d+)\s*-\s*(\d+)\.(\d+)", spec)
-    if ranged:
-        low, high = (int(ranged[1]), int(ranged[2])), (int(ranged[3]), int(ranged[4]))
-        lines: dict[tuple[int, int], Version] = {}
-        for v in available:
-            if low <= (v.major, v.minor) <= high:
-                lines[(v.major, v.minor)] = max(v, lines.get((v.major, v.minor), v))
-        if not lines:
-            raise ValueError(f"--releases {spec}: no {package} release of those lines on the index")
-        return [lines[k] for k in sorted(lines)]
-    chosen = []
+    """The releases ``spec`` names, oldest first: comma-separated parts, each a range of lines
+    (``2.1-2.15``: the newest patch of each line from 2.1 to 2.15 on the index) or a release
+    (``2.6.0``); ValueError (one line) for a release the index does not have or a part that is
+    neither."""
+    chosen: set[Version] = set()
     for part in filter(None, (p.strip() for p in spec.split(","))):
+        ranged = re.fullmatch(r"(\d+)\.(\d+)\s*-\s*(\d+)\.(\d+)", part)
+        if ranged:
+            low, high = (int(ranged[1]), int(ranged[2])), (int(ranged[3]), int(ranged[4]))
+            lines: dict[tuple[int, int], Version] = {}
+            for v in available:
+                if low <= (v.major, v.minor) <= high:
+                    lines[(v.major, v.minor)] = max(v, lines.get((v.major, v.minor), v))
+            if not lines:
+                raise ValueError(f"--releases {part}: no {package} release of those lines on the index")
+            chosen.update(lines.values())
+            continue
         try:
             v = Version(part)
         except InvalidVersion:
             raise ValueError(f"--releases {spec}: {part!r} is not a release (give 2.1-2.15 or 2.6.0,2.15.0)") from None
         if v not in available:
             raise ValueError(f"--releases: {package} {v} is not on the package index")
-        chosen.append(v)
+        chosen.add(v)
     if not chosen:
         raise ValueError("--releases: no release given")
-    return chosen
+    return sorted(chosen)
 
 
 def probe_tables(python: Path) -> dict[str, Any]:
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["run_s"] = time.monotonic() - run_start
             if ran["ran"]:
                 entry |= {"ran": True, "tally": ran["tally"], **read_run(ran["reports"])}
+                entry["claims"] = {c: v for c, v in entry.get("claims", {}).items() if c in claims}
                 entry["tables"] = {**probe_tables(python), **entry["tables"]}
                 if args.history is not None:
                     subprocess.run(
