@@ -370,3 +370,41 @@ def test_a_gradscaler_that_skipped_every_step_is_said_not_a_gap_beyond_the_bound
     some = checks.Checked("token_accumulation", "k", "equal", 0.5, 1e-4, {"steps": 3, "scaler_skips": [1, 0]})
     assert not some.unmeasured
     assert "does not hold" in str(some)
+
+
+class _OwnLossLM(nn.Module):
+    """A causal LM that computes its own loss as Hugging Face's do: labels= (unshifted), and
+    num_items_in_batch= to divide its token sum by (its mean without it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head = nn.Embedding(16, 8), nn.Linear(8, 16)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, num_items_in_batch=None):
+        logits = self.head(torch.tanh(self.embed(input_ids)).cumsum(1))
+        if labels is None:
+            return {"logits": logits}
+        flat, target = logits[:, :-1].reshape(-1, 16), labels[:, 1:].reshape(-1)
+        reduction = "sum" if num_items_in_batch is not None else "mean"
+        loss = F.cross_entropy(flat, target, ignore_index=-100, reduction=reduction)
+        return {"logits": logits, "loss": loss / num_items_in_batch if num_items_in_batch is not None else loss}
+
+
+def _own_loss_batches(steps: int = 2, n: int = 4) -> list[dict[str, torch.Tensor]]:
+    out = []
+    for step in range(steps):
+        g = torch.Generator().manual_seed(step)
+        lengths = torch.tensor([10, 9, 3, 2])[:n]
+        mask = (torch.arange(10)[None, :] < lengths[:, None]).long()
+        ids = torch.randint(1, 16, (n, 10), generator=g) * mask
+        out.append({"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)})
+    return out
+
+
+def test_token_accumulation_trains_on_the_models_own_loss_given_labels_and_the_count():
+    result = checks.token_accumulation(
+        _OwnLossLM, _own_loss_batches(), k=2, loss_fn=checks.model_token_sum, labels="unshifted"
+    )
+    assert result.holds, str(result)
+    assert result.broken > 1e-2, str(result)

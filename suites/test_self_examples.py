@@ -1,9 +1,11 @@
 """The example user projects run from the outside, as their users run them: examples/small-cnn (a
 CNN of its own, a claim family in its conftest, claims measured with trainclaims.checks) and
 examples/tiny-lm (a causal language model: padded sequences as dict batches, AdamW, a GradScaler,
-checkpointed blocks). Each report lists only its own family, each baseline gate passes, and a
-deliberately broken variant fails with the check's numbers (the CNN's loss not divided by k; the
-LM's accumulation normalized by each micro-batch's own token count)."""
+checkpointed blocks) and examples/hf-lm (a GPT-2 from transformers as it comes, its own loop and
+Trainer). Each report lists only its own family, each baseline gate passes, and a deliberately
+broken variant fails with the check's numbers (the CNN's loss not divided by k; the LM's
+accumulation normalized by each micro-batch's own token count; the GPT-2 loop dividing each
+micro-batch's mean by k)."""
 
 import json
 import shutil
@@ -115,3 +117,37 @@ def test_the_language_model_normalized_per_micro_batch_fails_with_the_checks_num
     )
     claims = json.loads((lm_project.path / "reports" / "claims.json").read_text())["claims"]
     assert [(c["id"], c["verdict"]) for c in claims if c["id"] == "LM-01"] == [("LM-01", "fails")]
+
+
+@pytest.fixture
+def hf_project(pytester):
+    pytest.importorskip("transformers", reason="examples/hf-lm needs transformers: pip install 'trainclaims[hf]'")
+    return copy_example(pytester, EXAMPLES / "hf-lm")
+
+
+@pytest.mark.slow  # 15 s: a pytest run in a subprocess, Trainer included; CI also runs the example itself
+def test_the_hugging_face_example_passes_its_gate_and_reports_only_its_own_family(hf_project):
+    result = hf_project.runpytest_subprocess("-p", "no:cacheprovider", "--claims-baseline", "baselines/claims.json")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*trainclaims gate passed*", "claims: 5 compared, 0 changed, 0 missing"])
+    claims = json.loads((hf_project.path / "reports" / "claims.json").read_text())["claims"]
+    assert [(c["id"], c["verdict"]) for c in claims] == [(f"HFLM-0{i}", "holds") for i in range(1, 6)]
+    assert "HF-01" not in (hf_project.path / "reports" / "claims.md").read_text()
+
+
+@pytest.mark.slow  # 8 s of a pytest start in a subprocess; test_self_loop.py has the broken loops in the fast tier
+def test_the_hugging_face_loop_dividing_each_micro_batchs_mean_by_k_fails_naming_the_step_and_the_fix(hf_project):
+    module = hf_project.path / "hflm.py"
+    fixed = "        loss = model(**mb, num_items_in_batch=count).loss\n"
+    assert fixed in module.read_text()
+    module.write_text(module.read_text().replace(fixed, "        loss = model(**mb).loss / len(micro_batches)\n"))
+    result = hf_project.runpytest_subprocess("-p", "no:cacheprovider", "-k", "our_loop")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: training_loop: * step 1: each micro-batch's own mean / k *fix: divide each micro-batch's "
+            "token sum by the step's token count (Hugging Face: num_items_in_batch)*"
+        ]
+    )
+    claims = json.loads((hf_project.path / "reports" / "claims.json").read_text())["claims"]
+    assert [(c["id"], c["verdict"]) for c in claims if c["id"] == "HFLM-01"] == [("HFLM-01", "fails")]

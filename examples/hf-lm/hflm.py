@@ -13,8 +13,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 VOCAB, LENGTH, PAD, EOS, IGNORE = 64, 24, 0, 1, -100
 
 
-def gpt2(seed: int = 0, dropout: float = 0.1) -> GPT2LMHeadModel:
-    """Our model as it comes from transformers: its own loss, a ModelOutput, unshifted labels."""
+def gpt2(seed: int = 0, dropout: float = 0.1, use_cache: bool = True) -> GPT2LMHeadModel:
+    """Our model as it comes from transformers: its own loss, a ModelOutput, unshifted labels
+    (``use_cache=False`` where its blocks are checkpointed: a recomputed block must not grow a cache)."""
     torch.manual_seed(seed)
     config = GPT2Config(
         n_layer=2,
@@ -28,12 +29,14 @@ def gpt2(seed: int = 0, dropout: float = 0.1) -> GPT2LMHeadModel:
         bos_token_id=EOS,
         eos_token_id=EOS,
         pad_token_id=PAD,
+        use_cache=use_cache,
     )
     return GPT2LMHeadModel(config)
 
 
 model = functools.partial(gpt2, 0)  # as we train it
 model_without_dropout = functools.partial(gpt2, 0, 0.0)  # for equalities over several steps
+model_checkpointed = functools.partial(gpt2, 0, 0.1, False)  # as we train it with checkpointed blocks
 
 
 def batch(step: int, n: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:

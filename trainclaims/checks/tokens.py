@@ -152,6 +152,8 @@ def _normalized(loss_fn: LossFn, denominator: list[float], seen: list[torch.Tens
         seen.append(value.detach())
         return value
 
+    if hasattr(loss_fn, "forward_with_labels"):  # the model's own loss: it is still given labels=
+        loss.forward_with_labels = loss_fn.forward_with_labels  # type: ignore[attr-defined]
     return loss
 
 
