@@ -2,9 +2,10 @@
 
 A decoder-only transformer made of ``nn.TransformerEncoder`` layers with a causal mask (d_model
 64, 4 heads, 2 layers, Dropout 0.1), a vocabulary of 96 and sequences of up to 24 tokens. Batches
-come as a Hugging Face collator gives them: a dict of ``input_ids``, ``attention_mask`` and
-``labels`` (shifted, ``-100`` at padding and at the last position), sorted by length as a
-length-grouped sampler sorts them, so micro-batches hold different numbers of tokens. It trains
+are dicts of ``input_ids``, ``attention_mask`` and ``labels``, the labels shifted by us (label t is
+the token after t; ``-100`` at padding and at the last position: a Hugging Face collator gives them
+unshifted, and its models shift them inside), sorted by length as a length-grouped sampler sorts
+them, so micro-batches hold different numbers of tokens. It trains
 with AdamW, and its blocks may be checkpointed (``checkpointing=True``).
 """
 

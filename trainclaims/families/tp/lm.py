@@ -1,10 +1,11 @@
 """The family's tiny causal language model and its padded, variable-length batches.
 
 ``nn.TransformerEncoder`` (d_model 32, 2 heads, 2 layers, feed-forward 64) with a causal mask and
-a key-padding mask, a vocabulary of 50, sequences of up to 12 tokens. A batch is a mapping, as a
-Hugging Face collator gives it: ``input_ids``, ``attention_mask`` and ``labels``, the labels already
-shifted (``labels[:, t]`` is the token after ``t``) and ``-100`` (``ignore_index``) where no token
-follows (padding, the last position).
+a key-padding mask, a vocabulary of 50, sequences of up to 12 tokens. A batch is a mapping of
+``input_ids``, ``attention_mask`` and ``labels``, the labels shifted here (``labels[:, t]`` is the
+token after ``t``) and ``-100`` (``ignore_index``) where no token follows (padding, the last
+position). A Hugging Face collator gives labels unshifted (its models shift them inside): the
+checks take those with ``labels="unshifted"``.
 """
 
 from __future__ import annotations
