@@ -11,7 +11,7 @@ import torchvision  # noqa: F401  imported before pytester's in-process runs (se
 
 from trainclaims import numerics as num
 from trainclaims.compare import with_modes
-from trainclaims.gating import compare_claims
+from trainclaims.gating import gate_claims
 from trainclaims.results import ClaimResult
 
 
@@ -143,13 +143,13 @@ def _claim(modes: dict[str, str]) -> ClaimResult:
 
 def test_the_claims_gate_compares_each_mode_and_names_it():
     base = [_claim({"ieee": "holds", "bf16-autocast": "conditional"})]
-    assert compare_claims(base, [_claim({"ieee": "holds", "bf16-autocast": "conditional"})]) == []
-    changed = compare_claims(base, [_claim({"ieee": "holds", "bf16-autocast": "fails"})])
+    assert gate_claims(base, [_claim({"ieee": "holds", "bf16-autocast": "conditional"})]).lines == []
+    changed = gate_claims(base, [_claim({"ieee": "holds", "bf16-autocast": "fails"})]).lines
     assert changed == ["S000-08 [bf16-autocast]: verdict changed from 'conditional' to 'fails' (bf16-autocast why)"]
-    missing = compare_claims(base, [_claim({"ieee": "holds"})])
+    missing = gate_claims(base, [_claim({"ieee": "holds"})]).lines
     assert len(missing) == 1
     assert missing[0].startswith("S000-08 [bf16-autocast]: 'conditional' in the baseline")
-    assert compare_claims(base, [_claim({"ieee": "holds"})], allow_missing=True) == []
+    assert gate_claims(base, [_claim({"ieee": "holds"})], allow_missing=True).lines == []
 
 
 def test_the_compare_report_has_a_row_per_claim_and_mode():

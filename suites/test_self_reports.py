@@ -393,3 +393,21 @@ def test_collect_only_writes_no_report_over_the_last_real_one(suite):
     written = (suite.path / "reports" / "claims.json").read_text()
     suite.runpytest_inprocess("--co", "-q")
     assert (suite.path / "reports" / "claims.json").read_text() == written
+
+
+def test_trainclaims_baseline_keeps_a_runs_verdicts_and_stops_in_one_line_on_a_file_that_is_not_one(tmp_path, capsys):
+    from trainclaims.gating import baseline_main
+
+    run = Path(__file__).resolve().parents[1] / "examples" / "tiny-lm" / "baselines" / "claims.json"
+    out = tmp_path / "baselines" / "claims.json"
+    assert baseline_main([str(run), str(out)]) == 0
+    kept = json.loads(out.read_text())
+    assert [c["id"] for c in kept["claims"]] == [f"LM-0{i}" for i in range(1, 6)]
+    assert all(not c.get("tests") for c in kept["claims"])
+    assert capsys.readouterr().out.startswith(f"trainclaims-baseline: {out}: 5 claims, ")
+    (tmp_path / "not.json").write_text("{}")
+    assert baseline_main([str(tmp_path / "not.json"), str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trainclaims-baseline: ")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()

@@ -47,12 +47,6 @@ def step_flops(
     return {"total": int(counter.get_total_flops()), **by_op}
 
 
-def median_seconds(benchmark: Any) -> float | None:
-    """The benchmark's median time per round, or None where it measured nothing (disabled)."""
-    stats = getattr(benchmark, "stats", None)
-    return None if stats is None else stats.stats.median
-
-
 def record(
     benchmark: Any,
     device: str,

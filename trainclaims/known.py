@@ -150,12 +150,14 @@ class Known:
     def boundary_problems(self) -> list[str]:
         """Where the table is not measured on both sides of a boundary: each range must name the
         releases it was measured on, and where two ranges meet, the last line measured below and
-        the first line measured above must be neighbours (2.5 and 2.6): the change lies between
-        two releases that were both run. Empty for a table measured as it should be."""
+        the first line measured above must be neighbours (2.5 and 2.6) or one line (a change
+        between two patch releases of it, 4.46.1 and 4.46.3): the change lies between two
+        releases that were both run. Empty for a table measured as it should be."""
         problems = [f"{self.what}: range {r.spec} names no measured release" for r in self.ranges if not r.measured]
         spans = sorted((min(map(line, r.measured)), max(map(line, r.measured)), r) for r in self.ranges if r.measured)
         for (_, below, a), (above, _, b) in itertools.pairwise(spans):
-            if a.value != b.value and (above[0], above[1] - 1) != below:
+            next_major = above == (below[0] + 1, 0)  # 5.0 follows the last 4.x line measured
+            if a.value != b.value and (above[0], above[1] - 1) != below and above != below and not next_major:
                 problems.append(
                     f"{self.what}: between {a.spec} (measured up to {below[0]}.{below[1]}) and {b.spec} (measured "
                     f"from {above[0]}.{above[1]}) the releases in between were not run"

@@ -11,7 +11,7 @@
 Nothing here imports pytest or the plugin: the history is read where only the reports are.
 """
 
-from trainclaims.history.steps import Fit, Step, detect_steps
+from trainclaims.history.steps import Fit, LevelChange, detect_steps
 from trainclaims.history.store import History, Run, check_folder, load, record_run
 
-__all__ = ["Fit", "History", "Run", "Step", "check_folder", "detect_steps", "load", "record_run"]
+__all__ = ["Fit", "History", "LevelChange", "Run", "check_folder", "detect_steps", "load", "record_run"]

@@ -49,7 +49,7 @@ from trainclaims.history.series import (
     claim_series,
     claim_verdicts,
 )
-from trainclaims.history.steps import MIN_POINTS, Step
+from trainclaims.history.steps import MIN_POINTS, LevelChange
 from trainclaims.history.store import History, Run
 from trainclaims.results import ClaimResult
 
@@ -221,7 +221,7 @@ class FoundStep:
     what: str  # the series, in words
     link: str  # its page, relative to the site's root
     series: Series
-    step: Step
+    step: LevelChange
     device: str = ""
     mode: str = ""
 

@@ -78,7 +78,7 @@ ABS_FLOOR = 1e-300  # and an absolute one, for a series of zeros
 
 
 @dataclass(frozen=True)
-class Step:
+class LevelChange:
     """A level change: the new level began at the point ``index`` (an index into the series as
     given, or into ``at`` where that was given: the run)."""
 
@@ -98,7 +98,7 @@ class Step:
 class Fit:
     """What :func:`detect_steps` found in a series."""
 
-    steps: list[Step] = field(default_factory=list)
+    steps: list[LevelChange] = field(default_factory=list)
     levels: list[float] = field(default_factory=list)  # the fitted level at each point, on the series' scale
     outliers: list[int] = field(default_factory=list)  # points set aside as one run's accident (indices as steps')
     sigma: list[float] = field(default_factory=list)  # each point's noise, in the fit's scale (log or not)
@@ -282,5 +282,5 @@ def detect_steps(
             ratio = after / before if before > 0 and after > 0 else math.inf
             below = max(ratio, 1 / ratio if ratio else math.inf) - 1 < gate_limit
         z = abs(mu1 - mu0) / math.sqrt(1 / w0 + 1 / w1)
-        steps.append(Step(index[start], before, after, change, z, below))
+        steps.append(LevelChange(index[start], before, after, change, z, below))
     return Fit(steps, levels, [index[i] for i in outliers], sigma, log, beta)
