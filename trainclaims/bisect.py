@@ -395,13 +395,12 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="trainclaims-bisect", description=described(__doc__))
-    p.add_argument("select", nargs="+", help="claim ids (S001-02) and/or pytest node ids")
+def package_arguments(p: argparse.ArgumentParser) -> None:
+    """``--package`` and ``--with``, as trainclaims-bisect and trainclaims-releases take them."""
     p.add_argument(
         "--package",
         default="torch",
-        help="the package whose releases are bisected (transformers, accelerate, ...). Default: %(default)s",
+        help="the package whose releases are run (transformers, accelerate, ...). Default: %(default)s",
     )
     p.add_argument(
         "--with",
@@ -409,8 +408,14 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="REQUIREMENT",
-        help="a requirement every probe installs too (torch==2.4.1 for an old transformers); repeatable",
+        help="a requirement every environment installs too (torch==2.4.1 for an old transformers); repeatable",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="trainclaims-bisect", description=described(__doc__))
+    p.add_argument("select", nargs="+", help="claim ids (S001-02) and/or pytest node ids")
+    package_arguments(p)
     p.add_argument("--good", required=True, type=Version, help="a release where the selection behaves as expected")
     p.add_argument("--bad", required=True, type=Version, help="a later release where it does not")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="environments per release. Default: %(default)s")

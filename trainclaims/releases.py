@@ -147,15 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trainclaims-releases", description=described(__doc__))
     p.add_argument("select", nargs="+", help="claim ids (TP-04) or family ids (S001, TP)")
     p.add_argument("--releases", required=True, help="2.1-2.15 (the newest patch of each line) or 2.6.0,2.15.0")
-    p.add_argument("--package", default="torch", help="the package whose releases are run. Default: %(default)s")
-    p.add_argument(
-        "--with",
-        dest="pins",
-        action="append",
-        default=[],
-        metavar="REQUIREMENT",
-        help="a requirement every environment installs too (torch==2.5.1 for old transformers); repeatable",
-    )
+    bisect.package_arguments(p)
     p.add_argument("-m", dest="markers", default=DEFAULT_MARKERS, help="pytest's -m. Default: %(default)r")
     p.add_argument("--out", type=Path, default=Path("releases"), help="releases.md/.json. Default: %(default)s")
     p.add_argument("--cache", type=Path, default=bisect.DEFAULT_CACHE, help="environments. Default: %(default)s")
