@@ -154,7 +154,10 @@ class Known:
         between two patch releases of it, 4.46.1 and 4.46.3): the change lies between two
         releases that were both run. Empty for a table measured as it should be."""
         problems = [f"{self.what}: range {r.spec} names no measured release" for r in self.ranges if not r.measured]
-        spans = sorted((min(map(line, r.measured)), max(map(line, r.measured)), r) for r in self.ranges if r.measured)
+        spans = sorted(
+            ((min(map(line, r.measured)), max(map(line, r.measured)), r) for r in self.ranges if r.measured),
+            key=lambda span: (span[0], span[1], min(map(Version, span[2].measured))),  # patch ranges of one line
+        )
         for (_, below, a), (above, _, b) in itertools.pairwise(spans):
             next_major = above == (below[0] + 1, 0)  # 5.0 follows the last 4.x line measured
             if a.value != b.value and (above[0], above[1] - 1) != below and above != below and not next_major:

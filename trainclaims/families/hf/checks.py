@@ -287,6 +287,13 @@ def trainer_count(
         broken = parameter_gap(counted.parameters(), own.parameters())
     worst, worst_gap = diverged(trained, own)
     transformers = require_transformers()
+    hint = f"the parameter that parted most: {worst} ({worst_gap:.3g})"
+    if run["model_accepts_loss_kwargs"] and getattr(trained, "loss_type", None) != "ForCausalLM":
+        hint += (
+            f"; likely: Trainer counts every label where the model's loss_type is not ForCausalLM "
+            f"({type(trained).__name__}'s is {getattr(trained, 'loss_type', None)!r}): set model.loss_type = "
+            "'ForCausalLM' before building Trainer (transformers >= 5.10 then counts labels[..., 1:])"
+        )
     return Checked(
         "trainer_count",
         f"Trainer's step is the model's own (its token mean over the labels it predicts) after {len(batches)} steps",
@@ -304,7 +311,7 @@ def trainer_count(
         },
         broken=broken,
         broken_recipe="the token sum over every label (the first of each row too)",
-        hint=f"the parameter that parted most: {worst} ({worst_gap:.3g})",
+        hint=hint,
     )
 
 
