@@ -1,6 +1,6 @@
 """The benchmark gate's drill: how often it fails unchanged code, and how often it catches a
 training step made slower from outside the project. Not a test (it takes minutes): its numbers go
-in the README (Gating CI) and beside the limits in trainclaims/benchgate.py.
+in docs/reports.md (Gating CI) and beside the limits in trainclaims/benchgate.py.
 
     python suites/gate_drill.py --out /tmp/drill [--runs 10] [--slowed 3] [--factor 1.1] [--busy]
 

@@ -49,7 +49,7 @@ ROUNDS = {"rounds": 30, "warmup_rounds": 5, "iterations": 1}
 # at load 4-15; the smallest of 10/15/20/25/30/40% whose false alarms, simulated from the runs' rounds
 # and their run-to-run drift, stay under 2%, and none in the 20 reruns): the BN steps 10% (their cost
 # moved 0.8-1.0% run to run), the seed-FC step 20% (4.3%; up to +14%), the resident-tensor loop 25%
-# (7.4%), the XOR loop 40% (7.5%, a range of 47%). README, Gating CI, has the table.
+# (7.4%), the XOR loop 40% (7.5%, a range of 47%). docs/reports.md, Gating CI, has the table.
 LIMIT = DEFAULT_LIMIT
 SEED_FC_LIMIT, RESIDENT_LIMIT, XOR_LIMIT = 0.20, 0.25, 0.40
 

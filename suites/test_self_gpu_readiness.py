@@ -3,7 +3,7 @@ drill's tensors, FSDP2's mesh, the mode pinned inside a launched experiment and 
 each NCCL rank's GPU, the TF32 probe against simulated TF32 rounding both ways, the device check
 before any capability query, the device a test's probe runs on under xdist, one clock per
 benchmark row, a baseline from another machine, and the driver a CUDA build needs. (The GPU runs
-themselves: ``.ci/gpu-check``, README "On GPU runners".)"""
+themselves: ``.ci/gpu-check``, docs/running.md "On GPU runners".)"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The layers of the project and their one direction of imports (README: "Layout"), read from the
+"""The layers of the project and their one direction of imports (docs/extending.md: "Layout"), read from the
 code: the core (``trainclaims/`` but its families) imports neither pytest nor the plugin nor any
 family, and reaches the families only through ``trainclaims.registry``; the plugin (``fixtures/``)
 is pytest glue that imports no family module; the families import no plugin module; and no module

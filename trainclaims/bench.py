@@ -213,7 +213,7 @@ def thread_seconds(fn: Callable[[], None]) -> float:
     return time.thread_time() - start
 
 
-# Measured (2-core machine, seed-FC step, 60 rounds each; suites/gate_drill.py and the README's
+# Measured (2-core machine, seed-FC step, 60 rounds each; suites/gate_drill.py and docs/reports.md,
 # Gating CI): the cost on one thread timed on the wall clock spread 11-24% over a run's rounds beside
 # other processes (robust CV), on the thread's CPU clock 3.5-5%, its median 1.18-1.19 over three
 # runs; and on two threads a busy core (OpenMP's threads wait on the one that lost its core) moves

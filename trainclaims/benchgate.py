@@ -39,7 +39,7 @@ from trainclaims.stats import robust_cv, spread
 
 # The limit where a benchmark records none: the slowdown its rounds must rule out to pass. Measured
 # (suites/gate_drill.py, 2 CPU cores shared with other sessions at load 4-15, 20 unchanged reruns and 6
-# with a 1.1x slower step; README: Gating CI): the BN steps' cost moved 0.8-1.0% run to run (robust CV),
+# with a 1.1x slower step; docs/reports.md: Gating CI): the BN steps' cost moved 0.8-1.0% run to run (robust CV),
 # no false alarm at 10% and every 1.1x step caught (+9.5% to +13.0%); noisier benchmarks record wider
 # limits of their own (suites/test_bench_throughput.py).
 DEFAULT_LIMIT = 0.10

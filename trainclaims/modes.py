@@ -367,7 +367,7 @@ def dtype_name(dtype: Any) -> str:
 # bias after 3 steps is small against its own rounding).
 # float64 claims: every autocast mode left them bit for bit as ieee (95/95 comparisons each); compile
 # 1.3e-15 against float64's tolerance 1e-10. (A claim in a dtype a mode does not act on has no band.)
-# Not separated by any bound (README: Numerics modes): the example CNN with BatchNorm's honest
+# Not separated by any bound (docs/numerics.md): the example CNN with BatchNorm's honest
 # reparametrization at s=255 reaches 0.064 in bf16-autocast and 0.046 in bf16-weights (its zero-
 # initialised beta), above CNN-05's summed DDP at 0.024.
 _MEASURED = "CPU, torch 2.14.1, seeds 0-9 (DDP/FSDP2, language models 0-4), the in-mode equalities measured"

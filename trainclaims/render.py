@@ -124,7 +124,7 @@ MATMUL_FRACTION_NOTE = (
     "speed; the rest is elementwise work, the optimizer, autograd and Python. Neither it nor samples/s is "
     "gated: the benchmark gate (`--bench-baseline`) compares the step's **cost** in units of its own GEMMs, "
     "round by round on one thread and its CPU clock (`step_costs`), which a machine that is slower for the "
-    "moment moves far less than samples/s (README: Gating CI)."
+    "moment moves far less than samples/s (docs/reports.md: Gating CI)."
 )
 
 

@@ -24,7 +24,7 @@ resident tensors vs DataLoader loop             20    25%       6.6%  0.00% / 0.
 ==========================================  ======  =====  =========  ==================  ==================
 
 The limits and the figures of the thread clock are in ``suites/test_bench_throughput.py`` and the
-README (Gating CI).
+docs/reports.md (Gating CI).
 """
 
 from __future__ import annotations
