@@ -7,7 +7,7 @@ import pytest
 from trainclaims import registry
 from trainclaims.errors import NotMeasured
 from trainclaims.families.s001.relu_ops import CLAMP_AT_ZERO
-from trainclaims.known import CAPABILITIES, DEPRECATIONS, Known, Range, base_version, gap_reason, known_gap
+from trainclaims.known import CAPABILITIES, DEPRECATIONS, TABLES, Known, Range, base_version, gap_reason, known_gap
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_a_release_no_range_measured_reads_not_measured_never_a_neighbours_value
 
 
 def _tables():
-    tables = [c.known for c in CAPABILITIES] + [d.known for d in DEPRECATIONS]
+    tables = [c.known for c in CAPABILITIES] + [d.known for d in DEPRECATIONS] + list(TABLES)
     for family in registry.installed():
         tables += [c.known for c in family.capabilities] + list(family.known)
     return tables
@@ -85,6 +85,16 @@ def test_each_capability_is_present_exactly_where_the_table_says(cap):
 @pytest.mark.parametrize("old", DEPRECATIONS, ids=lambda d: d.name)
 def test_each_deprecation_warns_exactly_where_the_table_says(old):
     assert old.known.check(old.warns()) is None
+
+
+PROBED = tuple(t for t in (*TABLES, *(t for f in registry.installed() for t in f.known)) if t.probe is not None)
+
+
+@pytest.mark.parametrize("table", PROBED, ids=lambda t: t.what[:40])
+def test_each_probed_table_holds_its_value_on_this_torch(table):
+    """A table a test consults before it runs (FSDP2 on CPU: where it says False the tests skip) is
+    held to its probe here, on every torch this suite runs on."""
+    assert table.check(table.probe()) is None
 
 
 def test_an_error_is_matched_to_its_known_gap_and_an_unknown_one_to_none():

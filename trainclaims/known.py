@@ -290,6 +290,57 @@ AMP_GRAD_SCALER = Capability(
 )
 CAPABILITIES: tuple[Capability, ...] = (HALF_BATCH_NORM_CPU, HALF_BERNOULLI_CPU, AMP_GRAD_SCALER)
 
+
+def _fsdp2_one_rank() -> bool:
+    """FSDP2 on one gloo rank (a file store: no port): a Linear sharded, a forward and a backward."""
+    import tempfile
+
+    import torch
+    import torch.distributed as dist
+
+    from trainclaims.checks.clipping import fully_shard_of_this_torch
+
+    fully_shard, _ = fully_shard_of_this_torch()
+    if fully_shard is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        dist.init_process_group("gloo", store=dist.FileStore(f"{folder}/store", 1), rank=0, world_size=1)
+        try:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            model = fully_shard(torch.nn.Linear(4, 2), mesh=init_device_mesh("cpu", (1,)))
+            model(torch.ones(3, 4)).sum().backward()
+        except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+            return False
+        finally:
+            dist.destroy_process_group()
+    return True
+
+
+# FSDP2 on CPU ranks (gloo), for every family whose tests shard (S002-15, TP-04): measured by its probe
+# (one gloo rank, a forward and a backward) on each release line from 2.1.2 to 2.15.0.
+FSDP2_ON_CPU = Known(
+    "FSDP2 (fully_shard) trains on CPU with gloo",
+    (
+        Range(
+            "<2.7",
+            False,
+            "measured: torch 2.1.2-2.3.1 have no fully_shard; 2.4.1-2.6.0's first forward on CPU raises (2.6.0: "
+            "\"'Stream' object has no attribute 'record_event'\"; pytorch PR #145935 adds the CPU no-op)",
+            ("2.1.2", "2.2.2", "2.3.1", "2.4.1", "2.5.1", "2.6.0"),
+        ),
+        Range(
+            ">=2.7",
+            True,
+            "measured on torch 2.7.1, 2.8.0, 2.9.1, 2.10.0, 2.11.0, 2.12.1, 2.13.0, 2.14.1, 2.15.0",
+            ("2.7.1", "2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
+        ),
+    ),
+    probe=_fsdp2_one_rank,
+)
+# the core's tables with a probe (the families keep theirs in Family.known)
+TABLES: tuple[Known, ...] = (FSDP2_ON_CPU,)
+
 DEPRECATIONS: tuple[Deprecation, ...] = (
     Deprecation(
         _since(

@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trainclaims.known import CAPABILITIES, DEPRECATIONS
+from trainclaims.known import CAPABILITIES, DEPRECATIONS, TABLES
 from trainclaims.registry import installed
 
 
 def measure() -> dict[str, Any]:
     """{what: value} of every table with a probe, measured here."""
     capabilities = (*CAPABILITIES, *(c for family in installed() for c in family.capabilities))
-    tables = [t for family in installed() for t in family.known if t.probe is not None]
+    tables = [*TABLES, *(t for family in installed() for t in family.known if t.probe is not None)]
     measured = {c.name: c.present() for c in capabilities} | {d.name: d.warns() for d in DEPRECATIONS}
     return measured | {t.what: t.probe() for t in tables}
 

@@ -213,7 +213,20 @@ def clipping_under_scaler(
 # --------------------------------------------------------------------------- over FSDP2 shards
 
 
-def fsdp2() -> tuple[Any, str | None]:
+def fsdp2(device: str | torch.device = "cpu") -> tuple[Any, str | None]:
+    """(FSDP2's ``fully_shard``, None), or (None, why it cannot shard here): this torch has none, or
+    on CPU ranks the table of releases (:data:`trainclaims.known.FSDP2_ON_CPU`, measured by its probe
+    on every line) says this torch cannot train with it there."""
+    from trainclaims.known import FSDP2_ON_CPU
+
+    if torch.device(device).type == "cpu":
+        found = FSDP2_ON_CPU.range_for()
+        if found is not None and found.value is False:
+            return None, f"{FSDP2_ON_CPU.what}: not on torch {torch.__version__} ({found.source})"
+    return fully_shard_of_this_torch()
+
+
+def fully_shard_of_this_torch() -> tuple[Any, str | None]:
     """(FSDP2's ``fully_shard``, None), or (None, why this torch has none)."""
     try:
         from torch.distributed.fsdp import fully_shard  # torch 2.6+
@@ -259,9 +272,9 @@ def fsdp_clip_norm_rank(
     shards (the broken side), and against one process on the whole batch: its gradients' norm and the gap of the clipped
     gradients (gathered from their shards) to its gradients clipped as clipping is defined
     (``g * min(1, max_norm / (norm + 1e-6))``, computed here in float64, not by the clip under
-    test). ``{"unsupported": why}`` where this torch has no FSDP2."""
+    test). ``{"unsupported": why}`` where FSDP2 cannot shard here (:func:`fsdp2`)."""
     numerics = get(numerics)  # parsed once, where it enters
-    fully_shard, why = fsdp2()
+    fully_shard, why = fsdp2(device)
     if fully_shard is None:
         return {"unsupported": why}
     from torch.distributed.device_mesh import init_device_mesh

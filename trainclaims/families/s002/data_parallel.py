@@ -196,7 +196,7 @@ def fsdp_against_one_large_batch(
 
     The mesh is given: ``fully_shard`` without one builds a default mesh on the accelerator where
     one is visible, even for CPU ranks on gloo (it would move the parameters to CUDA)."""
-    fully_shard, why = fsdp2()
+    fully_shard, why = fsdp2(device)
     if fully_shard is None:
         return {"unsupported": why}
     from torch.distributed.device_mesh import init_device_mesh

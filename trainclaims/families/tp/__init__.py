@@ -22,6 +22,7 @@ import torch
 from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
 from trainclaims.families.tp.mutants import MUTANTS
+from trainclaims.known import FSDP2_ON_CPU as FSDP2_ON_CPU  # the core's table, read by TP-04's tests
 from trainclaims.known import Capability, Known, Range
 
 # --------------------------------------------------------------------------- the report part
@@ -139,8 +140,25 @@ HALF_ADAM_CPU = Capability(
     Known(
         "float16 Adam/AdamW (foreach and for-loop) on CPU",
         (
-            Range("<2.6", False, "measured: torch 2.1.2 raises '\"addcdiv_cpu_out\" not implemented'", ("2.1.2",)),
-            Range(">=2.6", True, "measured on torch 2.6.0, 2.14.1 and 2.15.0", ("2.6.0", "2.14.1", "2.15.0")),
+            Range("<2.2", False, "measured: torch 2.1.2 raises '\"addcdiv_cpu_out\" not implemented'", ("2.1.2",)),
+            Range(
+                ">=2.2",
+                True,
+                "measured on torch 2.2.2, 2.3.1, 2.4.1, 2.5.1, 2.6.0, 2.7.1, 2.11.0-2.15.0",
+                (
+                    "2.2.2",
+                    "2.3.1",
+                    "2.4.1",
+                    "2.5.1",
+                    "2.6.0",
+                    "2.7.1",
+                    "2.11.0",
+                    "2.12.1",
+                    "2.13.0",
+                    "2.14.1",
+                    "2.15.0",
+                ),
+            ),
         ),
     ),
     _half_adam_step,
@@ -152,51 +170,49 @@ FUSED_ADAM_CPU = Known(
     "fused=True Adam/AdamW on CPU",
     (
         Range(
-            "<2.6", False, "measured: torch 2.1.2 raises 'fused=True requires ... cuda, xpu, privateuseone'", ("2.1.2",)
+            "<2.4",
+            False,
+            "measured: torch 2.1.2, 2.2.2 and 2.3.1 raise 'fused=True requires ... cuda, xpu, privateuseone'",
+            ("2.1.2", "2.2.2", "2.3.1"),
         ),
         Range(
-            ">=2.6",
+            ">=2.4",
             True,
-            "measured on torch 2.6.0, 2.14.1 and 2.15.0 (the kernel computes in float32)",
-            ("2.6.0", "2.14.1", "2.15.0"),
+            "measured on torch 2.4.1 to 2.15.0, every line (the kernel computes in float32)",
+            (
+                "2.4.1",
+                "2.5.1",
+                "2.6.0",
+                "2.7.1",
+                "2.8.0",
+                "2.9.1",
+                "2.10.0",
+                "2.11.0",
+                "2.12.1",
+                "2.13.0",
+                "2.14.1",
+                "2.15.0",
+            ),
         ),
     ),
     probe=lambda: _fused_adam(),
-)
-FSDP2_ON_CPU = Known(
-    "FSDP2 (fully_shard) trains on CPU with gloo",
-    (
-        Range(
-            "<2.7",
-            False,
-            "measured: torch 2.1.2 has no fully_shard; 2.6.0's first forward raises \"'Stream' object has no "
-            "attribute 'record_event'\" (pytorch PR #145935 adds the CPU no-op)",
-            ("2.1.2", "2.6.0"),
-        ),
-        Range(
-            ">=2.7",
-            True,
-            "measured on torch 2.7.0, 2.8.0, 2.9.0, 2.10.0, 2.12.1, 2.13.0, 2.14.x, 2.15.0",
-            ("2.7.0", "2.8.0", "2.9.0", "2.10.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
-        ),
-    ),
-    probe=lambda: _fsdp2_one_rank(),
 )
 FSDP2_CLIP_GLOBAL_NORM = Known(
     "clip_grad_norm_ over FSDP2 shards (CPU, gloo) returns the global norm",
     (
         Range(
-            ">=2.7,<2.9",
+            ">=2.7,<2.10",
             False,
-            "measured on torch 2.7.0 and 2.8.0: twice the global norm on both ranks (2 gloo ranks: 12.47 against "
-            "one process's 6.2355)",
-            ("2.7.0", "2.8.0"),
+            "measured on torch 2.7.1 and 2.8.0: twice the global norm on both ranks (12.47 against one process's "
+            "6.2355); on 2.9.1 each rank's own shards' norm, the DTensor's partial value (0.267 and 0.297 against "
+            "0.399; pytorch #170862, reported on 2.9.1), the gradients clipped as one process's (gap 1.0e-6)",
+            ("2.7.1", "2.8.0", "2.9.1"),
         ),
         Range(
-            ">=2.9",
+            ">=2.10",
             True,
-            "measured on torch 2.9.0, 2.10.0, 2.12.1, 2.13.0, 2.14.x and 2.15.0",
-            ("2.9.0", "2.10.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
+            "measured on torch 2.10.0, 2.11.0, 2.12.1, 2.13.0, 2.14.1 and 2.15.0",
+            ("2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
         ),
     ),
 )
@@ -204,27 +220,49 @@ TRANSFORMER_MASKS_BF16_CPU = Known(
     "nn.TransformerEncoder with a causal and a padding mask under CPU bf16 autocast",
     (
         Range(
-            "<2.6",
+            "<2.2",
             False,
-            "measured: torch 2.1.2 raises 'Expected attn_mask dtype to be bool or to match query dtype'; "
-            "2.2-2.5 not measured",
+            "measured: torch 2.1.2 raises 'Expected attn_mask dtype to be bool or to match query dtype'",
             ("2.1.2",),
         ),
-        Range(">=2.6", True, "measured on torch 2.6.0, 2.14.1 and 2.15.0", ("2.6.0", "2.14.1", "2.15.0")),
+        Range(
+            ">=2.2",
+            True,
+            "measured on torch 2.2.2 to 2.7.1 and 2.11.0 to 2.15.0",
+            ("2.2.2", "2.3.1", "2.4.1", "2.5.1", "2.6.0", "2.7.1", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
+        ),
     ),
     probe=lambda: _transformer_masks_bf16(),
 )
 INPLACE_ERROR_NODE = Known(
     "the node autograd's in-place error names for a sigmoid's output",
     (
-        Range("<2.13", "SigmoidBackward0", "measured on torch 2.1.2, 2.6.0 and 2.12.1", ("2.1.2", "2.6.0", "2.12.1")),
+        Range(
+            "<2.13",
+            "SigmoidBackward0",
+            "measured on torch 2.1.2 to 2.12.1, every line",
+            (
+                "2.1.2",
+                "2.2.2",
+                "2.3.1",
+                "2.4.1",
+                "2.5.1",
+                "2.6.0",
+                "2.7.1",
+                "2.8.0",
+                "2.9.1",
+                "2.10.0",
+                "2.11.0",
+                "2.12.1",
+            ),
+        ),
         Range(
             ">=2.13", "Sigmoid", "measured from torch 2.13.0 (2.13.0, 2.14.1, 2.15.0)", ("2.13.0", "2.14.1", "2.15.0")
         ),
     ),
     probe=lambda: _inplace_error_node(),
 )
-KNOWN = (FUSED_ADAM_CPU, FSDP2_ON_CPU, FSDP2_CLIP_GLOBAL_NORM, TRANSFORMER_MASKS_BF16_CPU, INPLACE_ERROR_NODE)
+KNOWN = (FUSED_ADAM_CPU, FSDP2_CLIP_GLOBAL_NORM, TRANSFORMER_MASKS_BF16_CPU, INPLACE_ERROR_NODE)
 
 
 # --------------------------------------------------------------------------- the tables' probes (trainclaims-releases)
@@ -242,28 +280,6 @@ def _fused_adam() -> bool:
     p = torch.ones(2, dtype=torch.float16, requires_grad=True)
     p.grad = torch.ones_like(p)
     return _works(lambda: torch.optim.Adam([p], fused=True).step())
-
-
-def _fsdp2_one_rank() -> bool:
-    """FSDP2 on one gloo rank (a file store: no port): a Linear sharded, a forward and a backward."""
-    import tempfile
-
-    import torch.distributed as dist
-
-    from trainclaims.checks.clipping import fsdp2
-
-    fully_shard, _ = fsdp2()
-    if fully_shard is None:
-        return False
-    with tempfile.TemporaryDirectory() as folder:
-        dist.init_process_group("gloo", store=dist.FileStore(f"{folder}/store", 1), rank=0, world_size=1)
-        try:
-            from torch.distributed.device_mesh import init_device_mesh
-
-            model = fully_shard(torch.nn.Linear(4, 2), mesh=init_device_mesh("cpu", (1,)))
-            return _works(lambda: model(torch.ones(3, 4)).sum().backward())
-        finally:
-            dist.destroy_process_group()
 
 
 def _transformer_masks_bf16() -> bool:
