@@ -213,15 +213,64 @@ def requirements(package: str, version: Version, pins: list[str] = ()) -> list[s
     return [f"{package}==={version}", *(_torch_pins(torch[0]) if torch else []), *rest]
 
 
-def _site_paths() -> list[str]:
-    """This environment's package folders, for a probe that sees them (moving a package other than
-    torch): a ``.pth`` line each, after the probe's own, so what the probe installs comes first."""
-    import sysconfig
-
-    return list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+BASE_ROOTS = ("torch", "torchvision", "numpy", *TOOLS)  # what a probe moving another package shares
 
 
-def _commands(env: Path, package: str, version: Version, wheel: Path, make: bool, pins: list[str]) -> list[list[Any]]:
+def _closure(roots: tuple[str, ...]) -> list[importlib.metadata.Distribution]:
+    """The installed distributions of ``roots`` and everything they require (not their extras)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    seen: dict[str, importlib.metadata.Distribution] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        seen[name] = dist
+        for line in dist.requires or []:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return list(seen.values())
+
+
+def base_view(cache: Path) -> Path:
+    """A folder of links to this environment's torch, what torch requires and the test tools, and
+    nothing else: what a probe moving another package sees of this environment (a ``.pth`` line
+    after its own packages). Only these: an optional package this environment has beside them
+    (``kernels`` beside transformers 5) would be imported by an older release of the moved one and
+    need newer versions of what the probe installed. Made once per set of versions, kept."""
+    dists = _closure(BASE_ROOTS)
+    key = hashlib.sha256("\n".join(sorted(f"{d.metadata['Name']}=={d.version}" for d in dists)).encode())
+    view = cache / f"base-view-{key.hexdigest()[:10]}"
+    if view.is_dir():
+        return view
+    partial = view.with_name(view.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for dist in dists:
+        for file in dist.files or []:
+            top = file.parts[0]
+            if top in ("..", "__pycache__") or top.endswith(".pth"):
+                continue
+            target = Path(dist.locate_file(top))
+            link = partial / top
+            if target.exists() and not link.exists():
+                link.symlink_to(target)
+    partial.rename(view)
+    return view
+
+
+def _commands(
+    env: Path, package: str, version: Version, wheel: Path, make: bool, pins: list[str], view: Path | None = None
+) -> list[list[Any]]:
     python = env / "bin" / "python"
     if _installer() == "uv":
         install = ["uv", "pip", "install", "--quiet", "--python", python]
@@ -230,7 +279,7 @@ def _commands(env: Path, package: str, version: Version, wheel: Path, make: bool
         install = [python, "-m", "pip", "install", "-q"]
         steps = [[sys.executable, "-m", "venv", env]] if make else []
     if make and package != "torch":  # this environment's torch and tools, seen through a .pth file
-        text = "\n".join(_site_paths())
+        text = str(view)
         steps.append(
             [
                 python,
@@ -267,7 +316,8 @@ def environment(
         if make:
             shutil.rmtree(env)
     start = time.monotonic()
-    for cmd in _commands(env, package, version, wheel, make, list(pins)):
+    view = base_view(cache) if package != "torch" else None
+    for cmd in _commands(env, package, version, wheel, make, list(pins), view):
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"PIP_CONSTRAINT": ""})
         if done.returncode != 0:
             shutil.rmtree(env, ignore_errors=True)
