@@ -154,3 +154,17 @@ def test_the_cycle_check_fails_on_the_plugins_earlier_import_circle():
     files["trainclaims.fixtures.fixtures"] += "\ndef runner():\n    from .plugin import session_for\n"
     files["trainclaims.fixtures.session"] += "\nfrom . import fixtures as _fixtures\n"
     assert any("trainclaims.fixtures.fixtures" in c for c in cycles(files))
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject.toml lists the packages a wheel holds by name: a package folder missing from it
+    imports from a checkout but not from an installed wheel (the seed engine's folder once did)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(root).parts) for p in (root / "trainclaims").rglob("__init__.py")} | {
+        "trainclaims.fixtures"
+    }
+    assert folders - set(config["packages"]) == set(), "package folders not in [tool.setuptools] packages"
+    assert set(config["packages"]) - folders == set(), "packages listed that have no folder"
