@@ -100,7 +100,7 @@ def test_fsdp2_shards_over_a_mesh_of_the_ranks_device_type_given_explicitly(monk
         meshes.append(kw.get("mesh"))
         return real(module, **kw)
 
-    monkeypatch.setattr(ddp, "fsdp2", lambda: (recording, None))
+    monkeypatch.setattr(ddp, "fsdp2", lambda device="cpu": (recording, None))
     with tempfile.TemporaryDirectory() as folder:
         dist.init_process_group("gloo", store=dist.FileStore(f"{folder}/store", 1), rank=0, world_size=1)
         try:

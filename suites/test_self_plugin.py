@@ -140,7 +140,7 @@ def test_claims_lists_the_runs_families_with_each_claims_guard_and_tests(suite):
         ]
     )
     result.stdout.fnmatch_lines(["8 claims, 1 with tests in this selection"])
-    result.stdout.fnmatch_lines(["other families installed, without tests here: S000, S002, TP (list one with *"])
+    result.stdout.fnmatch_lines(["other families installed, without tests here: HF, S000, S002, TP (list one with *"])
     assert "S002-01" not in result.stdout.str()  # another family's catalogue is not printed
     result.assert_outcomes()
 
@@ -202,7 +202,7 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
     assert verdicts["S001-02"] == ("not measured", "no test of it was collected in this run")
     unknown = suite.runpytest_inprocess("-o", "trainclaims_families=S001 NOPE")
     assert unknown.ret == pytest.ExitCode.USAGE_ERROR
-    unknown.stderr.fnmatch_lines(["*trainclaims_families: no claim family NOPE (registered: S000, S001, S002, TP)*"])
+    unknown.stderr.fnmatch_lines(["*trainclaims_families: no claim family NOPE (registered: HF, S000, S001, S002, TP)*"])
 
 
 # --------------------------------------------------------------------------- path options
@@ -341,7 +341,7 @@ def test_a_claim_family_plugs_in_from_a_plugin_with_its_claims_and_report_part(s
     )
     result = suite.runpytest_inprocess("--device=cpu")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["trainclaims: claim families S000, S001, S002, TP, X900"])
+    result.stdout.fnmatch_lines(["trainclaims: claim families HF, S000, S001, S002, TP, X900"])
     assert (suite.path / "reports" / "x900.txt").read_text() == "1 test(s): {'answer': 42}"
     claims = json.loads((suite.path / "reports" / "claims.json").read_text())["claims"]
     assert [c["verdict"] for c in claims if c["id"] == "X900-01"] == ["holds"]

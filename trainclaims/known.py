@@ -291,14 +291,30 @@ AMP_GRAD_SCALER = Capability(
 CAPABILITIES: tuple[Capability, ...] = (HALF_BATCH_NORM_CPU, HALF_BERNOULLI_CPU, AMP_GRAD_SCALER)
 
 
+def fully_shard_of_this_torch() -> tuple[Any, str | None]:
+    """(FSDP2's ``fully_shard``, None), or (None, why this torch has none)."""
+    import torch
+
+    try:
+        from torch.distributed.fsdp import fully_shard  # torch 2.6+
+
+        return fully_shard, None
+    except ImportError:
+        pass
+    try:
+        from torch.distributed._composable.fsdp import fully_shard  # torch 2.4-2.5
+
+        return fully_shard, None
+    except ImportError:
+        return None, f"torch {torch.__version__} has no FSDP2 fully_shard (torch 2.4+)"
+
+
 def _fsdp2_one_rank() -> bool:
     """FSDP2 on one gloo rank (a file store: no port): a Linear sharded, a forward and a backward."""
     import tempfile
 
     import torch
     import torch.distributed as dist
-
-    from trainclaims.checks.clipping import fully_shard_of_this_torch
 
     fully_shard, _ = fully_shard_of_this_torch()
     if fully_shard is None:

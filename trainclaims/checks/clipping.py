@@ -32,6 +32,7 @@ from trainclaims.checks.base import (
     sgd,
 )
 from trainclaims.checks.preconditions import mean_cross_entropy
+from trainclaims.known import FSDP2_ON_CPU, fully_shard_of_this_torch
 from trainclaims.modes import FP16_AUTOCAST, REFERENCE, Mode, ModeLike, get
 from trainclaims.ranks import run_ranks, with_keywords
 from trainclaims.step import Batch, LossFn, ModeLoss, Step, shard
@@ -217,29 +218,11 @@ def fsdp2(device: str | torch.device = "cpu") -> tuple[Any, str | None]:
     """(FSDP2's ``fully_shard``, None), or (None, why it cannot shard here): this torch has none, or
     on CPU ranks the table of releases (:data:`trainclaims.known.FSDP2_ON_CPU`, measured by its probe
     on every line) says this torch cannot train with it there."""
-    from trainclaims.known import FSDP2_ON_CPU
-
     if torch.device(device).type == "cpu":
         found = FSDP2_ON_CPU.range_for()
         if found is not None and found.value is False:
             return None, f"{FSDP2_ON_CPU.what}: not on torch {torch.__version__} ({found.source})"
     return fully_shard_of_this_torch()
-
-
-def fully_shard_of_this_torch() -> tuple[Any, str | None]:
-    """(FSDP2's ``fully_shard``, None), or (None, why this torch has none)."""
-    try:
-        from torch.distributed.fsdp import fully_shard  # torch 2.6+
-
-        return fully_shard, None
-    except ImportError:
-        pass
-    try:
-        from torch.distributed._composable.fsdp import fully_shard  # torch 2.4-2.5
-
-        return fully_shard, None
-    except ImportError:
-        return None, f"torch {torch.__version__} has no FSDP2 fully_shard (torch 2.4+)"
 
 
 def shard_children(model: nn.Module, fully_shard: Callable[..., Any], mesh: Any) -> nn.Module:
