@@ -111,8 +111,9 @@ def test_the_language_model_normalized_per_micro_batch_fails_with_the_checks_num
     result.stdout.fnmatch_lines(
         [
             "*AssertionError: token_accumulation: 2 micro-batches with each micro-batch's token mean / k equal one "
-            "batch 2 times larger (its token mean) after 3 steps: gap 0.4* (needs <= 0.0001); the parameter that parted "
-            "most: *; likely: each micro-batch is normalized by its own token count, not the step's: does not hold*"
+            "batch 2 times larger (its token mean) after 3 steps: gap 0.4* (needs <= 0.0001); the parameter that "
+            "parted most: *; likely: each micro-batch is normalized by its own token count, not the step's: "
+            "does not hold*"
             "normalize='mean', tokens_per_micro_batch=??61, 27?, ?70, 37?, ?77, 35??*"
         ]
     )

@@ -202,7 +202,9 @@ def test_the_claim_report_rolls_tests_up_into_verdicts(suite):
     assert verdicts["S001-02"] == ("not measured", "no test of it was collected in this run")
     unknown = suite.runpytest_inprocess("-o", "trainclaims_families=S001 NOPE")
     assert unknown.ret == pytest.ExitCode.USAGE_ERROR
-    unknown.stderr.fnmatch_lines(["*trainclaims_families: no claim family NOPE (registered: HF, S000, S001, S002, TP)*"])
+    unknown.stderr.fnmatch_lines(
+        ["*trainclaims_families: no claim family NOPE (registered: HF, S000, S001, S002, TP)*"]
+    )
 
 
 # --------------------------------------------------------------------------- path options
