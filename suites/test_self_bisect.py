@@ -1,10 +1,11 @@
 """trainclaims-bisect's answer (trainclaims/bisect.py): a first changed release only where every
-release before it down to the last good one ran; else the range, with what could not be run."""
+release before it down to the last good one ran; else the range, with what could not be run; and
+trainclaims-releases' table of releases."""
 
 import pytest
 from packaging.version import Version
 
-from trainclaims import bisect
+from trainclaims import bisect, releases
 
 pytestmark = pytest.mark.trainclaims
 
@@ -80,3 +81,22 @@ def test_moving_another_package_installs_that_release_and_the_pins_given_with_it
         [Version("4.45.2"), Version("4.46.0")], Version("4.45.2"), Version("4.46.0"), {}, "transformers"
     )
     assert answer == "first release that differs: transformers 4.46.0 (transformers 4.45.2 behaves as the good release)"
+
+
+def test_a_release_whose_table_probes_fail_says_why_in_the_releases_table(tmp_path):
+    failing = tmp_path / "python"
+    failing.write_text(
+        "#!/bin/sh\necho 'Traceback (most recent call last):' >&2\necho 'ImportError: no torch' >&2\nexit 1\n"
+    )
+    failing.chmod(0o755)
+    values, why = releases.probe_tables(failing)
+    assert values == {}
+    assert why == "table probes failed: ImportError: no torch"
+    results = {
+        "command": "trainclaims-releases --releases 2.8",
+        "markers": "not slow",
+        "releases": {"2.8.0": {"ran": True, "claims": {}, "tables": {"a table": "—"}, "why": why, "tally": "1 passed"}},
+    }
+    text = releases.markdown(results)
+    assert "| a table | — |" in text  # not "\u2014"
+    assert "| 2.8.0 |  | 1 passed (0 s) |  | table probes failed: ImportError: no torch |" in text

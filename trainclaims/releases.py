@@ -73,14 +73,21 @@ def choose(spec: str, available: list[Version], package: str = "torch") -> list[
     return sorted(chosen)
 
 
-def probe_tables(python: Path) -> dict[str, Any]:
+def probe_tables(python: Path) -> tuple[dict[str, Any], str]:
     """The capability and deprecation tables measured in that environment (``python -m
-    trainclaims.tables``): {what: value}; {} where the probe could not run."""
-    done = subprocess.run([python, "-m", "trainclaims.tables"], capture_output=True, text=True, timeout=600)
+    trainclaims.tables``): ({what: value}, ""), or ({}, why the probes could not run: the last line
+    they printed), so that a release whose probes failed says so instead of showing no values."""
     try:
-        return json.loads(done.stdout) if done.returncode == 0 else {}
+        done = subprocess.run([python, "-m", "trainclaims.tables"], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return {}, "the table probes ran past 600 s"
+    try:
+        if done.returncode == 0:
+            return json.loads(done.stdout), ""
     except ValueError:
-        return {}
+        pass
+    last = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
+    return {}, f"table probes failed: {last[:300]}"
 
 
 def read_run(reports: Path) -> dict[str, Any]:
@@ -126,12 +133,14 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "## Known behaviours measured", "", "| behaviour | " + " | ".join(releases) + " |"]
         lines.append("|---|" + "---|" * len(releases))
         for t in tables:
-            row = [json.dumps(r.get("tables", {}).get(t, "—")) for r in results["releases"].values()]
+            row = [
+                json.dumps(r.get("tables", {}).get(t, "—"), ensure_ascii=False) for r in results["releases"].values()
+            ]
             lines.append(f"| {t} | " + " | ".join(v.strip('"') for v in row) + " |")
     lines += ["", "## Each release", "", f"| {package} | environment | tests | disk | note |", "|---|---|---|---|---|"]
     for v, r in results["releases"].items():
         disk = f"{r['disk_bytes'] / 1e9:.1f} GB" if r.get("disk_bytes") else ""
-        note = r.get("why", "") if not r.get("ran") else ""
+        note = r.get("why", "")
         lines.append(
             f"| {v} | {r.get('install', '')} | {r.get('tally', '')} ({r.get('run_s', 0):.0f} s) | {disk} | {note} |"
         )
@@ -205,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             if ran["ran"]:
                 entry |= {"ran": True, "tally": ran["tally"], **read_run(ran["reports"])}
                 entry["claims"] = {c: v for c, v in entry.get("claims", {}).items() if c in claims}
-                entry["tables"] = {**probe_tables(python), **entry["tables"]}
+                probed, probe_error = probe_tables(python)
+                entry["tables"] = {**probed, **entry["tables"]}
+                if probe_error:
+                    entry["why"] = probe_error
                 if args.history is not None:
                     subprocess.run(
                         [sys.executable, "-m", "trainclaims.history", "add", args.history, ran["reports"],
