@@ -1,8 +1,8 @@
 """``trainclaims-mutants``: the mutation tier. Each claim's tests run once as they are and once
-under each mutant that names the claim (PyTorch altered on purpose in a fresh process:
-:mod:`trainclaims.mutants`); a claim is *guarded* where every such run fails one of its tests,
-*unguarded* where no mutant names it. Run it in the project's folder (where ``pytest`` finds the
-tests)::
+under each mutant that names the claim (PyTorch, or a library such as transformers, altered on
+purpose in a fresh process: :mod:`trainclaims.mutants`); a claim is *guarded* where every such
+run fails one of its tests, *unguarded* where no mutant names it. Run it in the project's folder
+(where ``pytest`` finds the tests)::
 
     trainclaims-mutants                       # every claim the fast tier measures, every family
     trainclaims-mutants S001 TP-03 -j 2       # families or claims; two runs at a time
@@ -209,7 +209,7 @@ def _select(families: list[Any], wanted: list[str]) -> list[str]:
 
 def _markdown(claims: list[str], per_claim: dict[str, dict[str, Any]], outcomes: list[Outcome], meta: dict) -> str:
     lines = [
-        "# Mutation tier: each claim's tests under PyTorch altered on purpose",
+        "# Mutation tier: each claim's tests under PyTorch (or transformers) altered on purpose",
         "",
         f"{meta['command']}  ",
         f"torch {meta['torch']}; markers `{meta['markers']}`; {meta['mutants_run']} mutants in {meta['seconds']:.0f} s "
