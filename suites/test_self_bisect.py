@@ -100,3 +100,10 @@ def test_a_release_whose_table_probes_fail_says_why_in_the_releases_table(tmp_pa
     text = releases.markdown(results)
     assert "| a table | — |" in text  # not "\u2014"
     assert "| 2.8.0 |  | 1 passed (0 s) |  | table probes failed: ImportError: no torch |" in text
+
+
+def test_the_table_probes_json_is_read_past_what_gloo_prints_before_it(tmp_path):
+    chatty = tmp_path / "python"
+    chatty.write_text("#!/bin/sh\necho '[Gloo] Rank 0 is connected to 0 peer ranks.'\necho '{\"a table\": true}'\n")
+    chatty.chmod(0o755)
+    assert releases.probe_tables(chatty) == ({"a table": True}, "")

@@ -81,9 +81,11 @@ def probe_tables(python: Path) -> tuple[dict[str, Any], str]:
         done = subprocess.run([python, "-m", "trainclaims.tables"], capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
         return {}, "the table probes ran past 600 s"
+    # the JSON is the last line: gloo prints "[Gloo] Rank 0 is connected ..." to stdout on torch 2.8-2.10
+    lines = done.stdout.strip().splitlines()
     try:
-        if done.returncode == 0:
-            return json.loads(done.stdout), ""
+        if done.returncode == 0 and lines:
+            return json.loads(lines[-1]), ""
     except ValueError:
         pass
     last = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
