@@ -408,3 +408,83 @@ def test_token_accumulation_trains_on_the_models_own_loss_given_labels_and_the_c
     )
     assert result.holds, str(result)
     assert result.broken > 1e-2, str(result)
+
+
+# --------------------------------------------------------------------------- what a check needs, said before it trains
+
+
+def _one_line_misuse(call, *match: str) -> str:
+    """``call`` stops with a Misuse before it trains: one line holding every ``match``."""
+    from trainclaims.errors import Misuse
+
+    with pytest.raises(Misuse) as stopped:
+        call()
+    text = str(stopped.value)
+    assert "\n" not in text, text
+    for part in match:
+        assert part in text, text
+    return text
+
+
+def test_a_mean_loss_where_a_sum_is_needed_stops_in_one_line_naming_loss_fn():
+    for check in (checks.token_accumulation, checks.logged_loss):
+        _one_line_misuse(
+            lambda check=check: check(
+                _OwnLossLM, _own_loss_batches(), k=2, loss_fn=checks.unshifted_mean_cross_entropy, labels="unshifted"
+            ),
+            f"{check.__name__}: loss_fn returns",
+            "it must sum over the counted tokens",
+            "checks.token_sum",
+        )
+    # the sum of the same labels goes through: the stop is the loss's, not the model's
+    checks.token_accumulation(_OwnLossLM, _own_loss_batches(), k=2, labels="unshifted").assert_holds()
+
+
+class _DropoutLM(_OwnLossLM):
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, num_items_in_batch=None):
+        return {"logits": self.head(self.drop(torch.tanh(self.embed(input_ids)).cumsum(1)))}
+
+
+def test_dropout_and_batchnorm_stop_a_check_before_it_trains_naming_the_module_and_the_fix():
+    _one_line_misuse(
+        lambda: checks.token_accumulation(_DropoutLM, _own_loss_batches(), k=2, labels="unshifted"),
+        "token_accumulation: the model has Dropout (drop (p=0.1))",
+        "build it with p=0",
+    )
+    x, y = data(16)
+    bn = lambda: nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))  # noqa: E731
+    _one_line_misuse(
+        lambda: checks.accumulation(bn, [(x, y)], k=2), "accumulation: the model has BatchNorm (1)", "accumulation_with"
+    )
+
+
+def test_a_model_that_caches_keys_stops_activation_checkpointing_with_the_reason():
+    class Caching(_OwnLossLM):
+        config = type("Config", (), {"use_cache": True})()
+
+    _one_line_misuse(
+        lambda: checks.activation_checkpointing(Caching, _own_loss_batches(), labels="unshifted"),
+        "activation_checkpointing: the model caches keys (config.use_cache=True)",
+        "model.config.use_cache = False",
+    )
+
+
+@pytest.mark.parametrize("wrap", ["tensor", "tuple", "mapping"])
+def test_a_models_logits_are_read_from_a_tensor_a_tuple_or_a_mapping(wrap):
+    class Wrapped(_OwnLossLM):
+        def forward(self, input_ids, attention_mask=None, labels=None, num_items_in_batch=None):
+            logits = super().forward(input_ids)["logits"]
+            return {"tensor": logits, "tuple": (logits, None), "mapping": {"logits": logits}}[wrap]
+
+    checks.token_accumulation(Wrapped, _own_loss_batches(), k=2, labels="unshifted").assert_holds()
+    _one_line_misuse(lambda: checks.logits_of({"loss": torch.tensor(1.0)}), "the model returned a dict")
+
+
+def test_unshifted_labels_count_every_position_but_each_rows_first():
+    batch = _own_loss_batches(1)[0]  # rows of 10, 9, 3 and 2 tokens: 24 labels, 20 of them predicted
+    assert checks.token_count(batch) == 24
+    assert checks.token_count(batch, labels="unshifted") == 20
