@@ -488,3 +488,40 @@ def test_unshifted_labels_count_every_position_but_each_rows_first():
     batch = _own_loss_batches(1)[0]  # rows of 10, 9, 3 and 2 tokens: 24 labels, 20 of them predicted
     assert checks.token_count(batch) == 24
     assert checks.token_count(batch, labels="unshifted") == 20
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run several times faster on one intra-op thread than on two beside a busy core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_gpt2_as_it_comes_goes_through_the_token_checks_and_checkpointing_without_a_wrapper(one_thread):
+    """A GPT2LMHeadModel (a ModelOutput, Hugging Face's unshifted labels read off the model, its
+    blocks called with keywords) in token_accumulation, logged_loss and activation_checkpointing
+    (reentrant too), no wrapper; given a mean where a sum is needed, the check stops in one line."""
+    pytest.importorskip("transformers", reason="needs transformers: pip install 'trainclaims[hf]'")
+    from trainclaims.families.hf import models
+
+    gpt2, batches = models.MODELS["gpt2"], models.batches(2)
+    result = checks.token_accumulation(gpt2, batches, k=2)
+    result.assert_holds()
+    assert result.broken > 1e-3, str(result)  # each micro-batch's mean / k parts from the large batch
+    checks.logged_loss(gpt2, batches, k=2).assert_holds()
+
+    def with_dropout_no_cache():
+        model = models.GPT2_WITH_DROPOUT()
+        model.config.use_cache = False  # as Hugging Face does when it checkpoints (the check stops otherwise)
+        return model
+
+    for reentrant in (False, True):
+        checks.activation_checkpointing(
+            with_dropout_no_cache, batches[:1], blocks=lambda m: list(m.transformer.h), use_reentrant=reentrant
+        ).assert_holds()
+    _one_line_misuse(
+        lambda: checks.token_accumulation(gpt2, batches, k=2, loss_fn=checks.unshifted_mean_cross_entropy),
+        "token_accumulation: loss_fn returns",
+    )
