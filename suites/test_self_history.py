@@ -306,7 +306,6 @@ def test_a_corrupt_or_foreign_file_is_set_aside_with_a_warning_and_listed_by_run
     assert comment(capsys, str(history)).startswith("### ❌ trainclaims: 1 claim failing")
 
 
-OPT_IN = "[pytest]\ntrainclaims_paths = .\n"  # the ini of a project whose tests are all trainclaims tests
 TWO_CLAIMS = """
 import os
 import pytest
@@ -326,13 +325,11 @@ def test_second_claim():
 
 
 @pytest.fixture
-def suite(pytester, monkeypatch, tmp_path):
-    pytester.makeini(OPT_IN)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    monkeypatch.setenv("TRAINCLAIMS_DATA", str(tmp_path))
-    pytester.makepyfile(TWO_CLAIMS)
-    (pytester.path / "afile").write_text("a file, not a folder")
-    return pytester
+def suite(suite):
+    """The suites' opted-in pytester project (suites/conftest.py) with two claims and a file."""
+    suite.makepyfile(TWO_CLAIMS)
+    (suite.path / "afile").write_text("a file, not a folder")
+    return suite
 
 
 @pytest.mark.parametrize(
