@@ -204,14 +204,16 @@ FSDP2_CLIP_GLOBAL_NORM = Known(
             ">=2.7,<2.10",
             False,
             "measured on torch 2.7.1 and 2.8.0: twice the global norm on both ranks (12.47 against one process's "
-            "6.2355); on 2.9.1 each rank's own shards' norm, the DTensor's partial value (0.267 and 0.297 against "
-            "0.399; pytorch #170862, reported on 2.9.1), the gradients clipped as one process's (gap 1.0e-6)",
+            "6.2355: likely the float32 gradients summed over the ranks, pytorch #162338, as S002-15 measures); on "
+            "2.9.1 each rank's own shards' norm, the DTensor's partial value (0.267 and 0.297 against 0.399; "
+            "pytorch #170862, reported on 2.9.1), the gradients clipped as one process's (gap 1.0e-6)",
             ("2.7.1", "2.8.0", "2.9.1"),
         ),
         Range(
             ">=2.10",
             True,
-            "measured on torch 2.10.0, 2.11.0, 2.12.1, 2.13.0, 2.14.1 and 2.15.0",
+            "measured on torch 2.10.0, 2.11.0, 2.12.1, 2.13.0, 2.14.1 and 2.15.0 (likely pytorch #159856, #165962: "
+            "the norm of a Partial DTensor made full first; merged after 2.9, not confirmed by a bisect)",
             ("2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
         ),
     ),
