@@ -525,3 +525,22 @@ def test_a_gpt2_as_it_comes_goes_through_the_token_checks_and_checkpointing_with
         lambda: checks.token_accumulation(gpt2, batches, k=2, loss_fn=checks.unshifted_mean_cross_entropy),
         "token_accumulation: loss_fn returns",
     )
+
+
+def test_the_default_mean_loss_reads_a_hugging_face_causal_lms_labels_as_unshifted(one_thread):
+    """A GPT-2 as it comes in a check that takes a mean loss (accumulation, clipping, DDP...): the
+    default loss aligns its unshifted labels as Hugging Face does, and equals the model's own loss."""
+    pytest.importorskip("transformers", reason="needs transformers: pip install 'trainclaims[hf]'")
+    from trainclaims.families.hf import models
+
+    model, batch = models.MODELS["gpt2"](), models.batch(0)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    output = model(**inputs)
+    own = model(**batch).loss
+    assert checks.mean_cross_entropy(output, batch["labels"]).item() == pytest.approx(own.item(), rel=1e-6)
+    assert checks.mean_cross_entropy(output.to_tuple(), batch["labels"]).item() != pytest.approx(own.item(), rel=1e-3)
+    # and it runs a check as it comes: a token mean / k over micro-batches of unequal token counts
+    # is not the large batch's (TP-01's 2024 bug, on Hugging Face's labels)
+    result = checks.accumulation(models.MODELS["gpt2"], models.batches(2), k=2)
+    assert not result.holds, str(result)
+    assert result.gap > 0.1, str(result)

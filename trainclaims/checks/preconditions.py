@@ -198,11 +198,22 @@ def cross_entropy(convention: str = "shifted", ignore_index: int = IGNORE_INDEX)
 _SHIFTED, _UNSHIFTED = cross_entropy("shifted"), cross_entropy("unshifted")
 
 
+def is_causal_lm_output(output: Any) -> bool:
+    """Whether ``output`` is a Hugging Face causal LM's (``CausalLMOutput``, ``...WithPast``, ...):
+    its labels are then certainly Hugging Face's unshifted ones (a masked LM's are not shifted at
+    all). Read off the type, without importing transformers."""
+    kind = type(output)
+    return kind.__module__.startswith("transformers.") and kind.__name__.startswith("CausalLMOutput")
+
+
 def mean_cross_entropy(output: Any, labels: torch.Tensor) -> torch.Tensor:
     """The checks' default mean loss: cross entropy of the output's logits (a tensor, a tuple, a
     ``ModelOutput``) against the labels, over the batch for a classifier, over the counted positions
-    for a language model (shifted labels; -100 left out). Module-level: picklable for ranks."""
-    return _SHIFTED(output, labels)
+    for a language model (-100 left out): shifted labels, or Hugging Face's unshifted ones where the
+    output is a Hugging Face causal LM's (:func:`is_causal_lm_output`; a causal LM called with
+    ``return_dict=False`` returns a tuple: pass ``loss_fn=unshifted_mean_cross_entropy``).
+    Module-level: picklable for ranks."""
+    return (_UNSHIFTED if is_causal_lm_output(output) else _SHIFTED)(output, labels)
 
 
 def unshifted_mean_cross_entropy(output: Any, labels: torch.Tensor) -> torch.Tensor:
