@@ -17,9 +17,10 @@ Mann-Whitney U tests of the rounds decide:
 - **inconclusive** (fails too: the gate never passes a slowdown it could not rule out): neither;
   the line says about how many rounds would tell (:meth:`Comparison.rounds_needed`).
 
-The limit. :data:`DEFAULT_LIMIT` (10%, asv's and CodSpeed's default) where a benchmark's noise
-allows it; a noisier benchmark records its own (``record(..., gate_min_effect=)``), measured, and
-the report prints the false alarms its noise implies at that limit (:func:`benchmark_noise`).
+The limit. :data:`DEFAULT_LIMIT` (10%: CodSpeed's default threshold, ``asv compare``'s factor 1.1)
+where a benchmark's noise allows it; a noisier benchmark records its own
+(``record(..., gate_min_effect=)``), measured, and the report prints the false alarms its noise
+implies at that limit (:func:`benchmark_noise`).
 Rows without step costs (written before trainclaims 0.4) are compared on their round times, which
 move with the machine's speed of the moment: at :data:`LEGACY_LIMIT` at least. Rows of another
 machine, or whose costs were timed on another clock, are not compared (:attr:`Comparison.why`).
