@@ -411,3 +411,21 @@ def test_trainclaims_baseline_keeps_a_runs_verdicts_and_stops_in_one_line_on_a_f
     assert err.startswith("trainclaims-baseline: ")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_benchmark_gated_at_a_wider_limit_says_what_the_default_10_percent_would_call():
+    """Its own limit passes the run; the info line says, not gated, what 10% says of the same rounds:
+    the same, or inconclusive with about how many rounds a run would tell."""
+    from trainclaims.gating import gate_benchmarks
+
+    steady = gate_benchmarks([_row(STEADY)], [_row(STEADY, gate_min_effect=0.2)])
+    assert steady.lines == [], steady.lines
+    assert steady.info[0].endswith("; at 10%: same (not gated)"), steady.info
+    noisy = gate_benchmarks([_row(NOISY)], [_row([c * 1.08 for c in NOISY[:10]], gate_min_effect=0.2)])
+    assert noisy.lines == [], noisy.lines  # +8.5% within its 20%
+    assert noisy.info[0].endswith("; at 10%: slower (not gated)"), noisy.info  # what the gate at 10% would say
+    wide = gate_benchmarks([_row(STEADY)], [_row(WIDE[:3], gate_min_effect=2.0)])
+    assert wide.lines == [], wide.lines
+    assert "; at 10%: inconclusive, " in wide.info[0], wide.info
+    default = gate_benchmarks([_row(STEADY)], [_row(STEADY)])
+    assert "at 10%" not in default.info[0], default.info

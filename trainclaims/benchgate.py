@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from trainclaims.stats import robust_cv, spread
@@ -266,6 +266,21 @@ class Comparison:
             if judge(b, a, self.gate).count(want) >= 0.9 * NEEDED_SIMULATIONS:
                 return n
         return None
+
+    def at_the_default_limit(self) -> str:
+        """For a benchmark gated at a wider limit of its own (its noise), what the same rounds say at
+        :data:`DEFAULT_LIMIT`, said, not gated: "same", "slower", or inconclusive with about how many
+        rounds a run would tell; empty where the limit is the default or no step costs were compared."""
+        if self.what != "step cost" or self.gate.limit <= DEFAULT_LIMIT or self.status not in ("unchanged", "faster"):
+            return ""
+        at_default = replace(self, gate=Gate(DEFAULT_LIMIT))
+        call = judge(self.before, self.after, at_default.gate)[0]
+        if call != "inconclusive":
+            return f"at {DEFAULT_LIMIT:.0%}: {call} (not gated)"
+        n = at_default.rounds_needed()
+        took = len(self.after)
+        tell = f"about {n} rounds a run would tell (this run took {took})" if n else "its noise cannot tell"
+        return f"at {DEFAULT_LIMIT:.0%}: inconclusive, {tell} (not gated)"
 
     def numbers(self) -> str:
         """The numbers behind the call, in one line."""
