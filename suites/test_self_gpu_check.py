@@ -137,6 +137,7 @@ def test_the_dry_run_plans_the_steps_most_valuable_first_within_the_deadline(gpu
         assert not any("syncbatchnorm" in c for c in claims), claims
 
 
+@pytest.mark.slow  # 4 s: pytest collects the whole suite in a subprocess; CI runs it in the full run
 def test_the_judge_step_leaves_out_the_two_rank_cpu_benchmark():
     """`-k "not throughput"` kept test_ddp_step_on_two_processes...: the judge ran a CPU benchmark."""
     check = the_check()
@@ -216,6 +217,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # 16 s: a step that hangs until its deadline; CI runs it in the full run
 def test_a_step_past_its_time_is_interrupted_then_killed_with_its_workers_and_the_summary_keeps_what_finished(
     tmp_path,
 ):

@@ -133,6 +133,7 @@ def test_a_launched_experiment_runs_in_its_modes_precision_whatever_the_process_
         assert (ieee["cuda.matmul.fp32_precision"], tf32["cuda.matmul.fp32_precision"]) == ("ieee", "tf32")
 
 
+@pytest.mark.slow  # 5 s: two spawned gloo ranks; CI runs it in the full run
 @pytest.mark.distributed
 def test_spawned_ranks_run_in_the_tests_mode():
     assert {r["float32_matmul_precision"] for r in run_ranks(precision, 2, mode="tf32")} == {"high"}
@@ -257,6 +258,7 @@ def test_the_environment_records_the_tf32_overrides(monkeypatch):
     assert "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE" in settings
 
 
+@pytest.mark.slow  # 4 s: the check's dry run and a refused start; CI runs it in the full run
 def test_the_gpu_check_has_a_dry_run_and_stops_clearly_without_a_gpu(tmp_path):
     import subprocess
     import sys

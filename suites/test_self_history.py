@@ -355,6 +355,7 @@ def test_a_history_option_that_cannot_work_stops_the_run_before_any_test(suite, 
     assert not (suite.path / "afile").is_dir()
 
 
+@pytest.mark.slow  # 7 s: pytest runs in subprocesses, one interrupted; CI runs it in the full run
 def test_runs_recorded_by_pytest_an_interrupted_one_set_aside_and_a_second_broken_push_reads_red(
     suite, monkeypatch, capsys
 ):
@@ -829,6 +830,7 @@ def spans(texts: list[dict[str, Any]], width: float) -> list[tuple[float, float]
 COMMIT_URL = "https://example.org/repo/commit/{commit}"
 
 
+@pytest.mark.slow  # 4-6 s each: a site drawn in Chromium; CI runs it in the full run
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: apt-get install -y chromium")
 @pytest.mark.parametrize("n", [9, 200])
 def test_the_site_reads_at_a_glance_in_a_headless_browser(tmp_path, request, n):

@@ -282,6 +282,7 @@ def test_a_path_option_given_separately_runs_where_pytest_reads_it_right_and_sto
 # --------------------------------------------------------------------------- installation
 
 
+@pytest.mark.slow  # 8 s: an install into a fresh environment; CI runs it in the full run
 def test_the_suite_runs_beside_pypis_fixtures_package(suite, tmp_path, monkeypatch):
     """PyPI's `fixtures` (testing-cabal) is a top-level package of that name: it comes first on
     sys.path here, and the plugin (imported as trainclaims.fixtures) never reaches for it."""

@@ -333,6 +333,7 @@ def test_claim_tests_a_stopped_session_never_reached_are_reported_as_not_run(sui
     assert "the session stopped before it" in claims["S000-02"]["why"]
 
 
+@pytest.mark.slow  # 21 s: two pytest runs of a benchmark in subprocesses; CI runs it in the full run
 def test_the_benchmark_gate_fails_a_training_step_slowed_from_outside_the_project(pytester, monkeypatch):
     """A copy of the seed-FC benchmark, unchanged, gives the baseline; then a conftest of the user's
     project (nothing of trainclaims, no option of ours) follows each optimizer step with a busy wait
@@ -363,6 +364,7 @@ def test_the_benchmark_gate_fails_a_training_step_slowed_from_outside_the_projec
     assert call.startswith(("slower", "inconclusive")), gate[0]
 
 
+@pytest.mark.slow  # 6 s: a pytest run in a subprocess; CI runs it in the full run
 def test_the_report_records_numeric_settings_even_where_torch_refuses_to_read_its_legacy_flags(suite):
     """torch 2.9+ raises when allow_tf32 is read after its fp32_precision API set the flags apart; a
     run that did so (here in its conftest) still gets its reports, the setting marked unreadable."""
