@@ -110,7 +110,7 @@ SOURCE_LOGGED = "transformers #34263, PR #35204 (4.46.3), PR #35438"
 TRAINER_LOGGED = Known(
     "the loss Trainer logs under accumulation is the step's (GPT-2)",
     (
-        # |logged / step - 1|: the mean of the micro-batches' means on 4.45.2, 4.46.3, 4.47.0 and
+        # |logged / step - 1|: the mean of the micro-batches' means on 4.45.2, 4.46.2-4.46.3, 4.47.0 and
         # 4.48.0-4.48.2 (6.6e-3-7.3e-3); k times the step's on 4.46.1 and 4.47.1 (1.001)
         _range("<4.48.3", False, SOURCE_LOGGED),
         _range(">=4.48.3", True, SOURCE_LOGGED),  # |r - 1| <= 1.5e-7, 5.2-5.4 included
