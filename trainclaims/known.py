@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,36 @@ def line(version: str | Version) -> tuple[int, int]:
     """A release's line: (major, minor)."""
     v = base_version(str(version))
     return v.major, v.minor
+
+
+# The torch releases of the last full run on every line (trainclaims-releases --releases 2.1-2.15:
+# docs/releases-torch.md). Every torch table was measured on each of them: a range's measured
+# releases are those of the run within its spec (:func:`measured_in`), with any a bisect added.
+TORCH_RUN = (
+    "2.1.2",
+    "2.2.2",
+    "2.3.1",
+    "2.4.1",
+    "2.5.1",
+    "2.6.0",
+    "2.7.1",
+    "2.8.0",
+    "2.9.1",
+    "2.10.0",
+    "2.11.0",
+    "2.12.1",
+    "2.13.0",
+    "2.14.1",
+    "2.15.0",
+)
+
+
+def measured_in(spec: str, run: Sequence[str] = TORCH_RUN, also: Sequence[str] = ()) -> tuple[str, ...]:
+    """The releases of ``run`` (a release run's list: torch's by default, a family's for another
+    package) within ``spec``, and ``also`` (releases measured otherwise, a bisect's probes), oldest
+    first: what a :class:`Range` was measured on."""
+    within = SpecifierSet(spec)
+    return tuple(sorted({v for v in (*run, *also) if Version(v) in within}, key=Version))
 
 
 @dataclass(frozen=True)
@@ -241,44 +271,29 @@ def _ddp_broadcast_buffers() -> None:
 
 
 def _since(
-    what: str, version: str, before: str, since: str, measured_before: tuple[str, ...], measured_since: tuple[str, ...]
+    what: str, version: str, before: str, since: str, also_before: Sequence[str] = (), also_since: Sequence[str] = ()
 ) -> Known:
     """False before torch ``version``, True from it: a capability torch gained, a warning it added,
-    with the releases measured on each side."""
+    measured on the release run's lines on each side (and the releases ``also_*`` a bisect added)."""
+    below, above = f"<{version}", f">={version}"
     return Known(
         what,
-        (Range(f"<{version}", False, before, measured_before), Range(f">={version}", True, since, measured_since)),
+        (
+            Range(below, False, before, measured_in(below, also=also_before)),
+            Range(above, True, since, measured_in(above, also=also_since)),
+        ),
     )
 
 
-# Measured on CPU (2 cores) with torch 2.1.2, 2.2.0 (trainclaims-bisect), 2.2.2, 2.3.0, 2.4.0, 2.10.0,
-# 2.11.0, 2.12.1, 2.13.0, 2.14.1 and 2.15.0; each entry's first version is the first that had it.
+# Measured on CPU (2 cores) on every line of TORCH_RUN and on 2.2.0 (trainclaims-bisect), 2.3.0 and
+# 2.4.0; each entry's first version is the first that had it.
 HALF_BATCH_NORM_CPU = Capability(
     _since(
         "float16 batch_norm on CPU",
         "2.2",
         "measured: torch 2.1.2 raises '\"batch_norm\" not implemented for 'Half''",
         "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)",
-        ("2.1.2",),
-        (
-            "2.2.0",
-            "2.2.2",
-            "2.3.0",
-            "2.3.1",
-            "2.4.0",
-            "2.4.1",
-            "2.5.1",
-            "2.6.0",
-            "2.7.1",
-            "2.8.0",
-            "2.9.1",
-            "2.10.0",
-            "2.11.0",
-            "2.12.1",
-            "2.13.0",
-            "2.14.1",
-            "2.15.0",
-        ),
+        also_since=("2.2.0", "2.3.0", "2.4.0"),
     ),
     _half_cpu(lambda torch, x: torch.nn.functional.batch_norm(x, torch.zeros(3), torch.ones(3), training=True)),
     r"\"batch_norm\" not implemented for 'Half'",
@@ -289,26 +304,7 @@ HALF_BERNOULLI_CPU = Capability(
         "2.2",
         "measured: torch 2.1.2 raises '\"bernoulli_scalar_cpu_\" not implemented'",
         "measured from torch 2.2.0 (trainclaims-bisect between 2.1.2 and 2.2.0)",
-        ("2.1.2",),
-        (
-            "2.2.0",
-            "2.2.2",
-            "2.3.0",
-            "2.3.1",
-            "2.4.0",
-            "2.4.1",
-            "2.5.1",
-            "2.6.0",
-            "2.7.1",
-            "2.8.0",
-            "2.9.1",
-            "2.10.0",
-            "2.11.0",
-            "2.12.1",
-            "2.13.0",
-            "2.14.1",
-            "2.15.0",
-        ),
+        also_since=("2.2.0", "2.3.0", "2.4.0"),
     ),
     _half_cpu(lambda torch, x: torch.nn.functional.dropout(x, 0.5, training=True)),
     r"\"bernoulli_\w*\" not implemented for 'Half'",
@@ -319,24 +315,7 @@ AMP_GRAD_SCALER = Capability(
         "2.3",
         "measured: torch 2.1.2 and 2.2.2 have torch.cuda.amp.GradScaler only",
         "measured from torch 2.3.0 (torch.amp.GradScaler(device))",
-        ("2.1.2", "2.2.2"),
-        (
-            "2.3.0",
-            "2.3.1",
-            "2.4.0",
-            "2.4.1",
-            "2.5.1",
-            "2.6.0",
-            "2.7.1",
-            "2.8.0",
-            "2.9.1",
-            "2.10.0",
-            "2.11.0",
-            "2.12.1",
-            "2.13.0",
-            "2.14.1",
-            "2.15.0",
-        ),
+        also_since=("2.3.0", "2.4.0"),
     ),
     lambda: __import__("torch").amp.GradScaler("cpu"),
 )
@@ -395,13 +374,13 @@ FSDP2_ON_CPU = Known(
             False,
             "measured: torch 2.1.2-2.3.1 have no fully_shard; 2.4.1-2.6.0's first forward on CPU raises (2.6.0: "
             "\"'Stream' object has no attribute 'record_event'\"; pytorch PR #145935 adds the CPU no-op)",
-            ("2.1.2", "2.2.2", "2.3.1", "2.4.1", "2.5.1", "2.6.0"),
+            measured_in("<2.7"),
         ),
         Range(
             ">=2.7",
             True,
             "measured on torch 2.7.1, 2.8.0, 2.9.1, 2.10.0, 2.11.0, 2.12.1, 2.13.0, 2.14.1, 2.15.0",
-            ("2.7.1", "2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
+            measured_in(">=2.7"),
         ),
     ),
     probe=_fsdp2_one_rank,
@@ -416,22 +395,8 @@ DEPRECATIONS: tuple[Deprecation, ...] = (
             "2.4",
             "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0 and 2.3.1",
             "measured from torch 2.4.0, every line to 2.15",
-            ("2.1.2", "2.2.2", "2.3.0", "2.3.1"),
-            (
-                "2.4.0",
-                "2.4.1",
-                "2.5.1",
-                "2.6.0",
-                "2.7.1",
-                "2.8.0",
-                "2.9.1",
-                "2.10.0",
-                "2.11.0",
-                "2.12.1",
-                "2.13.0",
-                "2.14.1",
-                "2.15.0",
-            ),
+            also_before=("2.3.0",),
+            also_since=("2.4.0",),
         ),
         lambda: __import__("torch").cuda.amp.GradScaler(enabled=False),
     ),
@@ -441,22 +406,8 @@ DEPRECATIONS: tuple[Deprecation, ...] = (
             "2.4",
             "measured: no warning on torch 2.1.2, 2.2.2, 2.3.0 and 2.3.1",
             "measured from torch 2.4.0, every line to 2.15",
-            ("2.1.2", "2.2.2", "2.3.0", "2.3.1"),
-            (
-                "2.4.0",
-                "2.4.1",
-                "2.5.1",
-                "2.6.0",
-                "2.7.1",
-                "2.8.0",
-                "2.9.1",
-                "2.10.0",
-                "2.11.0",
-                "2.12.1",
-                "2.13.0",
-                "2.14.1",
-                "2.15.0",
-            ),
+            also_before=("2.3.0",),
+            also_since=("2.4.0",),
         ),
         lambda: __import__("torch").cpu.amp.autocast(),
     ),
@@ -466,21 +417,6 @@ DEPRECATIONS: tuple[Deprecation, ...] = (
             "2.13",
             "measured: no warning on torch 2.1.2 to 2.12.1",
             "measured from torch 2.13.0",
-            (
-                "2.1.2",
-                "2.2.2",
-                "2.3.1",
-                "2.4.1",
-                "2.5.1",
-                "2.6.0",
-                "2.7.1",
-                "2.8.0",
-                "2.9.1",
-                "2.10.0",
-                "2.11.0",
-                "2.12.1",
-            ),
-            ("2.13.0", "2.14.1", "2.15.0"),
         ),
         _ddp_broadcast_buffers,
     ),

@@ -15,12 +15,9 @@ the models and batches :mod:`.models`. Registered as the ``hf`` entry point of
 
 from __future__ import annotations
 
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
-
 from trainclaims.claims import Family
 from trainclaims.families.hf.mutants import MUTANTS
-from trainclaims.known import Known, Range
+from trainclaims.known import Known, Range, measured_in
 
 # --------------------------------------------------------------------------- per transformers release
 # Measured by the family's tests on every release in RUN, each in an environment of its own
@@ -80,13 +77,9 @@ RUN = (
 )
 
 
-def ran(spec: str) -> tuple[str, ...]:
-    """The releases of RUN within ``spec``: where the table's range was measured."""
-    return tuple(v for v in RUN if Version(v) in SpecifierSet(spec))
-
-
 def _range(spec: str, value: bool, source: str) -> Range:
-    return Range(spec, value, source, ran(spec))
+    """A range measured on the releases of RUN within ``spec``."""
+    return Range(spec, value, source, measured_in(spec, RUN))
 
 
 SOURCE_GA = "transformers PRs #34191, #34198 (4.46: num_items_in_batch); GPT-2 took loss kwargs in 4.48.3"

@@ -13,7 +13,7 @@ from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
 from trainclaims.families.s002.mutants import MUTANTS
 from trainclaims.families.seed import PLUGIN
-from trainclaims.known import Known, Range
+from trainclaims.known import Known, Range, measured_in
 
 EMA_CLAIM = "S002-04"
 EMA_EVIDENCE = "ema_trace"  # {series name: [value per training batch]}, with "momentum" and "batch"
@@ -91,13 +91,13 @@ FSDP2_FLOAT32_STEPS_CPU = Known(
             "measured on torch 2.7.1 and 2.8.0: parameter gap 9.34e-2 to one process and to DDP in float32 "
             "(float64: 2.6e-17); likely pytorch #162338 (gloo's reduce-scatter with ReduceOp.AVG sums: FSDP2 "
             "averages float32 gradients with AVG, float64 by a division; not confirmed by a bisect)",
-            ("2.7.1", "2.8.0"),
+            measured_in(">=2.7,<2.9"),
         ),
         Range(
             ">=2.9",
             True,
             "measured on torch 2.9.1, 2.10.0, 2.11.0, 2.12.1, 2.13.0, 2.14.1, 2.15.0 (gap 7.1e-9)",
-            ("2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
+            measured_in(">=2.9"),
         ),
     ),
 )

@@ -23,7 +23,7 @@ from trainclaims import plots
 from trainclaims.claims import Family, ReportContext
 from trainclaims.families.tp.mutants import MUTANTS
 from trainclaims.known import FSDP2_ON_CPU as FSDP2_ON_CPU  # the core's table, read by TP-04's tests
-from trainclaims.known import Capability, Known, Range
+from trainclaims.known import Capability, Known, Range, measured_in
 
 # --------------------------------------------------------------------------- the report part
 
@@ -140,24 +140,14 @@ HALF_ADAM_CPU = Capability(
     Known(
         "float16 Adam/AdamW (foreach and for-loop) on CPU",
         (
-            Range("<2.2", False, "measured: torch 2.1.2 raises '\"addcdiv_cpu_out\" not implemented'", ("2.1.2",)),
+            Range(
+                "<2.2", False, "measured: torch 2.1.2 raises '\"addcdiv_cpu_out\" not implemented'", measured_in("<2.2")
+            ),
             Range(
                 ">=2.2",
                 True,
-                "measured on torch 2.2.2, 2.3.1, 2.4.1, 2.5.1, 2.6.0, 2.7.1, 2.11.0-2.15.0",
-                (
-                    "2.2.2",
-                    "2.3.1",
-                    "2.4.1",
-                    "2.5.1",
-                    "2.6.0",
-                    "2.7.1",
-                    "2.11.0",
-                    "2.12.1",
-                    "2.13.0",
-                    "2.14.1",
-                    "2.15.0",
-                ),
+                "measured on torch 2.2.2 to 2.15.0, every line",
+                measured_in(">=2.2"),
             ),
         ),
     ),
@@ -173,26 +163,13 @@ FUSED_ADAM_CPU = Known(
             "<2.4",
             False,
             "measured: torch 2.1.2, 2.2.2 and 2.3.1 raise 'fused=True requires ... cuda, xpu, privateuseone'",
-            ("2.1.2", "2.2.2", "2.3.1"),
+            measured_in("<2.4"),
         ),
         Range(
             ">=2.4",
             True,
             "measured on torch 2.4.1 to 2.15.0, every line (the kernel computes in float32)",
-            (
-                "2.4.1",
-                "2.5.1",
-                "2.6.0",
-                "2.7.1",
-                "2.8.0",
-                "2.9.1",
-                "2.10.0",
-                "2.11.0",
-                "2.12.1",
-                "2.13.0",
-                "2.14.1",
-                "2.15.0",
-            ),
+            measured_in(">=2.4"),
         ),
     ),
     probe=lambda: _fused_adam(),
@@ -207,14 +184,14 @@ FSDP2_CLIP_GLOBAL_NORM = Known(
             "6.2355: likely the float32 gradients summed over the ranks, pytorch #162338, as S002-15 measures); on "
             "2.9.1 each rank's own shards' norm, the DTensor's partial value (0.267 and 0.297 against 0.399; "
             "pytorch #170862, reported on 2.9.1), the gradients clipped as one process's (gap 1.0e-6)",
-            ("2.7.1", "2.8.0", "2.9.1"),
+            measured_in(">=2.7,<2.10"),
         ),
         Range(
             ">=2.10",
             True,
             "measured on torch 2.10.0, 2.11.0, 2.12.1, 2.13.0, 2.14.1 and 2.15.0 (likely pytorch #159856, #165962: "
             "the norm of a Partial DTensor made full first; merged after 2.9, not confirmed by a bisect)",
-            ("2.10.0", "2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0"),
+            measured_in(">=2.10"),
         ),
     ),
 )
@@ -225,28 +202,13 @@ TRANSFORMER_MASKS_BF16_CPU = Known(
             "<2.2",
             False,
             "measured: torch 2.1.2 raises 'Expected attn_mask dtype to be bool or to match query dtype'",
-            ("2.1.2",),
+            measured_in("<2.2"),
         ),
         Range(
             ">=2.2",
             True,
             "measured on torch 2.2.2 to 2.15.0, every line",
-            (
-                "2.2.2",
-                "2.3.1",
-                "2.4.1",
-                "2.5.1",
-                "2.6.0",
-                "2.7.1",
-                "2.8.0",
-                "2.9.1",
-                "2.10.0",
-                "2.11.0",
-                "2.12.1",
-                "2.13.0",
-                "2.14.1",
-                "2.15.0",
-            ),
+            measured_in(">=2.2"),
         ),
     ),
     probe=lambda: _transformer_masks_bf16(),
@@ -258,24 +220,9 @@ INPLACE_ERROR_NODE = Known(
             "<2.13",
             "SigmoidBackward0",
             "measured on torch 2.1.2 to 2.12.1, every line",
-            (
-                "2.1.2",
-                "2.2.2",
-                "2.3.1",
-                "2.4.1",
-                "2.5.1",
-                "2.6.0",
-                "2.7.1",
-                "2.8.0",
-                "2.9.1",
-                "2.10.0",
-                "2.11.0",
-                "2.12.1",
-            ),
+            measured_in("<2.13"),
         ),
-        Range(
-            ">=2.13", "Sigmoid", "measured from torch 2.13.0 (2.13.0, 2.14.1, 2.15.0)", ("2.13.0", "2.14.1", "2.15.0")
-        ),
+        Range(">=2.13", "Sigmoid", "measured from torch 2.13.0 (2.13.0, 2.14.1, 2.15.0)", measured_in(">=2.13")),
     ),
     probe=lambda: _inplace_error_node(),
 )
