@@ -19,6 +19,7 @@ from trainclaims.families.hf import models
 pytest.importorskip("transformers", reason=f"the Hugging Face family needs transformers: {hfc.INSTALL}")
 
 K = 2
+pytestmark = pytest.mark.usefixtures("one_thread")  # suites/conftest.py: the models are tiny
 
 
 def judged_by_table(result, table, evidence) -> None:
@@ -40,18 +41,6 @@ def judged_by_table(result, table, evidence) -> None:
 @pytest.fixture(scope="module")
 def batches():
     return models.batches(3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The family's models are tiny: one intra-op thread runs them 5x faster than two contending
-    with a busy machine's other processes (a Trainer run of 3 steps: 1.0 s against 5.1 s at load 4)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.claim("HF-01")

@@ -490,15 +490,6 @@ def test_unshifted_labels_count_every_position_but_each_rows_first():
     assert checks.token_count(batch, labels="unshifted") == 20
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run several times faster on one intra-op thread than on two beside a busy core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_gpt2_as_it_comes_goes_through_the_token_checks_and_checkpointing_without_a_wrapper(one_thread):
     """A GPT2LMHeadModel (a ModelOutput, Hugging Face's unshifted labels read off the model, its
     blocks called with keywords) in token_accumulation, logged_loss and activation_checkpointing
