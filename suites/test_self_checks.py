@@ -490,21 +490,29 @@ def test_unshifted_labels_count_every_position_but_each_rows_first():
     assert checks.token_count(batch, labels="unshifted") == 20
 
 
-def test_a_gpt2_as_it_comes_goes_through_the_token_checks_and_checkpointing_without_a_wrapper(one_thread):
+@pytest.fixture
+def hf_models(one_thread):
+    """The HF family's models and batches (a GPT-2 from a small config), on one thread; the test skips
+    with the install line without transformers."""
+    from trainclaims.families.hf import checks as hfc
+    from trainclaims.families.hf import models
+
+    pytest.importorskip("transformers", reason=f"needs transformers: {hfc.INSTALL}")
+    return models
+
+
+def test_a_gpt2_as_it_comes_goes_through_the_token_checks_and_checkpointing_without_a_wrapper(hf_models):
     """A GPT2LMHeadModel (a ModelOutput, Hugging Face's unshifted labels read off the model, its
     blocks called with keywords) in token_accumulation, logged_loss and activation_checkpointing
     (reentrant too), no wrapper; given a mean where a sum is needed, the check stops in one line."""
-    pytest.importorskip("transformers", reason="needs transformers: pip install 'trainclaims[hf]'")
-    from trainclaims.families.hf import models
-
-    gpt2, batches = models.MODELS["gpt2"], models.batches(2)
+    gpt2, batches = hf_models.MODELS["gpt2"], hf_models.batches(2)
     result = checks.token_accumulation(gpt2, batches, k=2)
     result.assert_holds()
     assert result.broken > 1e-3, str(result)  # each micro-batch's mean / k parts from the large batch
     checks.logged_loss(gpt2, batches, k=2).assert_holds()
 
     def with_dropout_no_cache():
-        model = models.GPT2_WITH_DROPOUT()
+        model = hf_models.GPT2_WITH_DROPOUT()
         model.config.use_cache = False  # as Hugging Face does when it checkpoints (the check stops otherwise)
         return model
 
@@ -518,13 +526,10 @@ def test_a_gpt2_as_it_comes_goes_through_the_token_checks_and_checkpointing_with
     )
 
 
-def test_the_default_mean_loss_reads_a_hugging_face_causal_lms_labels_as_unshifted(one_thread):
+def test_the_default_mean_loss_reads_a_hugging_face_causal_lms_labels_as_unshifted(hf_models):
     """A GPT-2 as it comes in a check that takes a mean loss (accumulation, clipping, DDP...): the
     default loss aligns its unshifted labels as Hugging Face does, and equals the model's own loss."""
-    pytest.importorskip("transformers", reason="needs transformers: pip install 'trainclaims[hf]'")
-    from trainclaims.families.hf import models
-
-    model, batch = models.MODELS["gpt2"](), models.batch(0)
+    model, batch = hf_models.MODELS["gpt2"](), hf_models.batch(0)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     output = model(**inputs)
     own = model(**batch).loss
@@ -532,6 +537,6 @@ def test_the_default_mean_loss_reads_a_hugging_face_causal_lms_labels_as_unshift
     assert checks.mean_cross_entropy(output.to_tuple(), batch["labels"]).item() != pytest.approx(own.item(), rel=1e-3)
     # and it runs a check as it comes: a token mean / k over micro-batches of unequal token counts
     # is not the large batch's (TP-01's 2024 bug, on Hugging Face's labels)
-    result = checks.accumulation(models.MODELS["gpt2"], models.batches(2), k=2)
+    result = checks.accumulation(hf_models.MODELS["gpt2"], hf_models.batches(2), k=2)
     assert not result.holds, str(result)
     assert result.gap > 0.1, str(result)
