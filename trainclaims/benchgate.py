@@ -277,10 +277,13 @@ class Comparison:
         call = judge(self.before, self.after, at_default.gate)[0]
         if call != "inconclusive":
             return f"at {DEFAULT_LIMIT:.0%}: {call} (not gated)"
-        n = at_default.rounds_needed()
-        took = len(self.after)
-        tell = f"about {n} rounds a run would tell (this run took {took})" if n else "its noise cannot tell"
-        return f"at {DEFAULT_LIMIT:.0%}: inconclusive, {tell} (not gated)"
+        return f"at {DEFAULT_LIMIT:.0%}: inconclusive, {at_default.would_tell() or 'its noise cannot tell'} (not gated)"
+
+    def would_tell(self) -> str:
+        """ "about N rounds a run would tell (this run took M)" (:meth:`rounds_needed`), or empty where
+        not even 16x the rounds would."""
+        n = self.rounds_needed()
+        return f"about {n} rounds a run would tell (this run took {len(self.after)})" if n else ""
 
     def numbers(self) -> str:
         """The numbers behind the call, in one line."""
@@ -312,12 +315,11 @@ class Comparison:
             beyond = "past the limit" if past else "the rounds cannot rule out the limit"
             return f"slower ({beyond}): {self.numbers()}"
         if self.status == "inconclusive":
-            n = self.rounds_needed()
-            took = len(self.after)
+            tell = self.would_tell()
             resolve = (
-                f"about {n} rounds a run would tell (this run took {took}): rerun with more, or on a quieter machine"
-                if n
-                else f"not even {16 * max(took, MIN_ROUNDS)} rounds would tell: rerun on a quieter machine"
+                f"{tell}: rerun with more, or on a quieter machine"
+                if tell
+                else f"not even {16 * max(len(self.after), MIN_ROUNDS)} rounds would tell: rerun on a quieter machine"
             )
             return (
                 f"inconclusive, the rounds cannot rule out a slowdown past the limit (too few or too spread; "
