@@ -550,8 +550,8 @@ def test_the_pr_comment_of_two_runs_shows_the_changed_claim_and_the_slower_bench
     assert text.count("</details>") == 2
     test_line = next(line for line in lines if line.startswith(f"  - `{GAP_TEST}`"))
     assert "passed → failed; gap 0.003 (needs <= 0.0001) (base gap 2e-08 (needs <= 0.0001))" in test_line
-    assert "slower (past the limit): step cost 1.5" in text
-    assert "GEMM units against the baseline's 1" in text
+    assert "slower (past the limit): step cost 1.48" in text
+    assert "GEMM units against the baseline's 0.981 (lower quartiles; +51.2%" in text
     commands = [line for line in lines if line.startswith("pytest ")]
     assert commands == [
         "pytest -p no:cacheprovider --device=cpu -p no:xdist "

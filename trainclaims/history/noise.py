@@ -1,7 +1,7 @@
 """How noisy each benchmark of a history is: its noise over the rounds of a run and over the runs,
 and the false alarms that noise gives at its gate limit, with the run-to-run drift the history
 shows. The rule and the simulation are the one benchmark judge's (:mod:`trainclaims.benchgate`);
-what this module adds is the drift: each run's median over its level, the levels found by the
+what this module adds is the drift: each run's lower quartile over its level, the levels found by the
 step detection (:func:`trainclaims.history.steps.detect_steps`: a real step is not noise).
 
 Call (from the site, a notebook)::
@@ -33,18 +33,18 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from trainclaims.benchgate import SIMULATIONS, BenchNoise, BenchRow, benchmark_noise
+from trainclaims.benchgate import SIMULATIONS, BenchNoise, BenchRow, benchmark_noise, quartile_cost
 from trainclaims.history.steps import detect_steps
 from trainclaims.stats import robust_cv
 
 
 def drift(rows: Sequence[BenchRow]) -> list[float]:
-    """Each run's median step cost over the level the step detection fits there (3 runs or more
-    with step costs; else none)."""
+    """Each run's step cost as the gate reads it (:func:`~trainclaims.benchgate.quartile_cost`) over
+    the level the step detection fits there (3 runs or more with step costs; else none)."""
     measured = [r.step_costs for r in rows if r.step_costs and len(r.step_costs) >= 2]
     if len(measured) < 3:
         return []
-    medians = [statistics.median(c) for c in measured]
+    medians = [quartile_cost(c) for c in measured]
     fit = detect_steps(medians, measured)
     levels = fit.levels if len(fit.levels) == len(medians) else [statistics.median(medians)] * len(medians)
     return [m / level for m, level in zip(medians, levels, strict=True) if level > 0]

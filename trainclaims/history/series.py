@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainclaims.benchgate import BenchRow
+from trainclaims.benchgate import BenchRow, quartile_cost
 from trainclaims.history.steps import Fit, detect_steps
 from trainclaims.history.store import History, Run
 from trainclaims.results import TestResult
@@ -304,8 +304,9 @@ def benchmark_series(history: History) -> list[BenchSeries]:
         for i, row in sorted(bench.rows.items()):
             costs = row.step_costs
             if costs:
-                q1, q2, q3 = quartiles(costs)
-                bench.step_cost.points.append(Point(i, q2, costs, q1, q3))
+                # the gated number (the lower quartile), with bars from the fastest round to the median
+                _, median, _ = quartiles(costs)
+                bench.step_cost.points.append(Point(i, quartile_cost(costs), costs, min(costs), median))
             elif row.step_cost is not None:
                 bench.step_cost.points.append(Point(i, row.step_cost))
             if row.samples_per_s is not None:

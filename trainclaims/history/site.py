@@ -591,7 +591,11 @@ def bench_page(site: Site, bench: BenchSeries, noise: BenchNoise | None) -> str:
         )
     parts.append(f"</p><div class='filters'>{_runs_choice(site)}</div>")
     titles = {
-        "step_cost": ("step cost in units of its own GEMMs: the gated number (bars: the rounds' quartiles)", ""),
+        "step_cost": (
+            "step cost in units of its own GEMMs: the rounds' lower quartile, the gated number (bars: "
+            "the fastest round to the median)",
+            "",
+        ),
         "samples_per_s": (
             "samples/s: machine-dependent, follows the machine's load; not gated (bars: the rounds' quartiles)",
             "machine-dependent",
