@@ -2,14 +2,15 @@
 training step made slower from outside the project. Not a test (it takes minutes): its numbers go
 in docs/reports.md (Gating CI) and beside the limits in trainclaims/benchgate.py.
 
-    python suites/gate_drill.py --out /tmp/drill [--runs 10] [--slowed 3] [--factor 1.1] [--busy]
+    python suites/gate_drill.py --out /tmp/drill [--runs 10] [--slowed 3] [--factor 1.1] [--busy] [-k EXPR]
 
 It runs ``pytest -m benchmark suites/test_bench_throughput.py`` once for a baseline, then ``--runs``
 times unchanged and ``--slowed`` times with every optimizer step followed by a busy wait of
 ``factor - 1`` times the time since that step's ``zero_grad`` (a pytest plugin of the drill's own,
 loaded through ``PYTEST_PLUGINS``: nothing in the project or its command line changes), each rerun
 judged against the baseline by the gate (``trainclaims.gating.gate_benchmarks``). ``--busy`` keeps
-one core busy (a ``while True: pass`` process) during the reruns. Prints, per benchmark, each
+one core busy (a ``while True: pass`` process) during the reruns; ``-k`` runs only the benchmarks
+pytest's ``-k`` selects. Prints, per benchmark, each
 rerun's change and call, the false alarms and catches, and its limit with the false alarms its
 baseline's rounds imply there.
 """
@@ -60,13 +61,14 @@ register_optimizer_step_post_hook(_wait)
 '''
 
 
-def bench_run(out: Path, name: str, extra_env: dict[str, str] | None = None) -> Path:
+def bench_run(out: Path, name: str, extra_env: dict[str, str] | None = None, select: str = "") -> Path:
     """One run of the benchmark module; its benchmarks.json."""
     report = out / name
     env = {**os.environ, **(extra_env or {})}
     env.pop("PYTEST_XDIST_WORKER", None)
     args = [sys.executable, "-m", "pytest", "suites/test_bench_throughput.py", "-m", "benchmark", "--device=cpu"]
     args += ["-p", "no:cacheprovider", "-p", "no:xdist", "-q", f"--report-dir={report}"]
+    args += ["-k", select] if select else []
     start = time.perf_counter()
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     load = open("/proc/loadavg").read().split()[0]
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, default=1.1)
     parser.add_argument("--busy", action="store_true", help="keep one core busy during the reruns")
     parser.add_argument("--baseline", type=Path, default=None, help="a baseline benchmarks.json (else one is run)")
+    parser.add_argument("-k", dest="select", default="", help="only the benchmarks this pytest -k expression selects")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from trainclaims.benchgate import benchmark_noise
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "TRAINCLAIMS_DRILL_FACTOR": str(args.factor),
     }
     print(f"baseline (load {open('/proc/loadavg').read().split()[0]})", flush=True)
-    baseline_file = args.baseline or bench_run(args.out, "baseline")
+    baseline_file = args.baseline or bench_run(args.out, "baseline", select=args.select)
     baseline = read_bench_baseline(baseline_file)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     results: dict[str, list[tuple[str, str, float | None]]] = {}
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = [("unchanged", k, {}) for k in range(args.runs)]
         plan += [("slowed", k, slowed_env) for k in range(args.slowed)]
         for kind, k, env in plan:
-            current = read_bench_baseline(bench_run(args.out, f"{kind}-{k}", env))
+            current = read_bench_baseline(bench_run(args.out, f"{kind}-{k}", env, args.select))
             outcome = gate_benchmarks(baseline, current)
             for result in outcome.comparisons:
                 results.setdefault(result.new.short, []).append((kind, result.status, result.change))
