@@ -8,7 +8,7 @@ these; none restates the rule.
 
 The rule. Each round's step cost (the step's time over this machine's matmuls on the step's own
 GEMM shapes, timed right before it: ``trainclaims.bench.step_costs``) is a sample; two one-sided
-Mann-Whitney U tests of the rounds decide:
+tests of the two runs' lower quartiles decide:
 
 - **same** (passes): the rounds are smaller than the baseline's made :attr:`Gate.rule_out` (half
   the limit) slower (p < :data:`RULE_OUT_ALPHA`): they rule out a slowdown of half the limit;
@@ -44,10 +44,11 @@ from typing import Any
 from trainclaims.stats import robust_cv, spread
 
 # The limit where a benchmark records none: the slowdown the gate catches. Measured
-# (suites/gate_drill.py, 2 CPU cores shared with other sessions at load 4-15, 20 unchanged reruns and 6
-# with a 1.1x slower step; docs/reports.md: Gating CI): the BN steps' cost moved 0.8-1.0% run to run (robust CV),
-# no false alarm at 10% and every 1.1x step caught (+9.5% to +13.0%); noisier benchmarks record wider
-# limits of their own (suites/test_bench_throughput.py).
+# (suites/gate_drill.py, 2 CPU cores, 2026-12-07, 4 drills of 10 unchanged reruns and 3 with a 1.1x
+# slower step, 3 quiet and 1 beside a busy core; docs/reports.md: Gating CI): the BN steps' lower
+# quartiles moved -3.3% to +2.1% run to run, no false alarm in 40 at 10% and the 1.1x step caught
+# 12 of 12 (+5.5% to +12.3%); noisier benchmarks record wider limits of their own
+# (suites/test_bench_throughput.py).
 DEFAULT_LIMIT = 0.10
 LEGACY_LIMIT = 0.25  # rows without step costs: round times, which move with the machine's speed
 ALPHA = 0.01  # "slower": the rounds are larger than the baseline's at this level
@@ -226,7 +227,7 @@ class Gate:
 
 def quartile_cost(rounds: Sequence[float]) -> float:
     """What the gate reads of a run's rounds: their lower quartile (the :func:`_rank`-th smallest,
-    the median of the faster half)."""
+    about the median of the faster half)."""
     return float(sorted(rounds)[_rank(len(rounds)) - 1])
 
 
@@ -237,17 +238,13 @@ def _rank(n: int) -> int:
 @functools.lru_cache(maxsize=256)
 def _cdf(n_larger: int, n_smaller: int) -> Any:
     """``cdf[x]``: the chance that at most ``x`` of ``n_larger`` rounds are among the pooled rounds'
-    :func:`_pooled_rank` smallest where both runs' rounds come from one distribution
+    :func:`_rank` smallest where both runs' rounds come from one distribution
     (hypergeometric: exact, whatever the distribution)."""
     import numpy as np
     from scipy.stats import hypergeom
 
     pooled = n_larger + n_smaller
-    return hypergeom.cdf(np.arange(n_larger + 1), pooled, _pooled_rank(pooled), n_larger)
-
-
-def _pooled_rank(n: int) -> int:
-    return max(1, math.ceil(n * QUANTILE))
+    return hypergeom.cdf(np.arange(n_larger + 1), pooled, _rank(pooled), n_larger)
 
 
 def _p_greater(larger: Any, smaller: Any) -> Any:
@@ -259,7 +256,7 @@ def _p_greater(larger: Any, smaller: Any) -> Any:
 
     n_larger, n_smaller = larger.shape[1], smaller.shape[1]
     pooled = np.concatenate([larger, smaller], axis=1)  # a stable sort puts larger's ties first
-    order = np.argsort(pooled, axis=1, kind="stable")[:, : _pooled_rank(n_larger + n_smaller)]
+    order = np.argsort(pooled, axis=1, kind="stable")[:, : _rank(n_larger + n_smaller)]
     among = (order < n_larger).sum(axis=1)
     return _cdf(n_larger, n_smaller)[among]
 
@@ -290,7 +287,7 @@ class Comparison:
     old: BenchRow
     new: BenchRow
     what: str = ""  # "step cost", "round times" or "samples/s": what was compared
-    change: float | None = None  # the compared (fast_median) new/old - 1 (as a cost: larger is slower)
+    change: float | None = None  # quartile_cost new/old - 1 (as a cost: larger is slower)
     gate: Gate = field(default_factory=Gate)
     p_slower: float | None = None
     p_same: float | None = None
@@ -312,8 +309,8 @@ class Comparison:
     def rounds_needed(self) -> int | None:
         """About how many rounds a run would have told this change from the limit: the fewest (of
         1.5x, 2x, 3x ... 16x this run's) with which the rule, applied to rounds drawn from these two
-        runs' (with replacement, :data:`NEEDED_SIMULATIONS` pairs), makes the call their medians
-        point to (*same* below half the limit, *slower* past it) nine times in ten; None where not
+        runs' (with replacement, :data:`NEEDED_SIMULATIONS` pairs), makes the call their lower
+        quartiles point to (*same* below half the limit, *slower* past it) nine times in ten; None where not
         even 16x would (the change sits at half the limit, or the rounds are that spread)."""
         before, after = self.before, self.after
         if self.change is None or not before or not after:
