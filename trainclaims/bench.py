@@ -226,7 +226,7 @@ def thread_seconds(fn: Callable[[], None]) -> float:
 # leaves the caches cold behind it. The faster of two back-to-back runs of the step over the faster
 # of two of its GEMMs moved its median by 1.5% there and spread 5% (robust CV) where one run spread 8%.
 REPEATS_PER_ROUND = 2
-COST_TIME_CAP_S = 6.0  # adaptive rounds stop here whatever their spread (seconds of the gate's rounds)
+COST_TIME_CAP_S = 12.0  # adaptive rounds stop here whatever their spread (seconds of the gate's rounds)
 MAX_COST_BATCHES = 8  # and at this many times the rounds asked for
 
 
@@ -251,7 +251,7 @@ def step_costs(
     Each round runs the GEMMs and the step :data:`REPEATS_PER_ROUND` times, alternately, and takes
     the faster step over the faster GEMMs (measured, above). Adaptive: after ``rounds`` rounds it
     takes as many more, again and again, until the median cost's 95% interval lies within
-    ``INTERVAL_OF_LIMIT`` of ``limit`` on either side (the rounds can tell a change of the limit),
+    ``INTERVAL_OF_LIMIT`` of ``limit`` on either side (the rounds can tell a change of half the limit),
     or ``time_cap_s`` seconds or ``MAX_COST_BATCHES`` times ``rounds`` are spent."""
     rounds = max(rounds, MIN_ROUNDS)  # fewer cannot reach the rule's p < 0.01
     cpu = torch.device(device).type == "cpu"
