@@ -45,16 +45,17 @@ pytestmark = [pytest.mark.trainclaims, pytest.mark.benchmark, pytest.mark.slow] 
 # moved 1-2% over the same repeats (0.756-0.768 after the first).
 ROUNDS = {"rounds": 30, "warmup_rounds": 5, "iterations": 1}
 # The gate's limit of each benchmark: the slowdown it catches (a run passes where its lower quartile
-# rules out half of it; trainclaims/benchgate.py), from its measured noise (suites/gate_drill.py on
-# the 2-core machine, 2026-12-07: 4 drills of a baseline and 10 unchanged reruns and 3 reruns 1.1x
-# slower each, 3 quiet and 1 beside a busy core, and 2 of the XOR loop alone; docs/reports.md, Gating
-# CI, has the table): the smallest of 10/15/20/30/40/50% with no false alarm in the reruns. The BN
-# steps 10% (lower quartiles -3.3% to +2.1% run to run; 0 false alarms in 40, 12 of 12 caught),
-# the seed-FC step 20% (-4.8% to +3.9%; at 15% 2 false alarms in 40, at 10% 7), the XOR loop 20%
-# (with 40 gate rounds; 20 let one fast baseline round block every pass: 4 false alarms in 10), the
-# resident-tensor loop 50% (-11.1% to +18.4%: whole runs sit in a slower state; at 10% 11 in 40).
+# rules out 0.7 of it; trainclaims/benchgate.py), from its measured noise (suites/gate_drill.py on
+# the 2-core machine, 2026-12-07: 7 drills of a baseline, 10 unchanged reruns and 3 reruns 1.1x
+# slower each, 4 quiet and 3 beside a busy core, judged by the rule as it is now; docs/reports.md,
+# Gating CI, has the table): the smallest of 10/15/20/30/40/50% with no false alarm in the drills
+# run with the gate's rounds as they are now (the last two). The BN steps 10% (lower quartiles -3.3%
+# to +3.1% run to run; 1.1x caught 42 of 42), the seed-FC step 20% (-4.8% to +4.3%; at 10% 6 false
+# alarms in 70), the XOR loop 30% with 40 gate rounds (a 20-round baseline with one fast round let
+# no rerun pass; at 20% 2 false alarms in 10 in the last quiet drill), the resident-tensor loop 50%
+# (-11.1% to +18.4%: whole runs sit in a slower state; at 10% 19 false alarms in 70).
 LIMIT = DEFAULT_LIMIT
-SEED_FC_LIMIT, RESIDENT_LIMIT, XOR_LIMIT = 0.20, 0.50, 0.20
+SEED_FC_LIMIT, RESIDENT_LIMIT, XOR_LIMIT = 0.20, 0.50, 0.30
 
 
 def measure(

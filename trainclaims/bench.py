@@ -251,7 +251,7 @@ def step_costs(
     Each round runs the GEMMs and the step :data:`REPEATS_PER_ROUND` times, alternately, and takes
     the faster step over the faster GEMMs (measured, above). Adaptive: after ``rounds`` rounds it
     takes as many more, again and again, until the median cost's 95% interval lies within
-    ``INTERVAL_OF_LIMIT`` of ``limit`` on either side (the rounds can tell a change of half the limit),
+    ``INTERVAL_OF_LIMIT`` of ``limit`` on either side (the rounds can tell a change of the rule-out),
     or ``time_cap_s`` seconds or ``MAX_COST_BATCHES`` times ``rounds`` are spent."""
     rounds = max(rounds, MIN_ROUNDS)  # fewer cannot reach the rule's p < 0.01
     cpu = torch.device(device).type == "cpu"

@@ -125,7 +125,7 @@ MATMUL_FRACTION_NOTE = (
     "gated: the benchmark gate (`--bench-baseline`) compares the step's **cost** in units of its own GEMMs, "
     "round by round on one thread and its CPU clock (`step_costs`), which a machine that is slower for the "
     "moment moves far less than samples/s; it reads each run's lower quartile (the `step cost` column) and "
-    "passes a run only where it rules out half the benchmark's limit, so a step the limit slower fails "
+    "passes a run only where it rules out 0.7 of the benchmark's limit, so a step the limit slower fails "
     "(docs/reports.md: Gating CI)."
 )
 
