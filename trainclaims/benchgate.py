@@ -44,10 +44,11 @@ from typing import Any
 from trainclaims.stats import robust_cv, spread
 
 # The limit where a benchmark records none: the slowdown the gate catches. Measured
-# (suites/gate_drill.py, 2 CPU cores, 2026-12-07, 4 drills of 10 unchanged reruns and 3 with a 1.1x
-# slower step, 3 quiet and 1 beside a busy core; docs/reports.md: Gating CI): the BN steps' lower
-# quartiles moved -3.3% to +2.1% run to run, no false alarm in 40 at 10% and the 1.1x step caught
-# 12 of 12 (+5.5% to +12.3%); noisier benchmarks record wider limits of their own
+# (suites/gate_drill.py, 2 CPU cores, 2026-12-07, 7 drills of 10 unchanged reruns and 3 with a 1.1x
+# slower step, 4 quiet and 3 beside a busy core; docs/reports.md: Gating CI): the BN steps' lower
+# quartiles moved -3.3% to +3.1% run to run, no false alarm in the two drills with the adaptive
+# rounds of now (6 in 70 over all seven, in one drill with a noisy baseline) and the 1.1x step
+# caught 42 of 42 (+5.5% to +14.6%); noisier benchmarks record wider limits of their own
 # (suites/test_bench_throughput.py).
 DEFAULT_LIMIT = 0.10
 LEGACY_LIMIT = 0.25  # rows without step costs: round times, which move with the machine's speed
@@ -232,6 +233,10 @@ class Gate:
         """The slowdown a run's rounds must rule out to pass: :data:`RULE_OUT_OF_LIMIT` of the limit."""
         return self.limit * RULE_OUT_OF_LIMIT
 
+    def rule_out_text(self) -> str:
+        """ "+7%, 0.7 of the limit": what the gate lines say a run must rule out."""
+        return f"+{self.rule_out * 100:g}%, {RULE_OUT_OF_LIMIT:g} of the limit"
+
 
 def quartile_cost(rounds: Sequence[float]) -> float:
     """What the gate reads of a run's rounds: their lower quartile (the :func:`_rank`-th smallest,
@@ -273,7 +278,11 @@ def judge(before: Any, after: Any, gate: Gate) -> list[str]:
     """The rule (the module docstring) for each pair of rows of ``before`` and ``after`` (arrays of
     rounds, one pair per row; larger is slower): "slower", "same" or "inconclusive". Vectorised:
     one call judges one pair or thousands of simulated ones."""
-    p_slower, p_same = _p_values(before, after, gate)
+    return _calls(*_p_values(before, after, gate), gate)
+
+
+def _calls(p_slower: Any, p_same: Any, gate: Gate) -> list[str]:
+    """The rule's call for each row of :func:`_p_values`."""
     same = p_same < gate.rule_out_alpha
     slower = ~same & (p_slower < gate.alpha)
     return ["same" if s else "slower" if w else "inconclusive" for s, w in zip(same, slower, strict=True)]
@@ -365,8 +374,10 @@ class Comparison:
         if self.what == "samples/s":
             return f"{raw} (limit {self.gate.limit:.0%}; no rounds to compare)"
         before, after = self.before, self.after
-        half = f"+{self.gate.rule_out * 100:g}%"
-        p = f"lower-quartile test: slower p={self.p_slower:.2g}, under {half} p={self.p_same:.2g}"
+        p = (
+            f"lower-quartile test: slower p={self.p_slower:.2g}, "
+            f"under +{self.gate.rule_out * 100:g}% p={self.p_same:.2g}"
+        )
         if self.what == "round times":
             return f"{raw} ({p}, limit {self.gate.limit:.0%}; the baseline has no step costs: keep a new one)"
         clock = "on the thread's CPU clock" if new.clock == COSTS_CLOCK_THREAD else "on the wall clock"
@@ -384,8 +395,7 @@ class Comparison:
             return self.why
         if self.status == "slower":
             past = (self.change or 0) > self.gate.limit
-            half = f"the rounds cannot rule out +{self.gate.rule_out * 100:g}%, 0.7 of the limit"
-            beyond = "past the limit" if past else half
+            beyond = "past the limit" if past else f"the rounds cannot rule out {self.gate.rule_out_text()}"
             return f"slower ({beyond}): {self.numbers()}"
         if self.status == "inconclusive":
             tell = self.would_tell()
@@ -395,7 +405,8 @@ class Comparison:
                 else f"not even {16 * max(len(self.after), MIN_ROUNDS)} rounds would tell: rerun on a quieter machine"
             )
             return (
-                f"inconclusive, the rounds cannot rule out a slowdown past 0.7 of the limit (too few or too spread; "
+                f"inconclusive, the rounds cannot rule out a slowdown past {RULE_OUT_OF_LIMIT:g} of the limit "
+                f"(too few or too spread; "
                 f"{resolve}): {self.numbers()}"
             )
         return f"{self.status}: {self.numbers()}"
@@ -444,7 +455,7 @@ def compare(old: BenchRow, new: BenchRow) -> Comparison:
     out.change = quartile_cost(after) / quartile_cost(before) - 1
     p_slower, p_same = _p_values(before, after, gate)
     out.p_slower, out.p_same = float(p_slower[0]), float(p_same[0])
-    forward = judge(before, after, gate)[0]
+    forward = _calls(p_slower, p_same, gate)[0]
     if forward == "same":
         out.status = "faster" if judge(after, before, gate)[0] == "slower" else "unchanged"
     else:

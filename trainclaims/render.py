@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from trainclaims.benchgate import BenchRow, benchmark_noise
+from trainclaims.benchgate import RULE_OUT_OF_LIMIT, BenchRow, benchmark_noise
 from trainclaims.claims import Catalogue
 from trainclaims.files import atomic_write
 from trainclaims.modes import REFERENCE as REFERENCE_MODE
@@ -125,7 +125,8 @@ MATMUL_FRACTION_NOTE = (
     "gated: the benchmark gate (`--bench-baseline`) compares the step's **cost** in units of its own GEMMs, "
     "round by round on one thread and its CPU clock (`step_costs`), which a machine that is slower for the "
     "moment moves far less than samples/s; it reads each run's lower quartile (the `step cost` column) and "
-    "passes a run only where it rules out 0.7 of the benchmark's limit, so a step the limit slower fails "
+    f"passes a run only where it rules out {RULE_OUT_OF_LIMIT:g} of the benchmark's limit, so a step the limit "
+    "slower fails "
     "(docs/reports.md: Gating CI)."
 )
 

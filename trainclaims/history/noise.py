@@ -44,10 +44,10 @@ def drift(rows: Sequence[BenchRow]) -> list[float]:
     measured = [r.step_costs for r in rows if r.step_costs and len(r.step_costs) >= 2]
     if len(measured) < 3:
         return []
-    medians = [quartile_cost(c) for c in measured]
-    fit = detect_steps(medians, measured)
-    levels = fit.levels if len(fit.levels) == len(medians) else [statistics.median(medians)] * len(medians)
-    return [m / level for m, level in zip(medians, levels, strict=True) if level > 0]
+    read = [quartile_cost(c) for c in measured]
+    fit = detect_steps(read, measured)
+    levels = fit.levels if len(fit.levels) == len(read) else [statistics.median(read)] * len(read)
+    return [m / level for m, level in zip(read, levels, strict=True) if level > 0]
 
 
 def history_noise(rows: Sequence[BenchRow], *, simulations: int = SIMULATIONS, seed: int = 0) -> BenchNoise | None:
